@@ -1,0 +1,15 @@
+"""softjax: the functions that turn scores into distributions, for JAX.
+
+Dense (:func:`softmax`, :func:`log_softmax`) and sparse normalisers, with
+hand-written gradients, masks, temperatures and the conventions of ``jax.nn``.
+"""
+
+from softjax._dense import log_softmax
+from softjax._dense import softmax
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "log_softmax",
+    "softmax",
+]

@@ -1,0 +1,148 @@
+"""Softmax and log-softmax with hand-written VJPs that keep only the output."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from softjax import _checks
+from softjax import _core
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _dense(x: jax.Array, temperature: jax.Array | None,
+           axes: tuple[int, ...], log: bool) -> jax.Array:
+  return _dense_fwd(x, temperature, axes, log)[0]
+
+
+def _dense_fwd(x, temperature, axes, log):
+  u = x if temperature is None else x / temperature
+  u, m = _core.sanitize_rows(u, axes)
+  shifted = u - m
+  unnormalized = jnp.exp(shifted)
+  total = jnp.sum(unnormalized, axis=axes, keepdims=True)
+  # An all -inf (all masked) row sums to 0: it gets zeros, not 0/0.
+  total = jnp.where(total == 0, jnp.ones((), total.dtype), total)
+  if log:
+    out = shifted - jnp.log(total)
+  else:
+    out = unnormalized / total
+  shift = None
+  if _core.varies_along(temperature, x.ndim, axes):
+    shift = m + jnp.log(total)
+  return out, (out, temperature, shift)
+
+
+def _dense_bwd(axes, log, res, g):
+  out, temperature, shift = res
+  if log:
+    # -inf outputs are constants (masked entries); their cotangent is dropped.
+    live = out > -jnp.inf
+    g = jnp.where(live, g, jnp.zeros((), g.dtype))
+    du = g - jnp.exp(out) * jnp.sum(g, axis=axes, keepdims=True)
+    centred = jnp.where(live, out, jnp.zeros((), out.dtype))
+  else:
+    du = out * (g - jnp.sum(g * out, axis=axes, keepdims=True))
+    # log p up to a per-row constant; the safe argument avoids log(0) even in
+    # the discarded branch, which would poison second derivatives.
+    positive = out > 0
+    centred = jnp.where(positive,
+                        jnp.log(jnp.where(positive, out, jnp.ones((), out.dtype))),
+                        jnp.zeros((), out.dtype))
+  if temperature is None:
+    return du, None
+  dt = _core.temperature_cotangent(du, centred, temperature, shift)
+  return du / temperature, dt
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
+            temperature: float | jax.Array = 1.0) -> jax.Array:
+  r"""Softmax: scores to a dense probability distribution.
+
+  .. math::
+    \mathrm{softmax}(x)_i = \frac{\exp(x_i / T - m)}{\sum_j \exp(x_j / T - m)},
+    \qquad m = \max_j x_j / T,
+
+  where subtracting the row maximum :math:`m` changes nothing mathematically
+  and prevents overflow, so any finite input is safe. It is the
+  :math:`\alpha = 1` member of the entmax family and the gradient map of
+  :math:`\log\sum\exp` (Bridle, 1990).
+
+  The gradient is a ``jax.custom_vjp`` that keeps only the output ``p`` (and
+  an array temperature): :math:`\bar x = p \odot (g - \langle g, p\rangle)`.
+
+  Args:
+    x: scores; any real dtype. Integers are promoted to float; ``float16`` and
+      ``bfloat16`` are computed in float32 and returned in their own dtype.
+    axis: the axis or axes to normalise over (an int, a tuple of ints, or
+      ``None`` for all axes).
+    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
+      exactly 0 and a zero gradient. A row with every entry masked gives zeros.
+    temperature: a positive float, or a positive array broadcastable to ``x``
+      (which then receives a gradient); the result is ``softmax(x / T)``.
+
+  Returns:
+    An array of the shape and floating dtype of ``x`` whose entries along
+    ``axis`` are non-negative and sum to 1.
+
+  Raises:
+    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
+      ``where`` not broadcastable to ``x``.
+    TypeError: boolean or complex ``x``, non-boolean ``where``.
+
+  Example:
+    >>> import softjax
+    >>> softjax.softmax(jnp.array([1000.0, 999.0, 998.0])).round(3)
+    Array([0.665, 0.245, 0.09 ], dtype=float32)
+    >>> softjax.softmax(jnp.array([1.0, 3.0, 2.0]), temperature=0.5).round(3)
+    Array([0.016, 0.867, 0.117], dtype=float32)
+
+  References:
+    J. S. Bridle, "Probabilistic interpretation of feedforward classification
+    network outputs", Neurocomputing, 1990.
+  """
+  prep = _core.prepare(x, axis, where, temperature)
+  return _core.finish(_dense(prep.x, prep.temperature, prep.axes, False), prep)
+
+
+def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
+                temperature: float | jax.Array = 1.0) -> jax.Array:
+  r"""Log-softmax: the logarithm of :func:`softmax`, computed stably.
+
+  .. math::
+    \mathrm{log\_softmax}(x)_i = x_i / T - m - \log \sum_j \exp(x_j / T - m),
+    \qquad m = \max_j x_j / T.
+
+  Huge logits stay finite. The gradient is a ``jax.custom_vjp`` that keeps
+  only the output :math:`\ell`: :math:`\bar x = g - e^{\ell} \sum_j g_j`.
+
+  Args:
+    x: scores; any real dtype (see :func:`softmax`).
+    axis: the axis or axes to normalise over.
+    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
+      ``-inf`` and a zero gradient.
+    temperature: a positive float, or a positive array broadcastable to ``x``.
+
+  Returns:
+    An array of the shape and floating dtype of ``x``; ``exp`` of it sums to 1
+    along ``axis`` (to 0 on rows where every entry is masked).
+
+  Example:
+    >>> import softjax
+    >>> softjax.log_softmax(jnp.array([1e30, 0.0]))
+    Array([  0.e+00, -1.e+30], dtype=float32)
+    >>> jnp.exp(softjax.log_softmax(jnp.array([1.0, 3.0, 2.0]))).round(3)
+    Array([0.09 , 0.665, 0.245], dtype=float32)
+
+  References:
+    J. S. Bridle, "Probabilistic interpretation of feedforward classification
+    network outputs", Neurocomputing, 1990.
+  """
+  prep = _core.prepare(x, axis, where, temperature)
+  return _core.finish(_dense(prep.x, prep.temperature, prep.axes, True), prep)
