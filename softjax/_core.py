@@ -80,6 +80,19 @@ def sanitize_rows(x: jax.Array, axes: tuple[int, ...]
   return x, m
 
 
+def scale(x: jax.Array, temperature: jax.Array | None) -> jax.Array:
+  """``x / T`` whose derivative in ``T`` is 0, not NaN, at infinite scores.
+
+  Masked scores are ``-inf``; the plain quotient has ``d(-inf / T)/dT = inf``,
+  which turns into NaN when second derivatives multiply it by 0.
+  """
+  if temperature is None:
+    return x
+  finite = jnp.isfinite(x)
+  safe = jnp.where(finite, x, jnp.zeros((), x.dtype))
+  return jnp.where(finite, safe / temperature, x)
+
+
 def reduce_to_shape(value: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   """Sums a broadcast cotangent back to the shape of its primal."""
   lead = value.ndim - len(shape)

@@ -19,7 +19,7 @@ def _dense(x: jax.Array, temperature: jax.Array | None,
 
 
 def _dense_fwd(x, temperature, axes, log):
-  u = x if temperature is None else x / temperature
+  u = _core.scale(x, temperature)
   u, m = _core.sanitize_rows(u, axes)
   shifted = u - m
   unnormalized = jnp.exp(shifted)
@@ -97,11 +97,14 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     TypeError: boolean or complex ``x``, non-boolean ``where``.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
     >>> import softjax
-    >>> softjax.softmax(jnp.array([1000.0, 999.0, 998.0])).round(3)
-    Array([0.665, 0.245, 0.09 ], dtype=float32)
-    >>> softjax.softmax(jnp.array([1.0, 3.0, 2.0]), temperature=0.5).round(3)
-    Array([0.016, 0.867, 0.117], dtype=float32)
+    >>> np.asarray(softjax.softmax(jnp.array([1000.0, 999.0, 998.0]))).round(3)
+    array([0.665, 0.245, 0.09 ], dtype=float32)
+    >>> np.asarray(softjax.softmax(jnp.array([1.0, 3.0, 2.0]), temperature=0.5)
+    ...            ).round(3)
+    array([0.016, 0.867, 0.117], dtype=float32)
 
   References:
     J. S. Bridle, "Probabilistic interpretation of feedforward classification
@@ -134,11 +137,13 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     along ``axis`` (to 0 on rows where every entry is masked).
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
     >>> import softjax
     >>> softjax.log_softmax(jnp.array([1e30, 0.0]))
     Array([  0.e+00, -1.e+30], dtype=float32)
-    >>> jnp.exp(softjax.log_softmax(jnp.array([1.0, 3.0, 2.0]))).round(3)
-    Array([0.09 , 0.665, 0.245], dtype=float32)
+    >>> np.exp(softjax.log_softmax(jnp.array([1.0, 3.0, 2.0]))).round(3)
+    array([0.09 , 0.665, 0.245], dtype=float32)
 
   References:
     J. S. Bridle, "Probabilistic interpretation of feedforward classification
