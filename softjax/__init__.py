@@ -6,15 +6,18 @@ hand-written gradients, masks, temperatures and the conventions of ``jax.nn``.
 
 from softjax._dense import log_softmax
 from softjax._dense import softmax
+from softjax._gumbel import gumbel_softmax
 from softjax._sparse import entmax
 from softjax._sparse import entmax15
 from softjax._sparse import sparsemax
+from softjax import losses
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "entmax",
     "entmax15",
+    "gumbel_softmax",
     "log_softmax",
     "softmax",
     "sparsemax",

@@ -179,3 +179,164 @@ def check_n_iter(n_iter: Any) -> int | None:
   if n_iter < 1:
     raise ValueError(f"`n_iter` must be >= 1, got {n_iter}.")
   return int(n_iter)
+
+
+def check_key(key: Any, name: str = "key") -> Any:
+  """Accepts one PRNG key: a typed ``jax.random.key`` or a raw uint32 (2,)."""
+  dtype = getattr(key, "dtype", None)
+  shape = getattr(key, "shape", None)
+  if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+    if shape != ():
+      raise ValueError(
+          f"`{name}` holds {math.prod(shape)} keys of shape {shape}; pass one "
+          f"key, and `jax.vmap` over a batch of keys instead.")
+    return key
+  if dtype is not None and dtype == np.uint32 and shape == (2,):
+    return key
+  if dtype is not None and dtype == np.uint32 and shape[-1:] == (2,):
+    raise ValueError(
+        f"`{name}` has shape {shape}: that is a batch of raw keys. Pass one "
+        f"key, and `jax.vmap` over a batch of keys instead.")
+  described = (type(key).__name__ if dtype is None
+               else f"an array of dtype {dtype} and shape {shape}")
+  raise TypeError(
+      f"`{name}` must be a PRNG key from `jax.random.key(seed)` (or a legacy "
+      f"`jax.random.PRNGKey(seed)`), got {described}. The key comes first: "
+      f"`gumbel_softmax(key, logits)`.")
+
+
+def check_callable(value: Any, name: str) -> Any:
+  if not callable(value):
+    raise TypeError(
+        f"`{name}` must be a callable such as `softjax.softmax` or "
+        f"`softjax.sparsemax`, got {type(value).__name__}.")
+  return value
+
+
+def check_static_bool(value: Any, name: str) -> bool:
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(
+        f"`{name}` must be a Python bool (it changes the computation, so it "
+        f"cannot be traced), got {type(value).__name__}.")
+  return bool(value)
+
+
+def check_labels(labels: Any, shape: tuple[int, ...], axis: Axis,
+                 axes: tuple[int, ...]) -> tuple[jax.Array, bool]:
+  """Returns ``(labels, is_index)`` for a loss over ``axes`` of ``shape``.
+
+  Integer labels are class ids (one per example, ``axis`` a single int);
+  floating labels are distributions of the shape of the scores.
+  """
+  if isinstance(labels, (list, tuple)) or np.isscalar(labels):
+    labels = np.asarray(labels)
+  dtype = getattr(labels, "dtype", None)
+  if dtype is None:
+    raise TypeError(
+        f"`labels` must be an array, got {type(labels).__name__}.")
+  if jnp.issubdtype(dtype, jnp.bool_):
+    raise TypeError(
+        "`labels` has boolean dtype. Pass integer class ids, or a one-hot / "
+        "soft target as floats: `labels.astype(jnp.float32)`.")
+  if jnp.issubdtype(dtype, jnp.integer):
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+      raise ValueError(
+          f"`axis`={axis!r}: integer `labels` (class ids) need a single int "
+          "`axis`. For several class axes pass a one-hot (floating) target "
+          "of the shape of `logits` instead.")
+    expected = tuple(n for i, n in enumerate(shape) if i not in axes)
+    if tuple(np.shape(labels)) != expected:
+      raise ValueError(
+          f"`labels` has shape {tuple(np.shape(labels))}; integer class ids "
+          f"need one per example, shape {expected} (the shape of `logits` "
+          f"{tuple(shape)} without axis {axes[0]}).")
+    return jnp.asarray(labels), True
+  if jnp.issubdtype(dtype, jnp.floating):
+    if tuple(np.shape(labels)) != tuple(shape):
+      raise ValueError(
+          f"`labels` has shape {tuple(np.shape(labels))}; floating labels are "
+          f"target distributions and need the shape of `logits`, "
+          f"{tuple(shape)}. For class ids pass an integer array.")
+    return jnp.asarray(labels), False
+  raise TypeError(
+      f"`labels` must be integer class ids or floating target distributions, "
+      f"got dtype {dtype}.")
+
+
+def check_label_values(labels: jax.Array, is_index: bool, n_classes: int,
+                       live: jax.Array | None, axes: tuple[int, ...]) -> None:
+  """Checks concrete labels: ids in range, distributions on the simplex.
+
+  ``live`` (concrete or None) marks the classes that are not masked; labels
+  may not put mass on masked classes, except in rows with no live class.
+  """
+  if not _is_concrete(labels):
+    return
+  if live is not None and not _is_concrete(live):
+    live = None
+    if not is_index:
+      return
+  y = np.asarray(labels)
+  if is_index:
+    bad = (y < 0) | (y >= n_classes)
+    if bad.any():
+      raise ValueError(
+          f"`labels` must be class ids in [0, {n_classes}), got "
+          f"{y[bad].ravel()[:5].tolist()}. To leave an example out, mask its "
+          "whole row with `where` or weight its loss by 0.")
+    if live is not None:
+      lv = np.moveaxis(np.asarray(live), axes[0], -1)
+      lv = np.broadcast_to(lv, y.shape + (n_classes,))
+      hit = np.take_along_axis(lv, y[..., None], axis=-1)[..., 0]
+      bad = ~hit & lv.any(-1)
+      if bad.any():
+        raise ValueError(
+            f"`labels` point at masked classes "
+            f"({y[bad].ravel()[:5].tolist()}); the loss would be +inf. "
+            "Unmask the target class, or mask the whole row to leave the "
+            "example out.")
+    return
+  y = y.astype(np.float64)
+  if np.isnan(y).any():
+    raise ValueError("`labels` contains NaN.")
+  if (y < 0).any():
+    raise ValueError(
+        f"`labels` must be non-negative (a distribution over classes), got "
+        f"{y[y < 0].ravel()[:5].tolist()}.")
+  lv = (np.ones(y.shape, bool) if live is None
+        else np.broadcast_to(np.asarray(live), y.shape))
+  row_live = lv.any(axis=axes)
+  if ((y > 0) & ~lv).any(axis=axes)[row_live].any():
+    raise ValueError(
+        "`labels` put mass on masked classes; the loss would be +inf. Make "
+        "the target 0 wherever `where` is False.")
+  eps = float(np.finfo(labels.dtype).eps)
+  tol = max(math.sqrt(eps), 4 * n_classes * eps)
+  sums = y.sum(axis=axes)
+  off = (np.abs(sums - 1.0) > tol) & row_live
+  if off.any():
+    raise ValueError(
+        f"`labels` must sum to 1 along the class axis (floating labels are "
+        f"target distributions), got sums {sums[off].ravel()[:5].tolist()}. "
+        "For class ids pass an integer array.")
+
+
+def check_alpha_per_example(alpha: Any, loss_shape: tuple[int, ...]
+                            ) -> float | jax.Array:
+  """α for a loss: a float, or an array broadcastable to the loss's shape."""
+  if isinstance(alpha, bool):
+    raise TypeError("`alpha` must be a number or an array, not a bool.")
+  if isinstance(alpha, numbers.Real):
+    return alpha
+  a = as_float_array(alpha, "alpha")
+  try:
+    ok = jnp.broadcast_shapes(a.shape, loss_shape) == tuple(loss_shape)
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ValueError(
+        f"`alpha` has shape {a.shape}; an array alpha holds one value per "
+        f"example and must be broadcastable to the loss's shape "
+        f"{tuple(loss_shape)} (the shape of `logits` without the class axis; "
+        "drop that axis from `alpha` rather than keeping it with size 1).")
+  return a

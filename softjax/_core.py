@@ -4,8 +4,9 @@
   precision runs in float32) and applies the ``where`` mask by turning masked
   scores into ``-inf``; every normaliser gives ``-inf`` exactly zero mass and a
   zero gradient, so masking needs no code of its own anywhere else.
-* ``sanitize_rows`` gives rows that contain ``+inf`` their limiting value
-  (the mass shared equally among the ``+inf`` entries).
+* ``shift_rows`` subtracts the row maximum and ``repair_rows`` gives rows
+  with an infinite maximum their limiting value (all masked: zeros; holding
+  ``+inf``: the mass shared among the ``+inf`` entries).
 * ``temperature_cotangent`` and ``reduce_to_shape`` turn a cotangent of the
   scaled scores into cotangents of an array temperature or α.
 """
@@ -16,6 +17,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from softjax import _checks
 
@@ -62,22 +64,62 @@ def row_max(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   return jnp.max(x, axis=axes, keepdims=True, initial=-jnp.inf)
 
 
-def sanitize_rows(x: jax.Array, axes: tuple[int, ...]
-                  ) -> tuple[jax.Array, jax.Array]:
-  """Returns ``(x, m)`` with ``+inf`` rows replaced by their limit.
+def finite_or_zero(value: jax.Array) -> jax.Array:
+  """Zero where ``value`` is not finite (residual shifts of empty rows)."""
+  return jnp.where(jnp.isfinite(value), value, jnp.zeros((), value.dtype))
 
-  ``m`` is the row maximum to shift by: finite for every row that has a
-  finite maximum, 0 for rows that are all ``-inf`` (all masked) or that held
-  ``+inf`` (those rows become 0 on the ``+inf`` entries and ``-inf``
-  elsewhere, so they share their mass equally among the ``+inf`` entries).
-  NaN rows keep their NaN, which then stays confined to the row.
+
+def shift_rows(x: jax.Array, axes: tuple[int, ...]
+               ) -> tuple[jax.Array, jax.Array]:
+  """Returns ``(x - m, m)`` with ``m`` the row maximum.
+
+  Exactly the pattern ``x - max(x)``, with ``m`` used by nothing else on the
+  hot path: XLA's CPU backend then fuses it into the following pass. Rows
+  whose maximum is infinite come out NaN here; their row sums are NaN, and
+  :func:`repair_rows` gives them their limiting value.
   """
   m = row_max(x, axes)
-  posinf = m == jnp.inf
-  x = jnp.where(posinf, jnp.where(x == jnp.inf, 0.0, -jnp.inf).astype(x.dtype),
-                x)
-  m = jnp.where(jnp.isinf(m), jnp.zeros((), x.dtype), m)
-  return x, m
+  return x - m, m
+
+
+def repair_rows(out: jax.Array, x: jax.Array, total: jax.Array,
+                axes: tuple[int, ...], log: bool = False) -> jax.Array:
+  """Gives rows with an infinite maximum their limiting value.
+
+  ``total`` is the row sum of the shifted map, NaN exactly for rows that are
+  all ``-inf``, hold ``+inf``, or hold NaN. Then:
+
+  * all ``-inf`` (every entry masked): zeros (``-inf`` for log outputs);
+  * holding ``+inf``: the mass shared equally among the ``+inf`` entries,
+    the limit of the finite case, for every normaliser;
+  * NaN rows are untouched: NaN stays in its row.
+
+  The per-row flags take reductions over ``x``, run only when some row needs
+  them (under ``vmap`` the condition becomes a select and they always run).
+  """
+  keep = dict(axis=axes, keepdims=True)
+
+  def flags():
+    empty = jnp.all(x == -jnp.inf, **keep)
+    count = jnp.sum((x == jnp.inf).astype(x.dtype), **keep)
+    # A row holding NaN keeps its NaN even when it also holds +inf.
+    count = jnp.where(jnp.any(jnp.isnan(x), **keep), 0.0, count)
+    return empty, count
+
+  def no_flags():
+    return (jnp.zeros(total.shape, bool), jnp.zeros(total.shape, x.dtype))
+
+  empty, count = lax.cond(jnp.any(jnp.isnan(total)), flags, no_flags)
+  posinf = count > 0
+  if log:
+    share = jnp.where(x == jnp.inf, -jnp.log(jnp.maximum(count, 1.0)),
+                      -jnp.inf)
+    empty_value = -jnp.inf
+  else:
+    share = jnp.where(x == jnp.inf, 1.0 / jnp.maximum(count, 1.0), 0.0)
+    empty_value = 0.0
+  out = jnp.where(empty, jnp.asarray(empty_value, out.dtype), out)
+  return jnp.where(posinf, share.astype(out.dtype), out)
 
 
 def scale(x: jax.Array, temperature: jax.Array | None) -> jax.Array:

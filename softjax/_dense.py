@@ -20,19 +20,17 @@ def _dense(x: jax.Array, temperature: jax.Array | None,
 
 def _dense_fwd(x, temperature, axes, log):
   u = _core.scale(x, temperature)
-  u, m = _core.sanitize_rows(u, axes)
-  shifted = u - m
+  shifted, m = _core.shift_rows(u, axes)
   unnormalized = jnp.exp(shifted)
   total = jnp.sum(unnormalized, axis=axes, keepdims=True)
-  # An all -inf (all masked) row sums to 0: it gets zeros, not 0/0.
-  total = jnp.where(total == 0, jnp.ones((), total.dtype), total)
   if log:
     out = shifted - jnp.log(total)
   else:
     out = unnormalized / total
+  out = _core.repair_rows(out, u, total, axes, log)
   shift = None
   if _core.varies_along(temperature, x.ndim, axes):
-    shift = m + jnp.log(total)
+    shift = _core.finite_or_zero(m + jnp.log(total))
   return out, (out, temperature, shift)
 
 

@@ -14,86 +14,45 @@ from softjax import _dense
 from softjax import _threshold
 
 
-def _live_power(p: jax.Array, exponent: Any) -> jax.Array:
-  """``p ** exponent`` on the support, 0 elsewhere, safe to differentiate."""
-  zero = jnp.zeros((), p.dtype)
-  live = p > 0
-  safe = jnp.where(live, p, jnp.ones((), p.dtype))
-  return jnp.where(live, jnp.exp(exponent * jnp.log(safe)), zero)
-
-
-def _slopes(p: jax.Array, eps: _threshold.Eps) -> jax.Array:
-  """``s = p^(1-ε)`` on the support: the diagonal of the Jacobian's core."""
-  if isinstance(eps, float) and eps == 1.0:
-    return (p > 0).astype(p.dtype)
-  if isinstance(eps, float) and eps == 0.5:
-    live = p > 0
-    return jnp.where(live, jnp.sqrt(jnp.where(live, p, 1.0)), 0.0).astype(
-        p.dtype)
-  return _live_power(p, 1.0 - eps)
-
-
-def _centred(p: jax.Array, eps: _threshold.Eps) -> tuple[jax.Array, jax.Array]:
-  """Scores minus the threshold, ``v = z - t``, recovered from ``p`` alone.
-
-  On the support ``1 + ε v = p^ε``; off it ``v`` is set to 0 (every use
-  multiplies it by something that vanishes there). Returns ``(v, w = ε v)``.
-  """
-  zero = jnp.zeros((), p.dtype)
-  if isinstance(eps, float) and eps == 1.0:
-    w = jnp.where(p > 0, p - 1.0, zero)
-    return w, w
-  live = p > 0
-  log_p = jnp.log(jnp.where(live, p, jnp.ones((), p.dtype)))
-  w = jnp.where(live, jnp.expm1(eps * log_p), zero)
-  if isinstance(eps, float):
-    return w / eps, w
-  eps_safe = jnp.where(eps > 0, eps, jnp.ones((), p.dtype))
-  v = jnp.where(eps > 0, w / eps_safe, jnp.where(live, log_p, zero))
-  return v, w
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _entmax(x, temperature, eps_array, axes, eps_static, n_iter):
   return _entmax_fwd(x, temperature, eps_array, axes, eps_static, n_iter)[0]
 
 
 def _entmax_fwd(x, temperature, eps_array, axes, eps_static, n_iter):
-  eps = eps_static if eps_array is None else eps_array
+  eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
   u = _core.scale(x, temperature)
-  u, m = _core.sanitize_rows(u, axes)
-  z = u - m
+  z, m = _core.shift_rows(u, axes)
   t, total = _threshold.solve(z, eps, axes, n_iter)
-  p, _ = _threshold.family(z, t, eps)
   # Dividing by the sum at the final iterate puts the output on the simplex
-  # to rounding at no extra pass; NaN rows stay NaN, empty rows stay zero.
-  total = jnp.where(jnp.isnan(m), jnp.nan, total).astype(p.dtype)
-  p = p / jnp.where(total == 0, jnp.ones((), total.dtype), total)
-  shift = t + m if _core.varies_along(temperature, x.ndim, axes) else None
+  # to rounding at no extra pass.
+  p = _threshold.family_differentiable(z, t, eps) / total
+  p = _core.repair_rows(p, u, total, axes)
+  shift = None
+  if _core.varies_along(temperature, x.ndim, axes):
+    shift = _core.finite_or_zero(t + m)
   return p, (p, temperature, eps_array, shift)
 
 
 def _entmax_bwd(axes, eps_static, n_iter, res, g):
   del n_iter
   p, temperature, eps_array, shift = res
-  eps = eps_static if eps_array is None else eps_array
+  eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
   keep = dict(axis=axes, keepdims=True)
-  s = _slopes(p, eps)
+  s = _threshold.slopes(p, eps)
   slope = jnp.sum(s, **keep)
   slope = jnp.where(slope == 0, jnp.ones((), slope.dtype), slope)
   sg = jnp.sum(s * g, **keep)
   du = s * g - s * (sg / slope)
   d_eps = None
-  v = None
-  if eps_array is not None or temperature is not None:
-    v, w = _centred(p, eps)
   if eps_array is not None:
-    # ∂p/∂ε = r - s Σr / Σs with r = p v² ψ(ε v) (implicit function theorem).
-    r = jnp.where(p > 0, p * v * v * _threshold.psi(w), 0.0).astype(p.dtype)
+    # dp/dε = r - s Σr / Σs (see _threshold.alpha_sensitivity).
+    r = _threshold.alpha_sensitivity(p, eps)
     per_row = jnp.sum(g * r, **keep) - sg * jnp.sum(r, **keep) / slope
     d_eps = _core.reduce_to_shape(per_row, eps_array.shape)
   if temperature is None:
     return du, None, d_eps
+  v, _ = _threshold.centred(p, eps)
   dt = _core.temperature_cotangent(du, v, temperature, shift)
   return du / temperature, dt, d_eps
 
@@ -127,8 +86,8 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
 
   Unlike softmax it returns exact zeros: entries more than 1 below the
   largest score always get 0. It is :func:`entmax` at :math:`\alpha = 2`. The
-  threshold :math:`\tau` is found by Newton's method from a lower bound,
-  which for sparsemax terminates at the exact root (no sort). The gradient is
+  threshold :math:`\tau` is found without sorting, by a safeguarded secant
+  iteration from a closed-form lower bound that stops at the exact root. The gradient is
   a ``jax.custom_vjp`` keeping only ``p``: with :math:`s = 1[p > 0]`,
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
@@ -228,9 +187,10 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
 
   Larger α gives sparser outputs; values are continuous in α, including at
   α = 1 (softmax). The threshold :math:`\tau` comes from one safeguarded
-  solver: Newton steps from a closed-form lower bound for α ≤ 2 (convex
-  case: monotone, no overshoot), bisection for α > 2, stopping at the dtype's
-  tolerance or after ``n_iter`` steps.
+  solver shared by the family: secant steps from a closed-form lower bound
+  for α ≤ 2 (convex case: monotone, no overshoot), bisection for α > 2,
+  stopping at the dtype's tolerance or after ``n_iter`` steps. An array α is
+  evaluated at ``max(α, 1 + 1e-7)``, within ``6e-8`` of softmax at α = 1.
 
   Gradients are a ``jax.custom_vjp`` keeping only ``p`` and α. For the
   scores, with :math:`s = p^{2-\alpha}` on the support,

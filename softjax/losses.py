@@ -1,0 +1,480 @@
+r"""Fenchel-Young losses: softmax (cross-entropy), sparsemax and entmax losses.
+
+Each loss pairs a normaliser :math:`p(z) = \arg\max_{p \in \Delta}
+\langle p, z\rangle - \Omega(p)` with its Fenchel-Young loss
+
+.. math::
+  L(z; y) = \Omega^*(z) + \Omega(y) - \langle z, y\rangle
+          = \langle p - y, z\rangle - \Omega(p) + \Omega(y),
+  \qquad \Omega = -H_\alpha,
+
+where :math:`H_\alpha(p) = \frac{1 - \sum_i p_i^\alpha}{\alpha(\alpha - 1)}`
+is the Tsallis entropy (Shannon's :math:`-\sum_i p_i \log p_i` at
+:math:`\alpha = 1`). The loss is non-negative, zero exactly when
+:math:`p(z) = y`, convex in :math:`z`, and its gradient is
+:math:`\nabla_z L = p(z) - y`: no derivative of the normaliser's solver is
+needed. :math:`\alpha = 1` is the cross-entropy (softmax), :math:`\alpha = 2`
+the sparsemax loss and :math:`\alpha = 1.5` the entmax15 loss.
+
+Conventions shared by every loss here:
+
+* **Labels.** An *integer* ``labels`` array holds class ids, one per example:
+  its shape is that of ``logits`` without ``axis``, which must then be a
+  single int. A *floating* ``labels`` array holds target distributions (one-hot
+  or soft) and has the shape of ``logits``; ``axis`` may then also be a tuple
+  or ``None``. Boolean labels raise ``TypeError``. Concrete labels are checked
+  (ids in ``[0, C)``; distributions non-negative and summing to 1); traced
+  labels cannot be, and an id outside ``[0, C)`` then gives a NaN loss.
+* **Masks.** ``where=False`` classes are removed from the normaliser and from
+  the loss. Labels must put no mass there: concrete labels that do raise
+  ``ValueError``; traced ones give the loss ``+inf`` (the regulariser is
+  infinite off the allowed support). A row whose classes are all masked is
+  left out: its loss and all its gradients are 0, whatever its labels.
+* **Values.** One loss per example (the class axis is reduced, nothing else).
+  Rounding can leave a tiny negative number when :math:`p(z) \approx y`; it is
+  clipped to 0 (the gradient is :math:`p - y` regardless). Half-precision
+  logits are computed in float32 and the loss is returned in their dtype.
+* **Gradients.** A ``jax.custom_vjp`` returns :math:`g\,(p - y)` for the
+  logits. Integer labels get no cotangent (``float0``). Soft labels get
+  :math:`g\,(\nabla\Omega(y) - z + c)` with a per-example constant :math:`c`
+  (the loss is only defined for :math:`y` on the simplex, where :math:`c` has
+  no effect, e.g. for targets produced by a softmax): here
+  :math:`\nabla\Omega(y)_i = (\alpha y_i^{\alpha-1} - 1) / (\alpha(\alpha-1))`,
+  :math:`1 + \log y_i` at :math:`\alpha = 1`. At :math:`\alpha = 1` that is
+  :math:`-\infty` where :math:`y_i = 0`; we use 0 for the entropy term there, so
+  the cotangent stays finite (it is exact wherever the targets are positive).
+  Masked classes get zero cotangents.
+
+References:
+  M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+  Losses". JMLR 21(35), 2020.
+  A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
+  Model of Attention and Multi-Label Classification". ICML 2016.
+  B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
+  Models". ACL 2019.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from softjax import _checks
+from softjax import _core
+from softjax import _dense
+from softjax import _sparse
+
+__all__ = [
+    "entmax15_loss",
+    "entmax_loss",
+    "softmax_loss",
+    "sparsemax_loss",
+]
+
+
+# --------------------------------------------------------------------------
+# Tsallis entropy, entry by entry, with eps = alpha - 1 >= 0.
+# --------------------------------------------------------------------------
+
+
+def _expm1_ratio(w: jax.Array) -> jax.Array:
+  """``expm1(w) / w``, 1 at ``w = 0``."""
+  nonzero = w != 0
+  ws = jnp.where(nonzero, w, jnp.ones((), w.dtype))
+  return jnp.where(nonzero, jnp.expm1(ws) / ws, jnp.ones((), w.dtype))
+
+
+def _safe_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(q > 0, log q)`` with 0 off the support (never ``log 0``)."""
+  live = q > 0
+  return live, jnp.log(jnp.where(live, q, jnp.ones((), q.dtype)))
+
+
+def _entropy_terms(q: jax.Array, eps: Any) -> jax.Array:
+  """``h(q)`` with ``H_α(q) = Σ h(q_i)``: ``(q - q^α) / (α (α - 1))``.
+
+  Written as ``-q log(q) E(ε log q) / α`` with ``E(w) = expm1(w) / w``, which
+  is continuous in α and is ``-q log q`` at α = 1. Static α = 2 and 1.5 use
+  polynomial forms.
+  """
+  zero = jnp.zeros((), q.dtype)
+  if isinstance(eps, float) and eps == 1.0:
+    return 0.5 * q * (1.0 - q)
+  if isinstance(eps, float) and eps == 0.5:
+    # The safe argument keeps d sqrt(q) / dq finite at q = 0, which second
+    # derivatives (through the forward pass) would otherwise turn into NaN.
+    live = q > 0
+    root = jnp.where(live, jnp.sqrt(jnp.where(live, q, 1.0)), zero)
+    return q * (1.0 - root) / 0.75
+  live, u = _safe_log(q)
+  if isinstance(eps, float) and eps == 0.0:
+    return jnp.where(live, -q * u, zero)
+  return jnp.where(live, -q * u * _expm1_ratio(eps * u) / (1.0 + eps), zero)
+
+
+def _entropy_gradient(q: jax.Array, eps: Any) -> jax.Array:
+  """``∇Ω(q) = -∂H/∂q = (α q^ε - 1) / (α ε)``, or ``1 + log q`` at α = 1.
+
+  Where ``q = 0`` and α = 1 (slope ``-inf``) the value is 0.
+  """
+  alpha = 1.0 + eps
+  live, u = _safe_log(q)
+  if isinstance(eps, float) and eps == 1.0:
+    return q - 0.5
+  if isinstance(eps, float) and eps == 0.0:
+    return jnp.where(live, 1.0 + u, jnp.zeros((), q.dtype))
+  at_live = u * _expm1_ratio(eps * u) + 1.0 / alpha
+  if isinstance(eps, float):
+    at_zero = jnp.asarray(-1.0 / (alpha * eps), q.dtype)
+  else:
+    eps_safe = jnp.where(eps > 0, eps, jnp.ones((), q.dtype))
+    at_zero = jnp.where(eps > 0, -1.0 / (alpha * eps_safe), 0.0)
+  return jnp.where(live, at_live, at_zero)
+
+
+def _entropy_alpha_derivative(q: jax.Array, eps: jax.Array) -> jax.Array:
+  """``∂h(q)/∂α`` at fixed ``q``: ``-q (u² φ(w) + u χ(w)) / α²``.
+
+  Here ``u = log q``, ``w = ε u``, ``φ(w) = (w e^w - expm1 w) / w²`` and
+  ``χ(w) = e^w - 2 expm1(w) / w``; a series keeps ``φ`` accurate near 0.
+  At α = 1 this is ``q log q - q log² q / 2``.
+  """
+  zero = jnp.zeros((), q.dtype)
+  live, u = _safe_log(q)
+  w = eps * u
+  small = jnp.abs(w) < 0.1
+  ws = jnp.where(small, jnp.ones((), q.dtype), w)
+  direct = (ws * jnp.exp(ws) - jnp.expm1(ws)) / (ws * ws)
+  series = 0.5 + w * (1.0 / 3.0 + w * (1.0 / 8.0 + w * (1.0 / 30.0
+                                                        + w / 144.0)))
+  phi = jnp.where(small, series, direct)
+  chi = jnp.exp(w) - 2.0 * _expm1_ratio(w)
+  alpha = 1.0 + eps
+  return jnp.where(live, -q * (u * u * phi + u * chi) / (alpha * alpha), zero)
+
+
+# --------------------------------------------------------------------------
+# The loss, with its custom VJP.
+# --------------------------------------------------------------------------
+
+
+def _normalise(x, eps, axes):
+  if isinstance(eps, float):
+    if eps == 0.0:
+      return _dense.softmax(x, axis=axes)
+    return _sparse.entmax(x, 1.0 + eps, axis=axes)
+  return _sparse.entmax(x, 1.0 + eps, axis=axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _fy_loss(x, y, eps_array, axes, eps_static, soft):
+  return _fy_loss_fwd(x, y, eps_array, axes, eps_static, soft)[0]
+
+
+def _fy_loss_fwd(x, y, eps_array, axes, eps_static, soft):
+  """``x``: masked (-inf) scores; ``y``: targets, both in the compute dtype."""
+  keep = dict(axis=axes, keepdims=True)
+  zero = jnp.zeros((), x.dtype)
+  eps = eps_static if eps_array is None else eps_array
+  live = x > -jnp.inf
+  row_live = jnp.any(live, **keep)
+  if isinstance(eps, float) and eps == 0.0:
+    log_p = _dense.log_softmax(x, axis=axes)
+    p = jnp.exp(log_p)
+    # -inf (masked) entries are replaced by 0 so that no product 0 * inf
+    # appears in the derivatives of this forward pass (second order).
+    centred = jnp.where(live, log_p, zero)
+    # KL(y || p): exact -log p_k for one-hot targets, like cross-entropy.
+    has_mass = y > 0
+    log_y = jnp.log(jnp.where(has_mass, y, jnp.ones((), y.dtype)))
+    terms = jnp.where(has_mass, y * (log_y - centred), zero)
+  else:
+    p = _normalise(x, eps, axes)
+    shift = jnp.max(jnp.where(live, x, -jnp.inf), initial=-jnp.inf, **keep)
+    centred = jnp.where(live, x - jnp.where(row_live, shift, zero), zero)
+    terms = ((p - y) * centred + _entropy_terms(p, eps)
+             - _entropy_terms(y, eps))
+  loss = jnp.maximum(jnp.sum(terms, **keep), zero)
+  off_support = jnp.any((y != 0) & ~live, **keep)
+  loss = jnp.where(off_support, jnp.inf, loss)
+  loss = jnp.where(row_live, loss, zero)
+  loss = jnp.squeeze(loss, axis=axes)
+  residual_centred = centred if soft else None
+  return loss, (p, y, residual_centred, live, eps_array)
+
+
+def _fy_loss_bwd(axes, eps_static, soft, res, g):
+  p, y, centred, live, eps_array = res
+  eps = eps_static if eps_array is None else eps_array
+  keep = dict(axis=axes, keepdims=True)
+  zero = jnp.zeros((), p.dtype)
+  g = jnp.expand_dims(g, axes)
+  g = jnp.where(jnp.any(live, **keep), g, zero)
+  dx = jnp.where(live, g * (p - y), zero)
+  dy = None
+  if soft:
+    dy = jnp.where(live, g * (_entropy_gradient(y, eps) - centred), zero)
+  d_eps = None
+  if eps_array is not None:
+    # Envelope theorem: p maximises <p, z> + H_α(p), so only the explicit
+    # dependence of H_α on α remains.
+    per_row = jnp.sum(_entropy_alpha_derivative(p, eps_array)
+                      - _entropy_alpha_derivative(y, eps_array), **keep)
+    d_eps = _core.reduce_to_shape(g * per_row, eps_array.shape)
+  return dx, dy, d_eps
+
+
+_fy_loss.defvjp(_fy_loss_fwd, _fy_loss_bwd)
+
+
+def _run(logits, labels, alpha, axis, where):
+  logits = _checks.as_float_array(logits, "logits")
+  prep = _core.prepare(logits, axis, where, 1.0)
+  x, axes = prep.x, prep.axes
+  labels, is_index = _checks.check_labels(labels, x.shape, axis, axes)
+  n_classes = 1
+  for a in axes:
+    n_classes *= x.shape[a]
+  live = None if where is None else jnp.broadcast_to(where, x.shape)
+  _checks.check_label_values(labels, is_index, n_classes, live, axes)
+  loss_shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+  alpha = _checks.check_alpha_per_example(alpha, loss_shape)
+  if isinstance(alpha, jax.Array):
+    alpha = jnp.expand_dims(jnp.broadcast_to(alpha, loss_shape), axes)
+  alpha = _checks.check_alpha(alpha, x.shape, axes)
+  if isinstance(alpha, float):
+    eps_static, eps_array = alpha - 1.0, None
+  else:
+    eps_static, eps_array = None, alpha.astype(x.dtype) - 1.0
+  if is_index:
+    y = jax.nn.one_hot(labels, n_classes, dtype=x.dtype, axis=axes[0])
+  else:
+    y = labels.astype(x.dtype)
+  loss = _fy_loss(x, y, eps_array, axes, eps_static, not is_index)
+  if is_index:
+    # Traced ids out of range would one-hot to zeros; make them visible.
+    loss = jnp.where((labels < 0) | (labels >= n_classes), jnp.nan, loss)
+  return loss.astype(prep.out_dtype)
+
+
+def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
+                 where: Any = None) -> jax.Array:
+  r"""Softmax (cross-entropy) loss: the Fenchel-Young loss of softmax.
+
+  .. math::
+    L(z; y) = \log\sum_j e^{z_j} - \langle z, y\rangle + \sum_i y_i \log y_i
+            = \mathrm{KL}(y \,\|\, \mathrm{softmax}(z)).
+
+  For class ids (one-hot targets) this is the cross-entropy
+  :math:`-\log \mathrm{softmax}(z)_k`, computed from the log-softmax so that it
+  is exact for huge logits; for soft targets it is the cross-entropy minus the
+  entropy of the target. The gradient is :math:`\mathrm{softmax}(z) - y`. See
+  :mod:`softjax.losses` for the conventions on labels, masks and gradients.
+
+  Args:
+    logits: scores; any real dtype.
+    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
+      floating target distributions of the shape of ``logits``.
+    axis: the class axis (an int; floating labels also allow a tuple of ints
+      or ``None``).
+    where: optional boolean mask broadcastable to ``logits``; ``False``
+      classes are left out (targets must be 0 there).
+
+  Returns:
+    The loss per example: the shape of ``logits`` without ``axis``, in the
+    floating dtype of ``logits``; non-negative.
+
+  Raises:
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
+      masked class, targets that are negative or do not sum to 1; ``axis``
+      not an int with integer labels, or out of range.
+    TypeError: boolean labels; boolean or complex logits.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import softjax
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> np.asarray(softjax.losses.softmax_loss(logits, jnp.array([0, 1]))
+    ...            ).round(4)
+    array([0.2761, 2.9518], dtype=float32)
+    >>> soft = jnp.array([[0.8, 0.1, 0.1], [0.0, 0.5, 0.5]])
+    >>> np.asarray(softjax.losses.softmax_loss(logits, soft)).round(4)
+    array([0.0071, 1.1087], dtype=float32)
+
+  References:
+    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+    Losses". JMLR 21(35), 2020.
+  """
+  return _run(logits, labels, 1.0, axis, where)
+
+
+def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
+                   where: Any = None) -> jax.Array:
+  r"""Sparsemax loss: the Fenchel-Young loss of :func:`softjax.sparsemax`.
+
+  .. math::
+    L(z; y) = \tfrac12 \|y - z\|^2 - \tfrac12 \|p - z\|^2,
+    \qquad p = \mathrm{sparsemax}(z).
+
+  It is 0 as soon as the target class leads the others by at least 1 (for a
+  one-hot target), unlike cross-entropy, which is never 0. The gradient is
+  :math:`p - y`. See :mod:`softjax.losses` for the conventions on labels,
+  masks and gradients.
+
+  Args:
+    logits: scores; any real dtype.
+    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
+      floating target distributions of the shape of ``logits``.
+    axis: the class axis (an int; floating labels also allow a tuple of ints
+      or ``None``).
+    where: optional boolean mask broadcastable to ``logits``; ``False``
+      classes are left out (targets must be 0 there).
+
+  Returns:
+    The loss per example: the shape of ``logits`` without ``axis``, in the
+    floating dtype of ``logits``; non-negative.
+
+  Raises:
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
+      masked class, targets that are negative or do not sum to 1; ``axis``
+      not an int with integer labels, or out of range.
+    TypeError: boolean labels; boolean or complex logits.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import softjax
+    >>> logits = jnp.array([[2.3, 1.1, -0.4], [0.75, 0.5, -1.0]])
+    >>> np.asarray(softjax.losses.sparsemax_loss(logits, jnp.array([0, 1]))
+    ...            ).round(4)
+    array([0.    , 0.3906], dtype=float32)
+
+  References:
+    A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
+    Model of Attention and Multi-Label Classification". ICML 2016.
+    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+    Losses". JMLR 21(35), 2020.
+  """
+  return _run(logits, labels, 2.0, axis, where)
+
+
+def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
+                  where: Any = None) -> jax.Array:
+  r"""1.5-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax15`.
+
+  .. math::
+    L(z; y) = \langle p - y, z\rangle + H_{1.5}(p) - H_{1.5}(y),
+    \qquad H_{1.5}(p) = \tfrac{4}{3}\big(1 - \textstyle\sum_i p_i^{3/2}\big),
+
+  with :math:`p = \mathrm{entmax}_{1.5}(z)`. The gradient is :math:`p - y`.
+  See :mod:`softjax.losses` for the conventions on labels, masks and
+  gradients.
+
+  Args:
+    logits: scores; any real dtype.
+    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
+      floating target distributions of the shape of ``logits``.
+    axis: the class axis (an int; floating labels also allow a tuple of ints
+      or ``None``).
+    where: optional boolean mask broadcastable to ``logits``; ``False``
+      classes are left out (targets must be 0 there).
+
+  Returns:
+    The loss per example: the shape of ``logits`` without ``axis``, in the
+    floating dtype of ``logits``; non-negative.
+
+  Raises:
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
+      masked class, targets that are negative or do not sum to 1; ``axis``
+      not an int with integer labels, or out of range.
+    TypeError: boolean labels; boolean or complex logits.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import softjax
+    >>> logits = jnp.array([[2.3, 1.1, -0.4], [0.75, 0.5, -1.0]])
+    >>> np.asarray(softjax.losses.entmax15_loss(logits, jnp.array([0, 1]))
+    ...            ).round(4)
+    array([0.0333, 0.5266], dtype=float32)
+
+  References:
+    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
+    Models". ACL 2019.
+    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+    Losses". JMLR 21(35), 2020.
+  """
+  return _run(logits, labels, 1.5, axis, where)
+
+
+def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
+                axis: _checks.Axis = -1, *, where: Any = None) -> jax.Array:
+  r"""α-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax`.
+
+  .. math::
+    L(z; y) = \langle p - y, z\rangle + H_\alpha(p) - H_\alpha(y),
+    \qquad H_\alpha(p) = \frac{1 - \sum_i p_i^\alpha}{\alpha(\alpha - 1)},
+
+  with :math:`p = \alpha\text{-entmax}(z)`: the softmax loss at α = 1, the
+  sparsemax loss at α = 2. The gradient in the logits is :math:`p - y`.
+
+  An array α (one per example) receives a gradient. By the envelope theorem
+  (``p`` maximises :math:`\langle p, z\rangle + H_\alpha(p)`) only the explicit
+  dependence on α remains: :math:`\partial L / \partial\alpha =
+  \partial_\alpha H_\alpha(p) - \partial_\alpha H_\alpha(y)` at fixed ``p``
+  and ``y``, computed in a form that stays accurate as α → 1. See
+  :mod:`softjax.losses` for the conventions on labels, masks and gradients.
+
+  Args:
+    logits: scores; any real dtype.
+    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
+      floating target distributions of the shape of ``logits``.
+    alpha: α >= 1, a Python float or an array with one α per example:
+      broadcastable to the loss's shape (``logits.shape`` without ``axis``;
+      e.g. shape ``(batch,)`` for logits ``(batch, classes)``). Note that,
+      unlike :func:`softjax.entmax`, the class axis is not kept.
+    axis: the class axis (an int; floating labels also allow a tuple of ints
+      or ``None``).
+    where: optional boolean mask broadcastable to ``logits``; ``False``
+      classes are left out (targets must be 0 there).
+
+  Returns:
+    The loss per example: the shape of ``logits`` without ``axis``, in the
+    floating dtype of ``logits``; non-negative.
+
+  Raises:
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
+      masked class, targets that are negative or do not sum to 1; ``axis``
+      not an int with integer labels, or out of range; ``alpha`` < 1, not
+      finite, or of a shape not broadcastable to the loss.
+    TypeError: boolean labels or ``alpha``; boolean or complex logits.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import softjax
+    >>> logits = jnp.array([[2.3, 1.1, -0.4], [0.75, 0.5, -1.0]])
+    >>> labels = jnp.array([0, 1])
+    >>> np.asarray(softjax.losses.entmax_loss(logits, labels, 1.5)).round(4)
+    array([0.0333, 0.5266], dtype=float32)
+    >>> alpha = jnp.array([1.0, 2.0])    # one alpha per example
+    >>> np.asarray(softjax.losses.entmax_loss(logits, labels, alpha)).round(4)
+    array([0.3136, 0.3906], dtype=float32)
+    >>> f = lambda a: softjax.losses.entmax_loss(logits, labels, a).sum()
+    >>> jax.grad(f)(alpha).shape
+    (2,)
+
+  References:
+    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
+    Models". ACL 2019.
+    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
+    Transformers". EMNLP 2019.
+    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+    Losses". JMLR 21(35), 2020.
+  """
+  return _run(logits, labels, alpha, axis, where)
