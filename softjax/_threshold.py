@@ -252,7 +252,8 @@ def _solve(z, eps, axes, n_iter):
   # Second point: just above the lower bound (α > 2: mid-bracket).
   t1 = jnp.where(convex, jnp.minimum(lo + (hi - lo) * (1.0 / 1024), hi),
                  0.5 * (lo + hi))
-  t = jnp.where(done | conv, t0, t1)
+  # With a single step allowed, the only evaluated point is the lower bound.
+  t = t0 if n_iter <= 1 else jnp.where(done | conv, t0, t1)
   done = done | conv
 
   def cond(state):

@@ -21,6 +21,20 @@ _MASK = np.arange(SHAPE[1]) % 3 != 0                           # (16,)
 _T_ROW = np.linspace(0.5, 2.0, SHAPE[0], dtype=np.float32)[:, None]  # (4, 1)
 _T_FULL = np.linspace(0.5, 2.0, SHAPE[0] * SHAPE[1],
                       dtype=np.float32).reshape(SHAPE)
+_ALPHA_ROW = np.linspace(1.0, 2.5, SHAPE[0],
+                         dtype=np.float32)[:, None]             # (4, 1)
+
+_RAW_KEY = np.array([0, 42], np.uint32)                      # legacy PRNG key
+_IDS = (np.arange(SHAPE[0]) * 3 + 2).astype(np.int32)        # live classes
+_SOFT = np.full(SHAPE, 1.0 / SHAPE[1], np.float32)
+_SOFT_MASKED = np.broadcast_to(np.where(_MASK, 1.0 / _MASK.sum(), 0.0),
+                               SHAPE).astype(np.float32)
+_ALPHA = np.linspace(1.0, 2.5, SHAPE[0], dtype=np.float32)    # one per row
+
+
+def _per_row(loss):
+  return jnp.broadcast_to(loss[:, None], SHAPE)
+
 
 # name -> function of one (4, 16) float32 array. New normalisers (sparsemax,
 # entmax, ...) add one line each here; their gradients are covered for free.
@@ -35,6 +49,29 @@ PUBLIC_FUNCTIONS = {
     "log_softmax_axis_none": lambda x: softjax.log_softmax(x, axis=None),
     "log_softmax_where_t_row": lambda x: softjax.log_softmax(
         x, where=_MASK, temperature=_T_ROW),
+    # Sparse maps: the solver's while_loop and the custom VJPs.
+    "sparsemax": lambda x: softjax.sparsemax(x),
+    "entmax15": lambda x: softjax.entmax15(x),
+    "entmax_alpha_1_3": lambda x: softjax.entmax(x, 1.3),
+    "entmax_array_alpha": lambda x: softjax.entmax(x, _ALPHA_ROW),
+    # The gradient w.r.t. a learnable alpha, broadcast back to SHAPE.
+    "entmax_alpha_gradient": lambda x: jnp.broadcast_to(jax.grad(
+        lambda a: (softjax.entmax(x, a) ** 2).sum())(_ALPHA_ROW), SHAPE),
+    # Gumbel-softmax with a fixed key closed over (typed, and legacy raw).
+    "gumbel_softmax": lambda x: softjax.gumbel_softmax(
+        jax.random.key(0), x, 0.5, where=_MASK),
+    "gumbel_softmax_hard_sparsemax": lambda x: softjax.gumbel_softmax(
+        _RAW_KEY, x, _T_ROW, hard=True, normalizer=softjax.sparsemax),
+    # Losses give one value per row; broadcast back to SHAPE for the harness.
+    "softmax_loss": lambda x: _per_row(softjax.losses.softmax_loss(x, _IDS)),
+    "softmax_loss_soft_where": lambda x: _per_row(softjax.losses.softmax_loss(
+        x, _SOFT_MASKED, where=_MASK)),
+    "sparsemax_loss": lambda x: _per_row(
+        softjax.losses.sparsemax_loss(x, _IDS)),
+    "entmax15_loss_soft": lambda x: _per_row(
+        softjax.losses.entmax15_loss(x, _SOFT)),
+    "entmax_loss_alpha_array": lambda x: _per_row(softjax.losses.entmax_loss(
+        x, _IDS, _ALPHA, where=_MASK)),
 }
 
 

@@ -1,0 +1,499 @@
+"""Speed of softjax's normalisers against jax.nn, optax and PyTorch entmax.
+
+Usage::
+
+  python benchmarks/bench.py [--suite dense|sparse|all] [--repeats N]
+                             [--quick] [--out docs/benchmarks]
+
+Targets (fwd+bwd median time as a multiple of ``jax.nn.softmax``, or of
+``jax.nn.log_softmax`` for the log_softmax rows, measured in the same run on
+the same input):
+
+  dense   softjax.softmax, softjax.log_softmax      <= 1.10x
+  sparse  softjax.sparsemax                         <= 4x
+          softjax.entmax15                          <= 4x
+          softjax.entmax(x, alpha=1.3)              <= 12x
+
+Suites:
+
+  dense   float32 (4096, 128), (512, 4096), (64, 32768), (8, 262144);
+          softjax.softmax vs jax.nn.softmax and softjax.log_softmax vs
+          jax.nn.log_softmax.
+  sparse  float32 (512, 4096), (64, 32768), (8, 262144); jax.nn.softmax
+          (baseline), softjax.sparsemax / entmax15 / entmax(alpha=1.3) /
+          entmax with a per-row array alpha (learnable alpha), optax's
+          projection_simplex vmapped over rows, and PyTorch entmax's
+          sparsemax / entmax15 / entmax_bisect(alpha=1.3) when ``torch`` and
+          ``entmax`` are importable. softjax functions that do not exist yet
+          are skipped with a note, so the suite runs on a dense-only checkout.
+
+Results are printed as markdown and written to ``<out>/<suite>.md``.
+``--quick`` (smoke test: 3 repeats, first shape only) prints but writes no
+file unless ``--out`` is given, so a smoke run never overwrites real numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import functools
+import gc
+import hashlib
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Benchmark the checkout this file lives in, not whatever softjax happens to be
+# installed: `python benchmarks/bench.py` only puts benchmarks/ on the path.
+_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(_ROOT))
+
+import softjax  # noqa: E402  (needs the path above)
+
+DENSE_SHAPES = [(4096, 128), (512, 4096), (64, 32768), (8, 262144)]
+SPARSE_SHAPES = [(512, 4096), (64, 32768), (8, 262144)]
+
+DENSE_TARGET = 1.10
+SPARSE_TARGETS = {"softjax.sparsemax": 4.0, "softjax.entmax15": 4.0,
+                  "softjax.entmax(alpha=1.3)": 12.0}
+
+# Each candidate's measurement should take ~BUDGET_S on average: long enough
+# that the median is stable, short enough that the full run stays ~1 minute.
+BUDGET_S = 0.4
+MIN_REPEATS = 7
+# Caps the count for very fast calls, where more samples stop helping.
+MAX_REPEATS = 1000
+QUICK_REPEATS = 3
+
+METHOD = (
+    "Every JAX function is wrapped in `jax.jit`. *fwd* times `f(x)`; "
+    "*fwd+bwd* times one jitted function `lambda x, g: jax.vjp(f, x)[1](g)` "
+    "that runs the forward pass, the VJP and returns the input cotangent for "
+    "a fixed random cotangent `g` (for the array-alpha row the cotangents of "
+    "both `x` and `alpha`). Each function is compiled and run twice before "
+    "timing; each sample is one call followed by `.block_until_ready()`, timed "
+    "with `time.perf_counter` while Python's garbage collector is off. The "
+    "candidates compared on one input are **interleaved**: each repeat times "
+    "every candidate once (the starting candidate rotates between repeats), "
+    "so machine noise falls on all of them alike, and the reported time is "
+    "the median over the repeats. Unless `--repeats` is given, the number of "
+    "repeats is chosen per group so that each candidate is timed for about "
+    f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios divide by the "
+    "baseline (`jax.nn.softmax`, or `jax.nn.log_softmax` for log_softmax "
+    "rows) timed in the same group, on the same input, in the same mode. "
+    "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
+    "the last axis. PyTorch rows (eager, CPU) time the call under "
+    "`torch.no_grad()` for fwd and `out = f(x); out.backward(g)` on a "
+    "`requires_grad` input for fwd+bwd.")
+
+Thunk = Callable[[], Any]
+
+
+# --------------------------------------------------------------------------
+# Timing.
+
+
+def _time_once(thunk: Thunk) -> float:
+  start = time.perf_counter()
+  thunk()
+  return time.perf_counter() - start
+
+
+def choose_repeats(thunks: Sequence[Thunk], budget_s: float = BUDGET_S,
+                   min_repeats: int = MIN_REPEATS) -> int:
+  """Repeats so that each thunk is timed for ~budget_s on average."""
+  # Median of three calls: one call can land on a noise spike.
+  round_s = sum(statistics.median(_time_once(t) for _ in range(3))
+                for t in thunks)
+  wanted = math.ceil(budget_s * len(thunks) / max(round_s, 1e-9))
+  return max(min_repeats, min(MAX_REPEATS, wanted))
+
+
+def time_interleaved(thunks: dict[str, Thunk], repeats: int
+                     ) -> dict[str, float]:
+  """Median seconds per call of each thunk, timed round-robin.
+
+  The thunks must already be compiled (see ``warm_up``). Interleaving makes
+  slow drifts (other processes, clock changes) hit every candidate alike;
+  rotating the start stops one candidate always running just after the same
+  neighbour, whose cache footprint it would otherwise inherit.
+  """
+  names = list(thunks)
+  samples: dict[str, list[float]] = {n: [] for n in names}
+  gc_was_enabled = gc.isenabled()
+  # A collection in the middle of one sample would be charged to it alone.
+  gc.disable()
+  try:
+    for r in range(repeats):
+      k = r % len(names)
+      for name in names[k:] + names[:k]:
+        samples[name].append(_time_once(thunks[name]))
+  finally:
+    if gc_was_enabled:
+      gc.enable()
+  return {n: statistics.median(s) for n, s in samples.items()}
+
+
+# --------------------------------------------------------------------------
+# Candidates.
+
+
+@dataclasses.dataclass
+class Candidate:
+  name: str
+  fwd: Thunk
+  fwd_bwd: Thunk
+
+
+def jax_candidate(name: str, f: Callable[..., jax.Array],
+                  *args: jax.Array, g: jax.Array) -> Candidate:
+  """Jitted forward and forward+backward of ``f(*args)``.
+
+  fwd+bwd differentiates with respect to every argument, so a learnable
+  alpha passed as an argument is charged for its cotangent too.
+  """
+  fwd = jax.jit(f)
+  fwd_bwd = jax.jit(lambda g, *a: jax.vjp(f, *a)[1](g))
+  return Candidate(
+      name,
+      lambda: jax.block_until_ready(fwd(*args)),
+      lambda: jax.block_until_ready(fwd_bwd(g, *args)))
+
+
+def torch_candidate(name: str, f: Callable[[Any], Any], x: np.ndarray,
+                    g: np.ndarray) -> Candidate:
+  import torch  # pylint: disable=import-outside-toplevel
+  xt = torch.from_numpy(np.array(x))
+  gt = torch.from_numpy(np.array(g))
+  xr = xt.clone().requires_grad_(True)
+
+  def fwd():
+    with torch.no_grad():
+      return f(xt)
+
+  def fwd_bwd():
+    # backward accumulates into .grad; clearing it keeps every call alike.
+    xr.grad = None
+    f(xr).backward(gt)
+    return xr.grad
+
+  # Eager CPU torch is synchronous: the call has finished when it returns.
+  return Candidate(name, fwd, fwd_bwd)
+
+
+def warm_up(candidates: Sequence[Candidate], notes: list[str]
+            ) -> list[Candidate]:
+  """Compiles every candidate; one that fails is dropped with a note.
+
+  A failing function still under development should cost its own row, not
+  the whole run.
+  """
+  ok = []
+  for c in candidates:
+    try:
+      for _ in range(2):
+        c.fwd()
+        c.fwd_bwd()
+    except Exception as e:  # pylint: disable=broad-except
+      first_line = (str(e).strip().splitlines() or [""])[0][:200]
+      notes.append(f"`{c.name}` failed and was skipped: "
+                   f"{type(e).__name__}: {first_line}")
+      continue
+    ok.append(c)
+  return ok
+
+
+@dataclasses.dataclass
+class Result:
+  fwd_s: dict[str, float]
+  fwd_bwd_s: dict[str, float]
+  repeats: tuple[int, int]   # (fwd, fwd+bwd)
+
+
+def measure(candidates: Sequence[Candidate], repeats: int | None) -> Result:
+  """Times every candidate in both modes, each mode as one interleaved group."""
+  def group(mode: str) -> tuple[dict[str, float], int]:
+    thunks = {c.name: getattr(c, mode) for c in candidates}
+    n = repeats or choose_repeats(list(thunks.values()))
+    return time_interleaved(thunks, n), n
+  fwd, n_fwd = group("fwd")
+  fwd_bwd, n_fwd_bwd = group("fwd_bwd")
+  return Result(fwd, fwd_bwd, (n_fwd, n_fwd_bwd))
+
+
+def make_inputs(shape: tuple[int, ...], seed: int = 0
+                ) -> tuple[jax.Array, jax.Array]:
+  kx, kg = jax.random.split(jax.random.key(seed))
+  x = jax.random.normal(kx, shape, jnp.float32) * 3
+  g = jax.random.normal(kg, shape, jnp.float32)
+  return x, g
+
+
+# --------------------------------------------------------------------------
+# Markdown.
+
+
+def _ms(seconds: float) -> str:
+  return f"{seconds * 1e3:.3f}"
+
+
+def _ratio(value: float, base: float) -> str:
+  return f"{value / base:.2f}"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+  return "(" + ", ".join(str(n) for n in shape) + ")"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+  lines += ["| " + " | ".join(row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def source_version() -> str:
+  """The commit benchmarked, and a fingerprint of uncommitted softjax edits.
+
+  Numbers from a dirty tree are only reproducible if one can tell which
+  edits they measured.
+  """
+  def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(_ROOT), *args], check=True,
+                          capture_output=True, text=True).stdout
+  try:
+    commit = git("rev-parse", "--short", "HEAD").strip()
+    diff = git("diff", "HEAD", "--", "softjax")
+    untracked = git("ls-files", "--others", "--exclude-standard", "--",
+                    "softjax").split()
+  except (OSError, subprocess.CalledProcessError):
+    return "softjax (no git)"
+  if not diff and not untracked:
+    return f"softjax @ {commit}"
+  h = hashlib.sha1(diff.encode())
+  for name in sorted(untracked):
+    h.update((_ROOT / name).read_bytes())
+  return f"softjax @ {commit} + uncommitted edits (sha1 {h.hexdigest()[:10]})"
+
+
+def environment_line(repeats: int | None, quick: bool,
+                     extra: Sequence[str] = ()) -> str:
+  dev = jax.devices()[0]
+  cpu_model = platform.processor() or "unknown CPU"
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          cpu_model = line.split(":", 1)[1].strip()
+          break
+  except OSError:
+    pass
+  if repeats:
+    rep = f"repeats {repeats}"
+  else:
+    rep = (f"repeats auto (≥{MIN_REPEATS}, ~{BUDGET_S} s per candidate; "
+           "column n)")
+  parts = [
+      datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+      source_version(),
+      f"jax {jax.__version__}",
+      f"device {dev.device_kind} ({dev.platform})",
+      f"{os.cpu_count()} CPUs ({cpu_model})",
+      f"Python {platform.python_version()}",
+      *extra,
+      rep,
+  ]
+  if quick:
+    parts.append("QUICK smoke run (not representative)")
+  return " · ".join(parts)
+
+
+def emit_report(suite: str, title: str, body: str, out_dir: Path | None, *,
+                repeats: int | None, quick: bool, notes: Sequence[str] = (),
+                extra_env: Sequence[str] = (), method: str = METHOD
+                ) -> str:
+  """Prints a suite's report and writes it to ``out_dir/<suite>.md``.
+
+  ``body`` is the suite's own markdown (its tables); the header line, the
+  method paragraph and the notes are the same for every suite.
+  """
+  parts = [f"# {title}", "",
+           environment_line(repeats, quick, extra_env), "",
+           "Command: `" + " ".join(["python benchmarks/bench.py",
+                                    *sys.argv[1:]]) + "`", "",
+           f"**Method.** {method}", "", body.rstrip(), ""]
+  if notes:
+    parts += ["**Notes.**", ""] + [f"- {n}" for n in notes] + [""]
+  text = "\n".join(parts)
+  print(text, flush=True)
+  if out_dir is not None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{suite}.md"
+    path.write_text(text, encoding="utf-8")
+    print(f"[written to {path}]\n", flush=True)
+  return text
+
+
+# --------------------------------------------------------------------------
+# Suites.
+
+
+def run_dense(shapes: Sequence[tuple[int, ...]], repeats: int | None
+              ) -> tuple[str, list[str]]:
+  pairs = [("softmax", softjax.softmax, jax.nn.softmax),
+           ("log_softmax", softjax.log_softmax, jax.nn.log_softmax)]
+  header = ["function", "shape", "fwd softjax (ms)", "fwd jax.nn (ms)",
+            "fwd ratio", "fwd+bwd softjax (ms)", "fwd+bwd jax.nn (ms)",
+            f"fwd+bwd ratio (target ≤ {DENSE_TARGET:.2f})", "n (fwd/fwd+bwd)"]
+  rows, notes = [], []
+  for name, ours, theirs in pairs:
+    for shape in shapes:
+      x, g = make_inputs(shape)
+      a, b = f"softjax.{name}", f"jax.nn.{name}"
+      cands = warm_up([jax_candidate(a, ours, x, g=g),
+                       jax_candidate(b, theirs, x, g=g)], notes)
+      if len(cands) < 2:
+        continue
+      r = measure(cands, repeats)
+      fb_ratio = r.fwd_bwd_s[a] / r.fwd_bwd_s[b]
+      verdict = "ok" if fb_ratio <= DENSE_TARGET else "**over**"
+      rows.append([
+          f"`{name}`", _shape(shape),
+          _ms(r.fwd_s[a]), _ms(r.fwd_s[b]), _ratio(r.fwd_s[a], r.fwd_s[b]),
+          _ms(r.fwd_bwd_s[a]), _ms(r.fwd_bwd_s[b]),
+          f"{fb_ratio:.2f} {verdict}", f"{r.repeats[0]}/{r.repeats[1]}"])
+      print(f"  dense {name} {_shape(shape)} done", file=sys.stderr, flush=True)
+  return markdown_table(header, rows), notes
+
+
+def _torch_entmax() -> tuple[Any, Any, str | None]:
+  """(torch, entmax) modules, or a note saying why they are missing."""
+  try:
+    import entmax  # pylint: disable=import-outside-toplevel
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    return None, None, (f"PyTorch entmax rows skipped: {e} "
+                        "(`pip install torch entmax` to include them).")
+  return torch, entmax, None
+
+
+def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
+               ) -> tuple[str, list[str], list[str]]:
+  import optax  # pylint: disable=import-outside-toplevel
+  notes: list[str] = []
+  for fn in ("sparsemax", "entmax15", "entmax"):
+    if not hasattr(softjax, fn):
+      notes.append(f"`softjax.{fn}` does not exist yet: its rows are skipped.")
+  torch, entmax, torch_note = _torch_entmax()
+  if torch_note:
+    notes.append(torch_note)
+  extra_env = [f"optax {optax.__version__}"]
+  if torch is not None:
+    extra_env.append(f"torch {torch.__version__} "
+                     f"({torch.get_num_threads()} threads)")
+
+  base = "jax.nn.softmax"
+  header = ["function", "fwd (ms)", "fwd ratio", "fwd+bwd (ms)",
+            "fwd+bwd ratio", "target (fwd+bwd)"]
+  sections = []
+  project = jax.vmap(optax.projections.projection_simplex)
+  for shape in shapes:
+    x, g = make_inputs(shape)
+    cands = [jax_candidate(base, jax.nn.softmax, x, g=g)]
+    if hasattr(softjax, "sparsemax"):
+      cands.append(jax_candidate("softjax.sparsemax", softjax.sparsemax, x, g=g))
+    if hasattr(softjax, "entmax15"):
+      cands.append(jax_candidate("softjax.entmax15", softjax.entmax15, x, g=g))
+    if hasattr(softjax, "entmax"):
+      cands.append(jax_candidate(
+          "softjax.entmax(alpha=1.3)",
+          functools.partial(softjax.entmax, alpha=1.3), x, g=g))
+      # An argument, not a closed-over constant: jit must not fold it, and
+      # fwd+bwd then pays for the alpha cotangent as training would.
+      alpha = jnp.full((shape[0], 1), 1.5, jnp.float32)
+      cands.append(jax_candidate(
+          "softjax.entmax(alpha=1.5 array (rows, 1))",
+          lambda x, a: softjax.entmax(x, alpha=a), x, alpha, g=g))
+    cands.append(jax_candidate("optax projection_simplex (vmap)", project,
+                               x, g=g))
+    if torch is not None:
+      xn, gn = np.asarray(x), np.asarray(g)
+      cands += [
+          torch_candidate("torch entmax.sparsemax", entmax.sparsemax, xn, gn),
+          torch_candidate("torch entmax.entmax15", entmax.entmax15, xn, gn),
+          torch_candidate("torch entmax.entmax_bisect(alpha=1.3)",
+                          functools.partial(entmax.entmax_bisect, alpha=1.3),
+                          xn, gn)]
+    cands = warm_up(cands, notes)
+    if not cands or cands[0].name != base:
+      notes.append(f"{_shape(shape)}: baseline failed; no table.")
+      continue
+    r = measure(cands, repeats)
+    rows = []
+    for c in cands:
+      target = SPARSE_TARGETS.get(c.name)
+      if target is None:
+        tgt = "—"
+      else:
+        ok = r.fwd_bwd_s[c.name] / r.fwd_bwd_s[base] <= target
+        tgt = f"≤ {target:g}× {'ok' if ok else '**over**'}"
+      rows.append([f"`{c.name}`", _ms(r.fwd_s[c.name]),
+                   _ratio(r.fwd_s[c.name], r.fwd_s[base]),
+                   _ms(r.fwd_bwd_s[c.name]),
+                   _ratio(r.fwd_bwd_s[c.name], r.fwd_bwd_s[base]), tgt])
+    sections.append(f"## {_shape(shape)}  (n = {r.repeats[0]} fwd, "
+                    f"{r.repeats[1]} fwd+bwd)\n\n"
+                    + markdown_table(header, rows))
+    print(f"  sparse {_shape(shape)} done", file=sys.stderr, flush=True)
+  return "\n\n".join(sections), notes, extra_env
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--suite", choices=["dense", "sparse", "all"], default="all")
+  p.add_argument("--repeats", type=int, default=None,
+                 help="repeats per group (default: chosen per group, "
+                      f"≥ {MIN_REPEATS})")
+  p.add_argument("--quick", action="store_true",
+                 help=f"smoke test: {QUICK_REPEATS} repeats, first shape only, "
+                      "no file written unless --out is given")
+  p.add_argument("--out", type=Path, default=None,
+                 help="folder for <suite>.md (default docs/benchmarks)")
+  args = p.parse_args(argv)
+
+  repeats = args.repeats
+  out_dir = args.out
+  dense_shapes, sparse_shapes = DENSE_SHAPES, SPARSE_SHAPES
+  if args.quick:
+    repeats = repeats or QUICK_REPEATS
+    dense_shapes, sparse_shapes = DENSE_SHAPES[:1], SPARSE_SHAPES[:1]
+  elif out_dir is None:
+    out_dir = _ROOT / "docs" / "benchmarks"
+  if repeats is not None and repeats < 1:
+    p.error("--repeats must be at least 1")
+
+  if args.suite in ("dense", "all"):
+    body, notes = run_dense(dense_shapes, repeats)
+    emit_report("dense", "softjax dense benchmarks", body, out_dir,
+                repeats=repeats, quick=args.quick, notes=notes)
+  if args.suite in ("sparse", "all"):
+    body, notes, extra_env = run_sparse(sparse_shapes, repeats)
+    emit_report("sparse", "softjax sparse benchmarks", body, out_dir,
+                repeats=repeats, quick=args.quick, notes=notes,
+                extra_env=extra_env)
+
+
+if __name__ == "__main__":
+  main()
