@@ -10,6 +10,8 @@ from softjax._gumbel import gumbel_softmax
 from softjax._sparse import entmax
 from softjax._sparse import entmax15
 from softjax._sparse import sparsemax
+from softjax import attention
+from softjax import checks
 from softjax import losses
 
 __version__ = "0.1.0.dev0"

@@ -25,6 +25,9 @@ def _is_concrete(value: Any) -> bool:
   return not isinstance(value, jax.core.Tracer)
 
 
+is_concrete = _is_concrete
+
+
 def as_float_array(x: Any, name: str = "x") -> jax.Array:
   """Returns ``x`` as a floating-point JAX array.
 
@@ -51,6 +54,27 @@ def as_float_array(x: Any, name: str = "x") -> jax.Array:
   if jnp.issubdtype(dtype, jnp.integer):
     return jnp.asarray(x, dtype=jnp.result_type(float))
   return jnp.asarray(x)
+
+
+def check_axis_name(axis_name: Any) -> Any:
+  """A mesh axis name, a tuple of them, or None; bound where it is used."""
+  if axis_name is None:
+    return None
+  names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+  if not names or any(isinstance(n, (list, dict, set)) or n is None
+                      for n in names):
+    raise TypeError(
+        f"`axis_name` must be a mesh axis name or a tuple of names, got "
+        f"{axis_name!r}.")
+  for n in names:
+    try:
+      jax.lax.axis_size(n)
+    except NameError:
+      raise ValueError(
+          f"`axis_name`={n!r} is not bound here. Pass it only inside "
+          "`jax.shard_map` or `jax.pmap` over that mesh axis, when the "
+          "normalised axis is split across it.") from None
+  return axis_name
 
 
 def compute_dtype(dtype: Any) -> Any:
@@ -137,37 +161,56 @@ def check_temperature(temperature: Any, shape: tuple[int, ...]
     return float(temperature)
   t = as_float_array(temperature, "temperature")
   check_broadcastable(t, shape, "temperature")
-  _check_positive_finite(t, "temperature")
+  # The original value: a NumPy array closed over by a jitted function is
+  # concrete, while its conversion to a JAX array there is a tracer.
+  _check_positive_finite(temperature, "temperature")
   return t
+
+
+def _alpha_as_number_or_array(alpha: Any) -> float | jax.Array:
+  """α as a Python float, or a float array; rejects booleans."""
+  if isinstance(alpha, (bool, np.bool_)):
+    raise TypeError("`alpha` must be a number or an array, not a bool.")
+  if isinstance(alpha, numbers.Real):
+    return float(alpha)
+  return as_float_array(alpha, "alpha")
+
+
+def check_alpha_values(alpha: float | jax.Array) -> None:
+  """Raises if a concrete α is NaN, below 1 or infinite (tracers pass).
+
+  The one value check behind :func:`check_alpha` (normalisers) and
+  :func:`check_alpha_per_example` (losses).
+  """
+  if not _is_concrete(alpha):
+    return
+  arr = np.asarray(alpha, dtype=np.float64)
+  if np.isnan(arr).any() or (arr < 1).any():
+    if arr.ndim == 0:
+      raise ValueError(
+          f"`alpha` must be >= 1 (1 is softmax, 2 is sparsemax), got "
+          f"{float(arr)}.")
+    raise ValueError(f"`alpha` must be >= 1 everywhere, got {alpha!r}.")
+  if np.isinf(arr).any():
+    raise ValueError("`alpha` must be finite; alpha -> inf is the arg-max.")
 
 
 def check_alpha(alpha: Any, shape: tuple[int, ...], axes: tuple[int, ...]
                 ) -> float | jax.Array:
   """Returns α as a Python float, or an array with size 1 along ``axes``."""
-  if isinstance(alpha, bool):
-    raise TypeError("`alpha` must be a number or an array, not a bool.")
-  if isinstance(alpha, numbers.Real):
-    alpha = float(alpha)
-    if math.isnan(alpha) or alpha < 1:
-      raise ValueError(
-          f"`alpha` must be >= 1 (1 is softmax, 2 is sparsemax), got {alpha}.")
-    if math.isinf(alpha):
-      raise ValueError("`alpha` must be finite; alpha -> inf is the arg-max.")
-    return alpha
-  a = as_float_array(alpha, "alpha")
+  a = _alpha_as_number_or_array(alpha)
+  if isinstance(a, float):
+    check_alpha_values(a)
+    return a
   check_broadcastable(a, shape, "alpha")
   a_shape = (1,) * (len(shape) - a.ndim) + a.shape
   if any(a_shape[i] != 1 for i in axes):
     raise ValueError(
-        f"`alpha` has shape {jnp.shape(alpha)}: it must have size 1 along the "
+        f"`alpha` has shape {a.shape}: it must have size 1 along the "
         f"normalised axis {axes} (one alpha per row or per head, e.g. shape "
         "(heads, 1, 1) for scores (batch, heads, q, k)).")
-  if _is_concrete(a):
-    arr = np.asarray(a, dtype=np.float64)
-    if np.isnan(arr).any() or (arr < 1).any():
-      raise ValueError(f"`alpha` must be >= 1 everywhere, got {alpha!r}.")
-    if np.isinf(arr).any():
-      raise ValueError("`alpha` must be finite; alpha -> inf is the arg-max.")
+  # The original value: concrete even where its conversion is a tracer.
+  check_alpha_values(alpha)
   return a
 
 
@@ -250,14 +293,16 @@ def check_labels(labels: Any, shape: tuple[int, ...], axis: Axis,
           f"`labels` has shape {tuple(np.shape(labels))}; integer class ids "
           f"need one per example, shape {expected} (the shape of `logits` "
           f"{tuple(shape)} without axis {axes[0]}).")
-    return jnp.asarray(labels), True
+    # Returned unconverted: a NumPy array stays concrete (checkable) even
+    # inside a jitted function, where its conversion would be a tracer.
+    return labels, True
   if jnp.issubdtype(dtype, jnp.floating):
     if tuple(np.shape(labels)) != tuple(shape):
       raise ValueError(
           f"`labels` has shape {tuple(np.shape(labels))}; floating labels are "
           f"target distributions and need the shape of `logits`, "
           f"{tuple(shape)}. For class ids pass an integer array.")
-    return jnp.asarray(labels), False
+    return labels, False
   raise TypeError(
       f"`labels` must be integer class ids or floating target distributions, "
       f"got dtype {dtype}.")
@@ -324,11 +369,10 @@ def check_label_values(labels: jax.Array, is_index: bool, n_classes: int,
 def check_alpha_per_example(alpha: Any, loss_shape: tuple[int, ...]
                             ) -> float | jax.Array:
   """α for a loss: a float, or an array broadcastable to the loss's shape."""
-  if isinstance(alpha, bool):
-    raise TypeError("`alpha` must be a number or an array, not a bool.")
-  if isinstance(alpha, numbers.Real):
-    return alpha
-  a = as_float_array(alpha, "alpha")
+  a = _alpha_as_number_or_array(alpha)
+  if isinstance(a, float):
+    check_alpha_values(a)
+    return a
   try:
     ok = jnp.broadcast_shapes(a.shape, loss_shape) == tuple(loss_shape)
   except ValueError:
@@ -339,4 +383,5 @@ def check_alpha_per_example(alpha: Any, loss_shape: tuple[int, ...]
         f"example and must be broadcastable to the loss's shape "
         f"{tuple(loss_shape)} (the shape of `logits` without the class axis; "
         "drop that axis from `alpha` rather than keeping it with size 1).")
+  check_alpha_values(alpha)
   return a

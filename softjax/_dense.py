@@ -14,36 +14,35 @@ from softjax import _core
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _dense(x: jax.Array, temperature: jax.Array | None,
-           axes: tuple[int, ...], log: bool) -> jax.Array:
-  return _dense_fwd(x, temperature, axes, log)[0]
+           rows: _core.Rows, log: bool) -> jax.Array:
+  return _dense_fwd(x, temperature, rows, log)[0]
 
 
-def _dense_fwd(x, temperature, axes, log):
+def _dense_fwd(x, temperature, rows, log):
   u = _core.scale(x, temperature)
-  shifted, m = _core.shift_rows(u, axes)
+  shifted, m = _core.shift_rows(u, rows)
   unnormalized = jnp.exp(shifted)
-  total = jnp.sum(unnormalized, axis=axes, keepdims=True)
+  total = _core.safe_total(rows.sum(unnormalized))
   if log:
     out = shifted - jnp.log(total)
   else:
     out = unnormalized / total
-  out = _core.repair_rows(out, u, total, axes, log)
   shift = None
-  if _core.varies_along(temperature, x.ndim, axes):
+  if _core.varies_along(temperature, x.ndim, rows.axes):
     shift = _core.finite_or_zero(m + jnp.log(total))
   return out, (out, temperature, shift)
 
 
-def _dense_bwd(axes, log, res, g):
+def _dense_bwd(rows, log, res, g):
   out, temperature, shift = res
   if log:
     # -inf outputs are constants (masked entries); their cotangent is dropped.
     live = out > -jnp.inf
     g = jnp.where(live, g, jnp.zeros((), g.dtype))
-    du = g - jnp.exp(out) * jnp.sum(g, axis=axes, keepdims=True)
+    du = g - jnp.exp(out) * rows.sum(g)
     centred = jnp.where(live, out, jnp.zeros((), out.dtype))
   else:
-    du = out * (g - jnp.sum(g * out, axis=axes, keepdims=True))
+    du = out * (g - rows.sum(g * out))
     # log p up to a per-row constant; the safe argument avoids log(0) even in
     # the discarded branch, which would poison second derivatives.
     positive = out > 0
@@ -60,7 +59,8 @@ _dense.defvjp(_dense_fwd, _dense_bwd)
 
 
 def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-            temperature: float | jax.Array = 1.0) -> jax.Array:
+            temperature: float | jax.Array = 1.0,
+            axis_name: Any = None) -> jax.Array:
   r"""Softmax: scores to a dense probability distribution.
 
   .. math::
@@ -84,6 +84,11 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
       exactly 0 and a zero gradient. A row with every entry masked gives zeros.
     temperature: a positive float, or a positive array broadcastable to ``x``
       (which then receives a gradient); the result is ``softmax(x / T)``.
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or tuple of names) across which the normalised axis is split. The
+      result is then the distribution over the whole axis, computed from
+      local reductions and one small collective each (``pmax``/``psum``),
+      never gathering the axis. ``None`` (default): the axis is local.
 
   Returns:
     An array of the shape and floating dtype of ``x`` whose entries along
@@ -108,12 +113,13 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     J. S. Bridle, "Probabilistic interpretation of feedforward classification
     network outputs", Neurocomputing, 1990.
   """
-  prep = _core.prepare(x, axis, where, temperature)
-  return _core.finish(_dense(prep.x, prep.temperature, prep.axes, False), prep)
+  prep = _core.prepare(x, axis, where, temperature, axis_name)
+  return _core.finish(_dense(prep.x, prep.temperature, prep.rows, False), prep)
 
 
 def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-                temperature: float | jax.Array = 1.0) -> jax.Array:
+                temperature: float | jax.Array = 1.0,
+            axis_name: Any = None) -> jax.Array:
   r"""Log-softmax: the logarithm of :func:`softmax`, computed stably.
 
   .. math::
@@ -129,6 +135,11 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     where: optional boolean mask broadcastable to ``x``; ``False`` entries get
       ``-inf`` and a zero gradient.
     temperature: a positive float, or a positive array broadcastable to ``x``.
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or tuple of names) across which the normalised axis is split. The
+      result is then the distribution over the whole axis, computed from
+      local reductions and one small collective each (``pmax``/``psum``),
+      never gathering the axis. ``None`` (default): the axis is local.
 
   Returns:
     An array of the shape and floating dtype of ``x``; ``exp`` of it sums to 1
@@ -147,5 +158,5 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     J. S. Bridle, "Probabilistic interpretation of feedforward classification
     network outputs", Neurocomputing, 1990.
   """
-  prep = _core.prepare(x, axis, where, temperature)
-  return _core.finish(_dense(prep.x, prep.temperature, prep.axes, True), prep)
+  prep = _core.prepare(x, axis, where, temperature, axis_name)
+  return _core.finish(_dense(prep.x, prep.temperature, prep.rows, True), prep)

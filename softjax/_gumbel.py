@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from softjax import _checks
+from softjax import _core
 from softjax import _dense
 
 
@@ -31,24 +32,72 @@ def _straight_through_bwd(_, g):
 _straight_through.defvjp(_straight_through_fwd, _straight_through_bwd)
 
 
-def _one_hot_argmax(values: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-  """One-hot of the (first) arg-max over ``axes``, which may be several."""
-  batch = [i for i in range(values.ndim) if i not in axes]
-  perm = batch + list(axes)
-  moved = jnp.transpose(values, perm)
-  flat = moved.reshape(moved.shape[:len(batch)] + (-1,))
-  if flat.shape[-1] == 0:
-    return jnp.zeros_like(values)
-  index = jnp.argmax(flat, axis=-1)
-  one_hot = jax.nn.one_hot(index, flat.shape[-1], dtype=values.dtype)
-  return jnp.transpose(one_hot.reshape(moved.shape), np.argsort(perm))
+def _first_argmax_one_hot(values: jax.Array, rows: _core.Rows) -> jax.Array:
+  """One-hot of the first arg-max of each row (over all its shards).
+
+  The row may span several axes (flattened in C order) and, with
+  ``rows.axis_name``, several devices: the winner is the entry with the
+  smallest global index among those equal to the global maximum, so exactly
+  one entry per row is 1 even when shards tie. Rows whose maximum is
+  ``-inf`` (nothing to pick) give zeros.
+  """
+  top = rows.max(values)
+  hit = (values == top) & (top > -jnp.inf)
+  shape = [values.shape[a] for a in rows.axes]
+  n_local = math.prod(shape)
+  index = jnp.zeros((1,) * values.ndim, jnp.int32)
+  stride = 1
+  for a in reversed(rows.axes):
+    iota = jax.lax.broadcasted_iota(jnp.int32, [
+        values.shape[i] if i == a else 1 for i in range(values.ndim)], a)
+    index = index + iota * stride
+    stride *= values.shape[a]
+  if rows.axis_name is not None:
+    index = index + jax.lax.axis_index(rows.axis_name) * n_local
+  never = jnp.iinfo(jnp.int32).max
+  candidate = jnp.where(hit, index, never)
+  first = jnp.min(candidate, axis=rows.axes, keepdims=True, initial=never)
+  if rows.axis_name is not None:
+    first = jax.lax.pmin(first, rows.axis_name)
+  return (hit & (index == first)).astype(values.dtype)
+
+
+def _hard_sample(soft: jax.Array, scores: jax.Array, noise: jax.Array,
+                 rows: _core.Rows) -> jax.Array:
+  """The one-hot arg-max of ``soft``, with the limits of the finite case.
+
+  ``scores`` are the perturbed logits with masked entries at ``-inf``.
+
+  * Ties in ``soft`` go to the larger perturbed score, and ties there (huge
+    logits absorb the noise in rounding: ``3e38 + G == 3e38``) to the larger
+    noise, so the sample is still the Gumbel-max one.
+  * A row holding ``+inf`` logits puts all its mass on them; among them the
+    noise alone decides (``inf + G = inf``), so the sample is uniform over
+    the ``+inf`` entries, the limit of the finite case.
+  * A row with no entry above ``-inf`` (all masked) gives zeros, and a row
+    holding NaN gives NaN, as the soft sample does.
+  """
+  def any_(mask):
+    return rows.max(mask.astype(soft.dtype)) > 0
+
+  soft = jax.lax.stop_gradient(soft)
+  live = scores > -jnp.inf
+  has_posinf = any_(scores == jnp.inf)
+  top = soft == rows.max(soft)
+  candidate = live & jnp.where(has_posinf, scores == jnp.inf, top)
+  best = rows.max(jnp.where(candidate, scores, -jnp.inf))
+  final = candidate & (scores == best)
+  one_hot = _first_argmax_one_hot(jnp.where(final, noise, -jnp.inf), rows)
+  one_hot = jnp.where(any_(final), one_hot, 0.0)
+  has_nan = any_(jnp.isnan(soft) | jnp.isnan(scores))
+  return jnp.where(has_nan, jnp.nan, one_hot).astype(soft.dtype)
 
 
 def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
                    axis: _checks.Axis = -1, *, hard: bool = False,
                    where: Any = None,
-                   normalizer: Callable[..., jax.Array] = _dense.softmax
-                   ) -> jax.Array:
+                   normalizer: Callable[..., jax.Array] = _dense.softmax,
+                   axis_name: Any = None) -> jax.Array:
   r"""Gumbel-Softmax: a relaxed, differentiable categorical sample.
 
   With Gumbel noise :math:`G_i = -\log(-\log U_i)`, :math:`U_i \sim U(0, 1)`,
@@ -96,6 +145,12 @@ def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
     normalizer: the map applied to the perturbed scores, called as
       ``normalizer(scores, axis=axis, where=where, temperature=temperature)``;
       default :func:`softjax.softmax`. Any softjax normaliser works.
+      With ``axis_name`` it is also passed ``axis_name=axis_name``.
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or names) across which the category axis is split. Each shard draws
+      its own noise (the key is folded with the shard index), so the sample
+      has the same distribution as an unsharded one but not the same bits;
+      the soft sample and the hard arg-max are global over the row.
 
   Returns:
     An array of the shape and floating dtype of ``logits`` whose entries along
@@ -142,22 +197,19 @@ def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
   normalizer = _checks.check_callable(normalizer, "normalizer")
   logits = _checks.as_float_array(logits, "logits")
   axes = _checks.canonicalize_axis(axis, logits.ndim)
+  rows = _core.Rows(axes, _checks.check_axis_name(axis_name))
   where = _checks.check_where(where, logits.shape)
   out_dtype = logits.dtype
   cdtype = _checks.compute_dtype(out_dtype)
+  if axis_name is not None:
+    # Independent noise on every shard of the row.
+    key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
   noise = jax.random.gumbel(key, logits.shape, cdtype)
   scores = logits.astype(cdtype) + noise
-  soft = normalizer(scores, axis=axis, where=where, temperature=temperature)
+  extra = {} if axis_name is None else {"axis_name": axis_name}
+  soft = normalizer(scores, axis=axis, where=where, temperature=temperature,
+                    **extra)
   if hard:
-    if where is None:
-      live = jnp.ones(soft.shape, bool)
-    else:
-      live = jnp.broadcast_to(where, soft.shape)
-    # Masked entries are 0 in `soft`; -1 keeps them off the arg-max even in
-    # a row where rounding left every live entry at 0.
-    ranked = jnp.where(live, jax.lax.stop_gradient(soft), -1.0)
-    one_hot = _one_hot_argmax(ranked, axes)
-    any_live = jnp.any(live, axis=axes, keepdims=True)
-    one_hot = jnp.where(any_live, one_hot, 0.0).astype(soft.dtype)
-    soft = _straight_through(soft, one_hot)
+    masked = scores if where is None else jnp.where(where, scores, -jnp.inf)
+    soft = _straight_through(soft, _hard_sample(soft, masked, noise, rows))
   return soft.astype(out_dtype)

@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from softjax._core import Rows
+
 Eps = float | jax.Array
 
 # An array α is evaluated at max(α - 1, EPS_MIN): the formulas stay free of
@@ -147,17 +149,16 @@ def default_n_iter(dtype) -> int:
   return 30 if jnp.finfo(dtype).bits <= 32 else 60
 
 
-def _bounds(z, eps, axes):
+def _bounds(z, eps, rows):
   """Closed-form bracket ``[lo, hi]`` of the root."""
   dtype = z.dtype
   one = jnp.ones((), dtype)
-  keep = dict(axis=axes, keepdims=True)
-  n = jnp.asarray(z.size // max(1, _row_count(z, axes)), dtype)
+  n = jnp.asarray(rows.size(z), dtype)
   n_safe = jnp.maximum(n, one)
   # A plain mean is -inf for rows with masked (-inf) entries, which turns the
   # mean bound off for them (the bound 0 remains); counting the live entries
   # instead would cost another reduction pass in every call.
-  mean = jnp.sum(z, **keep) / n_safe
+  mean = _chunked_sum(z, rows, _chunks(z, rows)) / n_safe
   if isinstance(eps, float):
     width = (-jnp.expm1(-eps * jnp.log(n_safe)) / eps if eps > 0
              else jnp.log(n_safe))
@@ -175,12 +176,40 @@ def _bounds(z, eps, axes):
   return lo, hi
 
 
-def _row_count(z, axes):
-  count = 1
-  for i, n in enumerate(z.shape):
-    if i not in axes:
-      count *= n
-  return count
+# XLA's CPU reductions run about twice as fast per entry over 64 rows as over
+# 8 rows of the same total size; a solver step on few long rows therefore
+# sums row chunks first (measured at (8, 262144): 1.2 ms -> 0.55 ms a step).
+_MIN_ROWS = 64
+_MIN_CHUNK = 1024
+
+
+def _chunks(z: jax.Array, rows: Rows) -> int:
+  """How many chunks to split each row into for the solver's sums (or 1)."""
+  if len(rows.axes) != 1:
+    return 1
+  n = z.shape[rows.axes[0]]
+  count = z.size // max(n, 1)
+  if count >= _MIN_ROWS or n < 2 * _MIN_CHUNK:
+    return 1
+  k = -(-_MIN_ROWS // max(count, 1))
+  while k <= n // _MIN_CHUNK:
+    if n % k == 0:
+      return k
+    k += 1
+  return 1
+
+
+def _chunked_sum(x: jax.Array, rows: Rows, k: int) -> jax.Array:
+  """``rows.sum(x)`` as a sum over ``k`` chunks of each row (not differentiated)."""
+  if k == 1:
+    return rows.sum(x)
+  a = rows.axes[0]
+  split = x.reshape(x.shape[:a] + (k, x.shape[a] // k) + x.shape[a + 1:])
+  partial = jnp.sum(split, axis=a + 1)
+  # The barrier keeps XLA from fusing the two sums back into one.
+  partial = lax.optimization_barrier(partial)
+  total = jnp.sum(partial, axis=a, keepdims=True)
+  return total if rows.axis_name is None else lax.psum(total, rows.axis_name)
 
 
 def _linearized(total: jax.Array, eps: Eps) -> jax.Array:
@@ -199,7 +228,7 @@ def _linearized(total: jax.Array, eps: Eps) -> jax.Array:
   return jnp.expm1(eps * jnp.log(total))
 
 
-def _solve(z, eps, axes, n_iter):
+def _solve(z, eps, rows, n_iter):
   """Safeguarded secant iteration, one fused reduction per step.
 
   On XLA's CPU backend a pass with a second reduction (for ``f'``) costs as
@@ -214,10 +243,9 @@ def _solve(z, eps, axes, n_iter):
   bracket, we bisect.
   """
   dtype = z.dtype
-  keep = dict(axis=axes, keepdims=True)
   if not isinstance(eps, float):
-    eps = jnp.broadcast_to(eps, _keepdims_shape(z, axes)).astype(dtype)
-  lo, hi = _bounds(z, eps, axes)
+    eps = jnp.broadcast_to(eps, _keepdims_shape(z, rows.axes)).astype(dtype)
+  lo, hi = _bounds(z, eps, rows)
   tol = jnp.asarray(4 * jnp.finfo(dtype).eps, dtype)
   resolution = jnp.asarray(jnp.finfo(dtype).eps, dtype)
   convex = eps <= 1.0
@@ -242,7 +270,8 @@ def _solve(z, eps, axes, n_iter):
     return t_next, h, lo, hi, converged
 
   t0 = lo
-  total0 = jnp.sum(family(z, t0, eps), **keep)
+  k = _chunks(z, rows)
+  total0 = _chunked_sum(family(z, t0, eps), rows, k)
   # The largest entry has mass > 0 anywhere in the bracket, so a zero sum
   # means a row with no finite entry (all -inf or masked); NaN rows stay NaN.
   done = (total0 == 0) | jnp.isnan(total0)
@@ -262,7 +291,7 @@ def _solve(z, eps, axes, n_iter):
 
   def body(state):
     i, t, t_prev, h_prev, lo, hi, total, done = state
-    total_t = jnp.sum(family(z, t, eps), **keep)
+    total_t = _chunked_sum(family(z, t, eps), rows, k)
     t_next, h, lo, hi, conv = step(t, t_prev, total_t, h_prev, lo, hi)
     conv = conv | (i + 1 >= n_iter)
     # Keep the sum at the final iterate: dividing by it normalises exactly.
@@ -280,53 +309,51 @@ def _keepdims_shape(z, axes):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def threshold_static(z: jax.Array, eps: float, axes: tuple[int, ...],
+def threshold_static(z: jax.Array, eps: float, rows: Rows,
                      n_iter: int) -> tuple[jax.Array, jax.Array]:
   """Threshold ``t`` and ``sum p(t)`` for a Python-float ε."""
-  return _solve(z, eps, axes, n_iter)
+  return _solve(z, eps, rows, n_iter)
 
 
 @threshold_static.defjvp
-def _threshold_static_jvp(eps, axes, n_iter, primals, tangents):
+def _threshold_static_jvp(eps, rows, n_iter, primals, tangents):
   (z,), (dz,) = primals, tangents
-  t, total = threshold_static(z, eps, axes, n_iter)
+  t, total = threshold_static(z, eps, rows, n_iter)
   s = slopes(family_differentiable(z, t, eps), eps)
-  keep = dict(axis=axes, keepdims=True)
-  dt = jnp.sum(s * dz, **keep) / _nonzero(jnp.sum(s, **keep))
+  dt = rows.sum(s * dz) / nonzero(rows.sum(s))
   # `total` is the normaliser at the root, 1 up to rounding: constant.
   return (t, total), (dt, jnp.zeros_like(total))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def threshold_array(z: jax.Array, eps: jax.Array, axes: tuple[int, ...],
+def threshold_array(z: jax.Array, eps: jax.Array, rows: Rows,
                     n_iter: int) -> tuple[jax.Array, jax.Array]:
   """Threshold ``t`` and ``sum p(t)`` for an array ε (one per row)."""
-  return _solve(z, eps, axes, n_iter)
+  return _solve(z, eps, rows, n_iter)
 
 
 @threshold_array.defjvp
-def _threshold_array_jvp(axes, n_iter, primals, tangents):
+def _threshold_array_jvp(rows, n_iter, primals, tangents):
   (z, eps), (dz, deps) = primals, tangents
-  t, total = threshold_array(z, eps, axes, n_iter)
+  t, total = threshold_array(z, eps, rows, n_iter)
   p = family_differentiable(z, t, eps)
   s = slopes(p, eps)
-  keep = dict(axis=axes, keepdims=True)
   # Implicit function theorem on sum p(z, t, ε) = 1.
   r = alpha_sensitivity(p, eps)
-  dt = ((jnp.sum(s * dz, **keep) + jnp.sum(r, **keep) * deps)
-        / _nonzero(jnp.sum(s, **keep)))
+  dt = (rows.sum(s * dz) + rows.sum(r) * deps) / nonzero(rows.sum(s))
   return (t, total), (dt, jnp.zeros_like(total))
 
 
-def _nonzero(x: jax.Array) -> jax.Array:
+def nonzero(x: jax.Array) -> jax.Array:
+  """``x`` with zeros replaced by ones: a safe divisor for empty rows."""
   return jnp.where(x == 0, jnp.ones((), x.dtype), x)
 
 
-def solve(z: jax.Array, eps: Eps, axes: tuple[int, ...], n_iter: int | None
+def solve(z: jax.Array, eps: Eps, rows: Rows, n_iter: int | None
           ) -> tuple[jax.Array, jax.Array]:
   """Returns ``(t, total)`` for scores ``z`` whose row maximum is 0 (or NaN)."""
   if n_iter is None:
     n_iter = default_n_iter(z.dtype)
   if isinstance(eps, float):
-    return threshold_static(z, eps, axes, n_iter)
-  return threshold_array(z, clamp_eps(eps), axes, n_iter)
+    return threshold_static(z, eps, rows, n_iter)
+  return threshold_array(z, clamp_eps(eps), rows, n_iter)

@@ -61,6 +61,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from softjax import _checks
 from softjax import _core
@@ -161,28 +162,40 @@ def _entropy_alpha_derivative(q: jax.Array, eps: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------
 
 
-def _normalise(x, eps, axes):
+def _normalise(x, eps, rows):
+  """The normaliser's forward computation, without its custom VJP.
+
+  The loss has its own VJP; calling the normalisers' forward passes (plain
+  JAX plus the solver's custom JVP) keeps the loss differentiable in forward
+  mode over reverse mode, so ``jax.hessian`` of a loss works.
+  """
   if isinstance(eps, float):
     if eps == 0.0:
-      return _dense.softmax(x, axis=axes)
-    return _sparse.entmax(x, 1.0 + eps, axis=axes)
-  return _sparse.entmax(x, 1.0 + eps, axis=axes)
+      return _dense._dense_fwd(x, None, rows, False)[0]
+    return _sparse._entmax_fwd(x, None, None, rows, eps, None)[0]
+  return _sparse._entmax_fwd(x, None, eps, rows, None, None)[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _fy_loss(x, y, eps_array, axes, eps_static, soft):
-  return _fy_loss_fwd(x, y, eps_array, axes, eps_static, soft)[0]
+def _fy_loss(x, y, eps_array, rows, eps_static, soft):
+  return _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft)[0]
 
 
-def _fy_loss_fwd(x, y, eps_array, axes, eps_static, soft):
+def _any(rows, mask):
+  """Whether any entry of each (possibly sharded) row is True."""
+  return rows.max(mask.astype(jnp.float32)) > 0
+
+
+def _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft):
   """``x``: masked (-inf) scores; ``y``: targets, both in the compute dtype."""
-  keep = dict(axis=axes, keepdims=True)
   zero = jnp.zeros((), x.dtype)
   eps = eps_static if eps_array is None else eps_array
-  live = x > -jnp.inf
-  row_live = jnp.any(live, **keep)
+  # NaN counts as live, so that a NaN score makes its row's loss NaN (not
+  # +inf, as a target on a masked class would).
+  live = x != -jnp.inf
+  row_live = _any(rows, live)
   if isinstance(eps, float) and eps == 0.0:
-    log_p = _dense.log_softmax(x, axis=axes)
+    log_p = _dense._dense_fwd(x, None, rows, True)[0]
     p = jnp.exp(log_p)
     # -inf (masked) entries are replaced by 0 so that no product 0 * inf
     # appears in the derivatives of this forward pass (second order).
@@ -192,27 +205,35 @@ def _fy_loss_fwd(x, y, eps_array, axes, eps_static, soft):
     log_y = jnp.log(jnp.where(has_mass, y, jnp.ones((), y.dtype)))
     terms = jnp.where(has_mass, y * (log_y - centred), zero)
   else:
-    p = _normalise(x, eps, axes)
-    shift = jnp.max(jnp.where(live, x, -jnp.inf), initial=-jnp.inf, **keep)
-    centred = jnp.where(live, x - jnp.where(row_live, shift, zero), zero)
-    terms = ((p - y) * centred + _entropy_terms(p, eps)
-             - _entropy_terms(y, eps))
-  loss = jnp.maximum(jnp.sum(terms, **keep), zero)
-  off_support = jnp.any((y != 0) & ~live, **keep)
+    p = _normalise(x, eps, rows)
+    shift = rows.max(jnp.where(live, x, -jnp.inf))
+    # Rows holding +inf: the limit of the finite case, where the +inf
+    # entries tie at the maximum (centred 0) and the others fall infinitely
+    # far below it.
+    posinf = shift == jnp.inf
+    shift = jnp.where(row_live & ~posinf, shift, zero)
+    centred = jnp.where(posinf, jnp.where(x == jnp.inf, zero, -jnp.inf),
+                        x - shift)
+    centred = jnp.where(live, centred, zero)
+    # Where p = y the term is 0 even if x - max overflowed to -inf (scores
+    # of opposite sign near the dtype's limits) or the row holds +inf.
+    linear = jnp.where(p != y, (p - y) * centred, zero)
+    terms = linear + _entropy_terms(p, eps) - _entropy_terms(y, eps)
+  loss = jnp.maximum(rows.sum(terms), zero)
+  off_support = _any(rows, (y != 0) & ~live)
   loss = jnp.where(off_support, jnp.inf, loss)
   loss = jnp.where(row_live, loss, zero)
-  loss = jnp.squeeze(loss, axis=axes)
+  loss = jnp.squeeze(loss, axis=rows.axes)
   residual_centred = centred if soft else None
   return loss, (p, y, residual_centred, live, eps_array)
 
 
-def _fy_loss_bwd(axes, eps_static, soft, res, g):
+def _fy_loss_bwd(rows, eps_static, soft, res, g):
   p, y, centred, live, eps_array = res
   eps = eps_static if eps_array is None else eps_array
-  keep = dict(axis=axes, keepdims=True)
   zero = jnp.zeros((), p.dtype)
-  g = jnp.expand_dims(g, axes)
-  g = jnp.where(jnp.any(live, **keep), g, zero)
+  g = jnp.expand_dims(g, rows.axes)
+  g = jnp.where(_any(rows, live), g, zero)
   dx = jnp.where(live, g * (p - y), zero)
   dy = None
   if soft:
@@ -221,24 +242,35 @@ def _fy_loss_bwd(axes, eps_static, soft, res, g):
   if eps_array is not None:
     # Envelope theorem: p maximises <p, z> + H_α(p), so only the explicit
     # dependence of H_α on α remains.
-    per_row = jnp.sum(_entropy_alpha_derivative(p, eps_array)
-                      - _entropy_alpha_derivative(y, eps_array), **keep)
-    d_eps = _core.reduce_to_shape(g * per_row, eps_array.shape)
+    # This shard's part of the row sum; match_vma adds up the shards.
+    per_row = rows.local_sum(_entropy_alpha_derivative(p, eps_array)
+                             - _entropy_alpha_derivative(y, eps_array))
+    d_eps = _core.match_vma(
+        _core.reduce_to_shape(g * per_row, eps_array.shape), eps_array)
   return dx, dy, d_eps
 
 
 _fy_loss.defvjp(_fy_loss_fwd, _fy_loss_bwd)
 
 
-def _run(logits, labels, alpha, axis, where):
+def _run(logits, labels, alpha, axis, where, axis_name):
   logits = _checks.as_float_array(logits, "logits")
-  prep = _core.prepare(logits, axis, where, 1.0)
-  x, axes = prep.x, prep.axes
+  prep = _core.prepare(logits, axis, where, 1.0, axis_name)
+  x, axes, rows = prep.x, prep.axes, prep.rows
   labels, is_index = _checks.check_labels(labels, x.shape, axis, axes)
-  n_classes = 1
+  n_local = 1
   for a in axes:
-    n_classes *= x.shape[a]
-  live = None if where is None else jnp.broadcast_to(where, x.shape)
+    n_local *= x.shape[a]
+  # Class ids are global; with the class axis split, this shard holds the
+  # classes [offset, offset + n_local).
+  n_classes = rows.size(x)
+  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_local
+  if where is None:
+    live = None
+  elif _checks.is_concrete(where):   # NumPy keeps it concrete under jit
+    live = np.broadcast_to(np.asarray(where), x.shape)
+  else:
+    live = jnp.broadcast_to(where, x.shape)
   _checks.check_label_values(labels, is_index, n_classes, live, axes)
   loss_shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
   alpha = _checks.check_alpha_per_example(alpha, loss_shape)
@@ -248,12 +280,18 @@ def _run(logits, labels, alpha, axis, where):
   if isinstance(alpha, float):
     eps_static, eps_array = alpha - 1.0, None
   else:
-    eps_static, eps_array = None, alpha.astype(x.dtype) - 1.0
+    eps_array = alpha.astype(x.dtype) - 1.0
+    # A traced alpha < 1 cannot raise; like softjax.entmax, which evaluates
+    # it at alpha = 1 (+1e-7), the loss then takes the value and the alpha
+    # gradient of alpha = 1 (see softjax.checks for opt-in errors).
+    clamped = jnp.maximum(eps_array, jnp.zeros((), eps_array.dtype))
+    eps_array = eps_array + jax.lax.stop_gradient(clamped - eps_array)
+    eps_static = None
   if is_index:
-    y = jax.nn.one_hot(labels, n_classes, dtype=x.dtype, axis=axes[0])
+    y = jax.nn.one_hot(labels - offset, n_local, dtype=x.dtype, axis=axes[0])
   else:
     y = labels.astype(x.dtype)
-  loss = _fy_loss(x, y, eps_array, axes, eps_static, not is_index)
+  loss = _fy_loss(x, y, eps_array, rows, eps_static, not is_index)
   if is_index:
     # Traced ids out of range would one-hot to zeros; make them visible.
     loss = jnp.where((labels < 0) | (labels >= n_classes), jnp.nan, loss)
@@ -261,7 +299,7 @@ def _run(logits, labels, alpha, axis, where):
 
 
 def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                 where: Any = None) -> jax.Array:
+                 where: Any = None, axis_name: Any = None) -> jax.Array:
   r"""Softmax (cross-entropy) loss: the Fenchel-Young loss of softmax.
 
   .. math::
@@ -282,6 +320,10 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
       or ``None``).
     where: optional boolean mask broadcastable to ``logits``; ``False``
       classes are left out (targets must be 0 there).
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or names) across which the class axis is split: the loss is then that
+      of the whole row, from per-row collectives. Class ids stay global (this
+      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
@@ -309,11 +351,11 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _run(logits, labels, 1.0, axis, where)
+  return _run(logits, labels, 1.0, axis, where, axis_name)
 
 
 def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                   where: Any = None) -> jax.Array:
+                   where: Any = None, axis_name: Any = None) -> jax.Array:
   r"""Sparsemax loss: the Fenchel-Young loss of :func:`softjax.sparsemax`.
 
   .. math::
@@ -333,6 +375,10 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
       or ``None``).
     where: optional boolean mask broadcastable to ``logits``; ``False``
       classes are left out (targets must be 0 there).
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or names) across which the class axis is split: the loss is then that
+      of the whole row, from per-row collectives. Class ids stay global (this
+      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
@@ -359,11 +405,11 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _run(logits, labels, 2.0, axis, where)
+  return _run(logits, labels, 2.0, axis, where, axis_name)
 
 
 def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                  where: Any = None) -> jax.Array:
+                  where: Any = None, axis_name: Any = None) -> jax.Array:
   r"""1.5-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax15`.
 
   .. math::
@@ -382,6 +428,10 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
       or ``None``).
     where: optional boolean mask broadcastable to ``logits``; ``False``
       classes are left out (targets must be 0 there).
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or names) across which the class axis is split: the loss is then that
+      of the whole row, from per-row collectives. Class ids stay global (this
+      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
@@ -408,11 +458,12 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _run(logits, labels, 1.5, axis, where)
+  return _run(logits, labels, 1.5, axis, where, axis_name)
 
 
 def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
-                axis: _checks.Axis = -1, *, where: Any = None) -> jax.Array:
+                axis: _checks.Axis = -1, *, where: Any = None,
+                axis_name: Any = None) -> jax.Array:
   r"""α-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax`.
 
   .. math::
@@ -441,6 +492,10 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
       or ``None``).
     where: optional boolean mask broadcastable to ``logits``; ``False``
       classes are left out (targets must be 0 there).
+    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+      (or names) across which the class axis is split: the loss is then that
+      of the whole row, from per-row collectives. Class ids stay global (this
+      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
@@ -477,4 +532,4 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _run(logits, labels, alpha, axis, where)
+  return _run(logits, labels, alpha, axis, where, axis_name)

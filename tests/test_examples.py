@@ -1,7 +1,8 @@
-"""The examples run end to end: one cheap subprocess per script."""
+"""The examples run end to end: one cheap subprocess per script (``--fast``)."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import pathlib
@@ -11,22 +12,36 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-QUICKSTART = ROOT / "examples" / "quickstart.py"
 
 
-@pytest.fixture(scope="module")
-def quickstart_output() -> str:
+def _run_example(name: str, *args: str) -> str:
+  """Runs ``examples/<name> --fast *args``; returns stdout (asserts rc 0)."""
   env = dict(os.environ)
   # Same import path as `python -m pytest` from the repository root.
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["MPLBACKEND"] = "Agg"
   proc = subprocess.run(
-      [sys.executable, str(QUICKSTART), "--fast"], cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=300, check=False)
+      [sys.executable, str(ROOT / "examples" / name), "--fast", *args],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+      check=False)
   assert proc.returncode == 0, (
-      f"quickstart.py --fast exited with {proc.returncode}\n"
+      f"{name} --fast exited with {proc.returncode}\n"
       f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+  assert not re.search(r"\bnan\b", proc.stdout, re.IGNORECASE), proc.stdout
   return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def quickstart_png(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+  return tmp_path_factory.mktemp("quickstart") / "attention.png"
+
+
+@pytest.fixture(scope="module")
+def quickstart_output(quickstart_png: pathlib.Path) -> str:
+  return _run_example("quickstart.py", "--out", str(quickstart_png),
+                      "--no-progress")
 
 
 def test_quickstart_overflow_example(quickstart_output: str) -> None:
@@ -40,3 +55,113 @@ def test_quickstart_overflow_example(quickstart_output: str) -> None:
   for expected in ("0.665", "0.245", "0.09"):
     assert expected in rows[0], rows[0]
   assert not re.search(r"\bnan\b", quickstart_output, re.IGNORECASE)
+
+
+# --- examples/flax_linen_attention.py and examples/haiku_attention.py. -------
+
+_FINAL = re.compile(
+    r"^final (?P<name>.+?): loss (?P<first>[\d.]+) -> (?P<last>[\d.]+), "
+    r"sparsity (?P<sparsity>[\d.]+), weight on flagged (?P<on_flag>[\d.]+)"
+    r"(?:, alphas (?P<alphas>[\d. ]+))?$", re.MULTILINE)
+
+
+def _run_fast(script: str) -> str:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+  proc = subprocess.run(
+      [sys.executable, str(ROOT / "examples" / script), "--fast"], cwd=ROOT,
+      env=env, capture_output=True, text=True, timeout=300, check=False)
+  assert proc.returncode == 0, (
+      f"{script} --fast exited with {proc.returncode}\n"
+      f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+  return proc.stdout
+
+
+def _check_attention_training(output: str, names: set[str]) -> None:
+  finals = {m["name"]: m for m in _FINAL.finditer(output)}
+  assert set(finals) == names, output
+  for name, m in finals.items():
+    first, last = float(m["first"]), float(m["last"])
+    # Learning happened: the test loss at least halves in the fast run.
+    assert last < 0.5 * first, (name, output)
+    # Sparse attention: some weights on real tokens are exactly zero, and
+    # the flagged token gets more than a uniform share (at most 1/4).
+    assert float(m["sparsity"]) > 0.0, (name, output)
+    assert float(m["on_flag"]) > 0.25, (name, output)
+    if "alpha" in name:
+      alphas = [float(a) for a in m["alphas"].split()]
+      assert len(alphas) == 4 and all(a > 1.0 for a in alphas), output
+      assert len(set(alphas)) > 1, output  # heads learned different alphas
+  assert not re.search(r"\bnan\b", output, re.IGNORECASE)
+
+
+def test_flax_linen_attention_example() -> None:
+  _check_attention_training(_run_fast("flax_linen_attention.py"),
+                            {"entmax15", "learned alpha"})
+
+
+def test_haiku_attention_example() -> None:
+  _check_attention_training(_run_fast("haiku_attention.py"),
+                            {"haiku learned alpha"})
+
+
+def _comparison_rows(output: str) -> dict[str, list[float]]:
+  """The quickstart's table: ``{normaliser: [accuracy, loss, sparsity, ...]}``."""
+  lines = output.splitlines()
+  header = next(i for i, line in enumerate(lines)
+                if line.startswith("normaliser") and "sparsity" in line)
+  rows = {}
+  for line in lines[header + 2:]:
+    if line.startswith("-"):
+      break
+    name, numbers = line[:18].strip(), line[18:].split()
+    rows[name] = [float(v.rstrip("s")) for v in numbers]
+  return rows
+
+
+def test_quickstart_training_table(quickstart_output: str) -> None:
+  rows = _comparison_rows(quickstart_output)
+  assert list(rows) == ["softmax", "entmax15", "entmax (learned α)"], (
+      quickstart_output)
+  for name, (accuracy, loss, sparsity, support, seconds) in rows.items():
+    assert 0.0 <= accuracy <= 1.0 and math.isfinite(loss) and loss >= 0, name
+    assert 1.0 <= support and seconds > 0, name
+  # Softmax weights are never exactly 0; entmax's are, on non-padding keys.
+  assert rows["softmax"][2] == 0.0
+  assert rows["entmax15"][2] > 0.0
+  assert rows["entmax (learned α)"][2] > 0.0
+  assert "learned α per head" in quickstart_output
+
+
+def test_quickstart_png(quickstart_output: str,
+                        quickstart_png: pathlib.Path) -> None:
+  assert f"attention maps written to {quickstart_png}" in quickstart_output
+  data = quickstart_png.read_bytes()
+  assert len(data) > 1000 and data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_haiku_classifier() -> None:
+  out = _run_example("haiku_classifier.py")
+  accuracy = float(re.search(r"test accuracy ([0-9.]+)", out).group(1))
+  assert accuracy > 0.6, out            # 5 classes: chance is 0.2
+  assert "exact zeros" in out
+  # The printed sparsemax distributions contain exact zeros ("0" cells).
+  table = out.split("sparsemax predictions")[1].splitlines()[2:]
+  assert any(" 0 " in f"{line} " for line in table), out
+
+
+def test_gumbel_vae() -> None:
+  out = _run_example("gumbel_vae.py")
+  match = re.search(r"start ([0-9.]+), end ([0-9.]+)", out)
+  start, end = float(match.group(1)), float(match.group(2))
+  assert end < 0.8 * start, out          # reconstruction improved
+  used = int(re.search(r"codes used: (\d+) of", out).group(1))
+  assert used >= 4, out
+
+
+def test_gradient_check() -> None:
+  out = _run_example("gradient_check.py")
+  assert "all checks passed" in out, out
+  assert "jax.hessian == finite differences" in out
+  assert "can't apply forward-mode autodiff" in out

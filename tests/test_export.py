@@ -36,6 +36,24 @@ def _per_row(loss):
   return jnp.broadcast_to(loss[:, None], SHAPE)
 
 
+# softjax.attention: x as (length 4, heads 4, depth 4) queries; keys and
+# values derived from it; outputs and weights reshaped back to SHAPE.
+_KEY_MASK = np.array([True, True, True, False])[None, None, :]  # (1, 1, k)
+_ALPHA_HEAD = np.linspace(1.2, 2.0, 4, dtype=np.float32)[:, None, None]
+
+
+def _attend(x, **kwargs):
+  q = x.reshape(4, 4, 4)
+  return softjax.attention.dot_product_attention(
+      q, q[::-1], 0.5 * q, **kwargs).reshape(SHAPE)
+
+
+def _attention_weights(x, **kwargs):
+  q = x.reshape(4, 4, 4)
+  return softjax.attention.dot_product_attention_weights(
+      q, q[::-1], **kwargs).reshape(SHAPE)
+
+
 # name -> function of one (4, 16) float32 array. New normalisers (sparsemax,
 # entmax, ...) add one line each here; their gradients are covered for free.
 PUBLIC_FUNCTIONS = {
@@ -72,6 +90,15 @@ PUBLIC_FUNCTIONS = {
         softjax.losses.entmax15_loss(x, _SOFT)),
     "entmax_loss_alpha_array": lambda x: _per_row(softjax.losses.entmax_loss(
         x, _IDS, _ALPHA, where=_MASK)),
+    # Attention: masks through `where`, causal, dropout, a per-head alpha.
+    "attention_softmax_mask_causal": lambda x: _attend(
+        x, mask=_KEY_MASK, is_causal=True),
+    "attention_entmax15_dropout": lambda x: _attend(
+        x, normalizer=softjax.entmax15, dropout_rate=0.1,
+        dropout_rng=jax.random.key(0)),
+    "attention_weights_alpha_per_head": lambda x: _attention_weights(
+        x, mask=_KEY_MASK, normalizer=lambda s, **kw: softjax.entmax(
+            s, _ALPHA_HEAD, **kw)),
 }
 
 

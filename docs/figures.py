@@ -1,0 +1,143 @@
+"""The figures of the documentation, computed with softjax itself.
+
+The docs build calls :func:`render` from ``docs/_hooks.py`` and serves the
+PNGs from memory (nothing is written into ``docs/``). To write them to a
+folder, e.g. to refresh the README figure ``docs/img/normalisers.png``::
+
+    python docs/figures.py docs/img            # every figure
+    python docs/figures.py docs/img normalisers
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+# Draw with the checkout this file lives in, not an installed softjax.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import softjax  # noqa: E402
+
+DPI = 110
+COLORS = {"softmax": "#1f77b4", "entmax15": "#2ca02c", "sparsemax": "#d62728"}
+# Byte-identical PNGs from one run to the next (no date, no version).
+METADATA = {"Software": None}
+
+
+def _png(fig: plt.Figure) -> bytes:
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=DPI, metadata=METADATA,
+              bbox_inches="tight")
+  plt.close(fig)
+  return buf.getvalue()
+
+
+def normalisers() -> bytes:
+  """Two classes: p_1 against the score difference t = x_1 - x_2."""
+  t = np.linspace(-3.0, 3.0, 601, dtype=np.float32)
+  x = jnp.stack([jnp.asarray(t), jnp.zeros_like(t)], axis=-1)
+  fig, ax = plt.subplots(figsize=(6.0, 3.6))
+  # Jitted (compiling is cheaper than running the solver op by op); the two
+  # extra α share one call with an array α of shape (2, 1, 1).
+  other = np.asarray(jax.jit(softjax.entmax)(
+      jnp.broadcast_to(x, (2,) + x.shape), jnp.array([1.25, 4.0])[:, None, None]))
+  curves = [
+      ("softmax", jax.jit(softjax.softmax)(x), "-", COLORS["softmax"]),
+      ("entmax(α=1.25)", other[0], ":", "#17becf"),
+      ("entmax15 (α=1.5)", jax.jit(softjax.entmax15)(x), "-",
+       COLORS["entmax15"]),
+      ("sparsemax (α=2)", jax.jit(softjax.sparsemax)(x), "-",
+       COLORS["sparsemax"]),
+      ("entmax(α=4)", other[1], ":", "#9467bd"),
+  ]
+  for label, p, style, color in curves:
+    ax.plot(t, np.asarray(p)[:, 0], style, color=color, label=label, lw=2)
+  ax.set_xlabel(r"score difference $t = x_1 - x_2$")
+  ax.set_ylabel(r"$p_1$")
+  ax.set_title("Two classes: softmax never reaches 0 or 1, sparse maps do")
+  ax.grid(alpha=0.3)
+  ax.legend(loc="upper left", fontsize=8)
+  return _png(fig)
+
+
+def support() -> bytes:
+  """Support size of α-entmax against α, for fixed random scores."""
+  x = jax.random.normal(jax.random.key(0), (64,)) * 1.0
+  alphas = np.linspace(1.0, 3.0, 81)
+  temperatures = [0.5, 1.0, 2.0]
+  # One jitted call: axis 0 the temperature, axis 1 α (array arguments with
+  # size 1 along the normalised axis broadcast against the scores).
+  p = jax.jit(softjax.entmax)(
+      jnp.broadcast_to(x, (len(temperatures), alphas.size, x.size)),
+      jnp.asarray(alphas, jnp.float32)[None, :, None],
+      temperature=jnp.asarray(temperatures)[:, None, None])
+  all_sizes = np.asarray(jnp.sum(p > 0, axis=-1))
+  fig, ax = plt.subplots(figsize=(6.0, 3.4))
+  for temperature, sizes, color in zip(temperatures, all_sizes,
+                                       ["#d62728", "#2ca02c", "#1f77b4"]):
+    ax.plot(alphas, sizes, color=color, lw=2, label=f"temperature {temperature}")
+  ax.set_xlabel("α")
+  ax.set_ylabel("entries > 0 (of 64)")
+  ax.set_title("Support of α-entmax on 64 standard-normal scores")
+  ax.set_ylim(0, 66)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  return _png(fig)
+
+
+def temperature() -> bytes:
+  """Each entry of softmax and sparsemax of [1, 3, 2] against temperature."""
+  x = jnp.array([1.0, 3.0, 2.0])
+  temps = np.geomspace(0.1, 10.0, 200)
+  fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2), sharey=True)
+  for ax, (name, f) in zip(axes, [("softmax", softjax.softmax),
+                                  ("sparsemax", softjax.sparsemax)]):
+    # One call: a row per temperature (an array temperature broadcasts).
+    rows = jnp.broadcast_to(x, (temps.size, x.size))
+    p = np.asarray(jax.jit(f)(
+        rows, temperature=jnp.asarray(temps[:, None], jnp.float32)))
+    for i, style in enumerate(["-", "--", ":"]):
+      ax.plot(temps, p[:, i], style, lw=2, label=f"x = {float(x[i]):g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("temperature T")
+    ax.set_title(f"{name}([1, 3, 2] / T)")
+    ax.grid(alpha=0.3)
+  axes[0].set_ylabel("probability")
+  axes[0].legend(fontsize=8)
+  return _png(fig)
+
+
+FIGURES: dict[str, Callable[[], bytes]] = {
+    "normalisers": normalisers,
+    "support": support,
+    "temperature": temperature,
+}
+
+
+def render(names: list[str] | None = None) -> dict[str, bytes]:
+  """``{"img/<name>.png": png bytes}`` for the given figures (default all)."""
+  return {f"img/{name}.png": FIGURES[name]()
+          for name in (names or list(FIGURES))}
+
+
+def main(argv: list[str]) -> None:
+  out = Path(argv[0]) if argv else Path("docs/img")
+  out.mkdir(parents=True, exist_ok=True)
+  for path, data in render(argv[1:] or None).items():
+    (out / Path(path).name).write_bytes(data)
+    print(out / Path(path).name)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])
