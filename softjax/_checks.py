@@ -20,12 +20,9 @@ import numpy as np
 Axis = int | Sequence[int] | None
 
 
-def _is_concrete(value: Any) -> bool:
+def is_concrete(value: Any) -> bool:
   """True when ``value`` holds numbers we can look at now (not a tracer)."""
   return not isinstance(value, jax.core.Tracer)
-
-
-is_concrete = _is_concrete
 
 
 def as_float_array(x: Any, name: str = "x") -> jax.Array:
@@ -138,7 +135,7 @@ def check_where(where: Any, shape: tuple[int, ...]) -> jax.Array | None:
 
 
 def _check_positive_finite(value: Any, name: str) -> None:
-  if not _is_concrete(value):
+  if not is_concrete(value):
     return
   arr = np.asarray(value, dtype=np.float64)
   if np.isnan(arr).any():
@@ -182,7 +179,7 @@ def check_alpha_values(alpha: float | jax.Array) -> None:
   The one value check behind :func:`check_alpha` (normalisers) and
   :func:`check_alpha_per_example` (losses).
   """
-  if not _is_concrete(alpha):
+  if not is_concrete(alpha):
     return
   arr = np.asarray(alpha, dtype=np.float64)
   if np.isnan(arr).any() or (arr < 1).any():
@@ -315,9 +312,9 @@ def check_label_values(labels: jax.Array, is_index: bool, n_classes: int,
   ``live`` (concrete or None) marks the classes that are not masked; labels
   may not put mass on masked classes, except in rows with no live class.
   """
-  if not _is_concrete(labels):
+  if not is_concrete(labels):
     return
-  if live is not None and not _is_concrete(live):
+  if live is not None and not is_concrete(live):
     live = None
     if not is_index:
       return

@@ -77,19 +77,16 @@ def _hard_sample(soft: jax.Array, scores: jax.Array, noise: jax.Array,
   * A row with no entry above ``-inf`` (all masked) gives zeros, and a row
     holding NaN gives NaN, as the soft sample does.
   """
-  def any_(mask):
-    return rows.max(mask.astype(soft.dtype)) > 0
-
   soft = jax.lax.stop_gradient(soft)
   live = scores > -jnp.inf
-  has_posinf = any_(scores == jnp.inf)
+  has_posinf = rows.any(scores == jnp.inf)
   top = soft == rows.max(soft)
   candidate = live & jnp.where(has_posinf, scores == jnp.inf, top)
   best = rows.max(jnp.where(candidate, scores, -jnp.inf))
   final = candidate & (scores == best)
   one_hot = _first_argmax_one_hot(jnp.where(final, noise, -jnp.inf), rows)
-  one_hot = jnp.where(any_(final), one_hot, 0.0)
-  has_nan = any_(jnp.isnan(soft) | jnp.isnan(scores))
+  one_hot = jnp.where(rows.any(final), one_hot, 0.0)
+  has_nan = rows.any(jnp.isnan(soft) | jnp.isnan(scores))
   return jnp.where(has_nan, jnp.nan, one_hot).astype(soft.dtype)
 
 

@@ -38,7 +38,7 @@ def _entmax_bwd(rows, eps_static, n_iter, res, g):
   p, temperature, eps_array, shift = res
   eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
   s = _threshold.slopes(p, eps)
-  slope = _threshold.nonzero(rows.sum(s))
+  slope = _core.safe_total(rows.sum(s))
   sg = rows.sum(s * g)
   du = s * g - s * (sg / slope)
   d_eps = None
@@ -47,8 +47,7 @@ def _entmax_bwd(rows, eps_static, n_iter, res, g):
     # over r are this shard's part only: match_vma adds up the shards.
     r = _threshold.alpha_sensitivity(p, eps)
     per_row = rows.local_sum(g * r - r * (sg / slope))
-    d_eps = _core.match_vma(
-        _core.reduce_to_shape(per_row, eps_array.shape), eps_array)
+    d_eps = _core.param_cotangent(per_row, eps_array)
   if temperature is None:
     return du, None, d_eps
   v, _ = _threshold.centred(p, eps)

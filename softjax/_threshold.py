@@ -20,12 +20,12 @@ one, so float32 rounding of ``z_i - t`` stays at the level of ``eps``.
 * ``t >= mean(z) + L``: by Jensen, ``sum p >= 1`` there;
 * ``t <= L``: if all ``n`` entries tied with the maximum, each would get 1/n.
 
-For α ≤ 2, ``f`` is convex, so Newton from the lower bound rises
-monotonically to the root and never overshoots; for sparsemax ``f`` is
-piecewise linear and Newton stops at the exact root once it has found the
-support (Michelot's algorithm). For α > 2 ``f`` is concave and we bisect. Every
-step keeps a bracket and falls back to bisection when a Newton step would
-leave it. Each step is one fused pass over the row: two reductions along the
+For α ≤ 2 the iteration (see :func:`_solve`) takes secant steps from the
+lower bound on a convex function, so it rises monotonically to the root and
+never overshoots; for sparsemax it stops at the exact root once it has found
+the support (as Michelot's algorithm does). For α > 2 we bisect. Every step
+keeps a bracket and falls back to bisection when a secant step would leave
+it. Each step is one fused pass over the row: one reduction along the
 normalised axes and elementwise work, nothing else.
 
 References:
@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from softjax._core import Rows
+from softjax._core import Rows, safe_total
 
 Eps = float | jax.Array
 
@@ -149,7 +149,7 @@ def default_n_iter(dtype) -> int:
   return 30 if jnp.finfo(dtype).bits <= 32 else 60
 
 
-def _bounds(z, eps, rows):
+def _bounds(z, eps, rows, chunks):
   """Closed-form bracket ``[lo, hi]`` of the root."""
   dtype = z.dtype
   one = jnp.ones((), dtype)
@@ -158,7 +158,7 @@ def _bounds(z, eps, rows):
   # A plain mean is -inf for rows with masked (-inf) entries, which turns the
   # mean bound off for them (the bound 0 remains); counting the live entries
   # instead would cost another reduction pass in every call.
-  mean = _chunked_sum(z, rows, _chunks(z, rows)) / n_safe
+  mean = rows.sum(z, chunks) / n_safe
   if isinstance(eps, float):
     width = (-jnp.expm1(-eps * jnp.log(n_safe)) / eps if eps > 0
              else jnp.log(n_safe))
@@ -199,19 +199,6 @@ def _chunks(z: jax.Array, rows: Rows) -> int:
   return 1
 
 
-def _chunked_sum(x: jax.Array, rows: Rows, k: int) -> jax.Array:
-  """``rows.sum(x)`` as a sum over ``k`` chunks of each row (not differentiated)."""
-  if k == 1:
-    return rows.sum(x)
-  a = rows.axes[0]
-  split = x.reshape(x.shape[:a] + (k, x.shape[a] // k) + x.shape[a + 1:])
-  partial = jnp.sum(split, axis=a + 1)
-  # The barrier keeps XLA from fusing the two sums back into one.
-  partial = lax.optimization_barrier(partial)
-  total = jnp.sum(partial, axis=a, keepdims=True)
-  return total if rows.axis_name is None else lax.psum(total, rows.axis_name)
-
-
 def _linearized(total: jax.Array, eps: Eps) -> jax.Array:
   """``h = (sum p)^ε - 1``: the same root as ``f = sum p - 1``, nearly linear.
 
@@ -245,7 +232,8 @@ def _solve(z, eps, rows, n_iter):
   dtype = z.dtype
   if not isinstance(eps, float):
     eps = jnp.broadcast_to(eps, _keepdims_shape(z, rows.axes)).astype(dtype)
-  lo, hi = _bounds(z, eps, rows)
+  k = _chunks(z, rows)
+  lo, hi = _bounds(z, eps, rows, k)
   tol = jnp.asarray(4 * jnp.finfo(dtype).eps, dtype)
   resolution = jnp.asarray(jnp.finfo(dtype).eps, dtype)
   convex = eps <= 1.0
@@ -270,8 +258,7 @@ def _solve(z, eps, rows, n_iter):
     return t_next, h, lo, hi, converged
 
   t0 = lo
-  k = _chunks(z, rows)
-  total0 = _chunked_sum(family(z, t0, eps), rows, k)
+  total0 = rows.sum(family(z, t0, eps), k)
   # The largest entry has mass > 0 anywhere in the bracket, so a zero sum
   # means a row with no finite entry (all -inf or masked); NaN rows stay NaN.
   done = (total0 == 0) | jnp.isnan(total0)
@@ -291,7 +278,7 @@ def _solve(z, eps, rows, n_iter):
 
   def body(state):
     i, t, t_prev, h_prev, lo, hi, total, done = state
-    total_t = _chunked_sum(family(z, t, eps), rows, k)
+    total_t = rows.sum(family(z, t, eps), k)
     t_next, h, lo, hi, conv = step(t, t_prev, total_t, h_prev, lo, hi)
     conv = conv | (i + 1 >= n_iter)
     # Keep the sum at the final iterate: dividing by it normalises exactly.
@@ -320,7 +307,7 @@ def _threshold_static_jvp(eps, rows, n_iter, primals, tangents):
   (z,), (dz,) = primals, tangents
   t, total = threshold_static(z, eps, rows, n_iter)
   s = slopes(family_differentiable(z, t, eps), eps)
-  dt = rows.sum(s * dz) / nonzero(rows.sum(s))
+  dt = rows.sum(s * dz) / safe_total(rows.sum(s))
   # `total` is the normaliser at the root, 1 up to rounding: constant.
   return (t, total), (dt, jnp.zeros_like(total))
 
@@ -340,13 +327,8 @@ def _threshold_array_jvp(rows, n_iter, primals, tangents):
   s = slopes(p, eps)
   # Implicit function theorem on sum p(z, t, ε) = 1.
   r = alpha_sensitivity(p, eps)
-  dt = (rows.sum(s * dz) + rows.sum(r) * deps) / nonzero(rows.sum(s))
+  dt = (rows.sum(s * dz) + rows.sum(r) * deps) / safe_total(rows.sum(s))
   return (t, total), (dt, jnp.zeros_like(total))
-
-
-def nonzero(x: jax.Array) -> jax.Array:
-  """``x`` with zeros replaced by ones: a safe divisor for empty rows."""
-  return jnp.where(x == 0, jnp.ones((), x.dtype), x)
 
 
 def solve(z: jax.Array, eps: Eps, rows: Rows, n_iter: int | None

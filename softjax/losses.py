@@ -181,11 +181,6 @@ def _fy_loss(x, y, eps_array, rows, eps_static, soft):
   return _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft)[0]
 
 
-def _any(rows, mask):
-  """Whether any entry of each (possibly sharded) row is True."""
-  return rows.max(mask.astype(jnp.float32)) > 0
-
-
 def _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft):
   """``x``: masked (-inf) scores; ``y``: targets, both in the compute dtype."""
   zero = jnp.zeros((), x.dtype)
@@ -193,7 +188,7 @@ def _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft):
   # NaN counts as live, so that a NaN score makes its row's loss NaN (not
   # +inf, as a target on a masked class would).
   live = x != -jnp.inf
-  row_live = _any(rows, live)
+  row_live = rows.any(live)
   if isinstance(eps, float) and eps == 0.0:
     log_p = _dense._dense_fwd(x, None, rows, True)[0]
     p = jnp.exp(log_p)
@@ -220,7 +215,7 @@ def _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft):
     linear = jnp.where(p != y, (p - y) * centred, zero)
     terms = linear + _entropy_terms(p, eps) - _entropy_terms(y, eps)
   loss = jnp.maximum(rows.sum(terms), zero)
-  off_support = _any(rows, (y != 0) & ~live)
+  off_support = rows.any((y != 0) & ~live)
   loss = jnp.where(off_support, jnp.inf, loss)
   loss = jnp.where(row_live, loss, zero)
   loss = jnp.squeeze(loss, axis=rows.axes)
@@ -233,7 +228,7 @@ def _fy_loss_bwd(rows, eps_static, soft, res, g):
   eps = eps_static if eps_array is None else eps_array
   zero = jnp.zeros((), p.dtype)
   g = jnp.expand_dims(g, rows.axes)
-  g = jnp.where(_any(rows, live), g, zero)
+  g = jnp.where(rows.any(live), g, zero)
   dx = jnp.where(live, g * (p - y), zero)
   dy = None
   if soft:
@@ -245,8 +240,7 @@ def _fy_loss_bwd(rows, eps_static, soft, res, g):
     # This shard's part of the row sum; match_vma adds up the shards.
     per_row = rows.local_sum(_entropy_alpha_derivative(p, eps_array)
                              - _entropy_alpha_derivative(y, eps_array))
-    d_eps = _core.match_vma(
-        _core.reduce_to_shape(g * per_row, eps_array.shape), eps_array)
+    d_eps = _core.param_cotangent(g * per_row, eps_array)
   return dx, dy, d_eps
 
 
