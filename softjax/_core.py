@@ -123,35 +123,43 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   """Returns ``(z, m)``: the scores shifted by their row maximum ``m``.
 
   For rows with a finite maximum ``z = x - m`` exactly. Rows with an infinite
-  maximum get their limiting value without any per-entry select (selects in
-  the fused elementwise pass made XLA:CPU's fusion ~2.5x slower):
+  maximum get their limiting value:
 
   * all ``-inf`` (every entry masked): ``z`` is ``-inf`` everywhere, so
     every map gives zeros once :func:`safe_total` guards the division;
   * holding ``+inf``: ``z`` is 0 at the ``+inf`` entries and ``-inf``
-    elsewhere, so the mass is shared equally among the ``+inf`` entries
-    (the limit of the finite case) for every normaliser. The clipped
-    maximum makes ``inf - max`` zero; every other entry is pushed below
-    ``-finfo.max`` and multiplied by ``finfo.max``, which sends it to ``-inf``;
+    elsewhere, ``finfo.max`` included, so the mass is shared equally among the
+    ``+inf`` entries (the limit of the finite case) for every normaliser;
   * holding NaN: NaN, which stays in its row.
+
+  ``m`` is the row maximum floored at ``-finfo.max``.
+
+  Why the arithmetic looks odd: XLA:CPU compiles a softmax into one fused
+  kernel only when every op has a vectorised form there, and compare, select
+  and clamp have none, so the limits above come from ``min`` and scaling
+  alone. Working in quarters gives the headroom that tells ``+inf`` from
+  ``finfo.max``: with the shift clipped to ``finfo.max`` every finite quarter
+  lands at ``-0.75 * finfo.max`` or below, which the exact factor 4 sends to
+  ``-inf``, while ``+inf`` stays ``+inf`` and is clipped to 0. Scaling by a
+  power of two is exact, so finite rows get exactly ``x - m``.
   """
-  m = rows.max(x)
-  dtype = x.dtype
-  big = jnp.asarray(jnp.finfo(dtype).max, dtype)
-  zero, one = jnp.zeros((), dtype), jnp.ones((), dtype)
-  posinf = m == jnp.inf
-  # In a +inf row: inf - big - big = inf (clamped to 0 by the minimum) for the
-  # +inf entries; every finite entry, finfo.max included, lands at -big or
-  # below, which the factor big sends to -inf.
-  z = jnp.minimum(x - jnp.clip(m, -big, big) - jnp.where(posinf, big, zero),
-                  zero)
-  z = z * jnp.where(posinf, big, one)
+  big = float(jnp.finfo(x.dtype).max)
+  # The floor keeps the shift finite in all -inf rows (no -inf - -inf). It is
+  # applied after the reduction: as the reduction's initial value it would
+  # make the derivative of the maximum 0/0 there (no entry equals it).
+  m = jnp.maximum(rows.max(x), -big)
+  shift = jnp.minimum(m * 0.25, big)
+  z = jnp.minimum(x * 0.25 - shift, 0.0) * 4.0
   return z, m
 
 
 def safe_total(total: jax.Array) -> jax.Array:
-  """A row sum to divide by: 1 where it is 0 (empty rows, empty supports)."""
-  return jnp.where(total == 0, jnp.ones((), total.dtype), total)
+  """A row sum to divide by: 1 where it is 0 (empty rows, empty supports).
+
+  Row sums are non-negative, so ``1 - sign(total)`` is 1 exactly at 0 and 0
+  elsewhere: a select-free form (see shift_rows) with a zero derivative.
+  """
+  return total + (1 - jnp.sign(total))
 
 
 def scale(x: jax.Array, temperature: jax.Array | None) -> jax.Array:

@@ -248,6 +248,31 @@ def test_matches_reference_large_d(fn):
   assert (expected == 0).any()
 
 
+@pytest.mark.parametrize("fn", ["sparsemax", "entmax15", "1.3", "2.5"])
+def test_warm_started_rows_match_reference(fn):
+  # Rows of >= 256 entries (a multiple of 16) start the solver from the
+  # threshold of their block maxima. Cases that make that start poor: the
+  # whole support inside one block (only its maximum survives), ties, masked
+  # entries, near-uniform rows, and a row that needs the sharded-sum path.
+  alpha = _alpha_of(fn)
+  n = 1024
+  rows = [_scores((n,), s, seed=i) for i, s in enumerate((0.01, 1.0, 30.0))]
+  clustered = _scores((n,), 1.0, seed=5)
+  clustered[16:32] = 6.0 + np.linspace(0.0, 0.1, 16)   # one block holds the top
+  rows.append(clustered)
+  tied = np.zeros(n, np.float32)
+  tied[::16] = 1.0                                   # a tie in every block
+  rows.append(tied)
+  masked = _scores((n,), 3.0, seed=6)
+  masked[::3] = -np.inf
+  rows.append(masked)
+  x = np.stack(rows).astype(np.float32)
+  p = np.asarray(jax.jit(lambda x: _call(fn, x))(x))
+  tol = _tol32(alpha) if alpha <= 2 else TOL32_STEEP
+  _assert_matches(p, _reference(x, alpha), _margin(x, alpha), tol)
+  _assert_on_simplex(p, atol=1e-6)
+
+
 @pytest.mark.parametrize("alpha", [2.5, 3.0])
 def test_steep_alpha_float64(alpha):
   # In float64 the same amplification leaves ~1e-16 * p^(2 - alpha).
