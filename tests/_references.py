@@ -61,8 +61,11 @@ def entmax15(z):
   k = np.arange(1, u.shape[-1] + 1, dtype=np.float64)
   mean = np.cumsum(us, -1) / k
   mean_sq = np.cumsum(us * us, -1) / k
-  # ss_k = sum_{j<=k} (u_(j) - mean_k)^2 = k (mean_sq_k - mean_k^2).
-  ss = k * (mean_sq - mean * mean)
+  # ss_k = sum_{j<=k} (u_(j) - mean_k)^2 = k (mean_sq_k - mean_k^2). Prefixes
+  # that reach -inf (masked) entries give NaN here; they never pass the
+  # support test below (NaN <= x is False).
+  with np.errstate(invalid="ignore"):
+    ss = k * (mean_sq - mean * mean)
   tau = mean - np.sqrt(np.maximum(0.0, (1.0 - ss) / k))
   size = (tau <= us).sum(-1, keepdims=True)
   tau_star = np.take_along_axis(tau, size - 1, -1)
