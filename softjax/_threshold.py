@@ -25,11 +25,11 @@ maxima (the largest entry of each block of 16), which lies at or just below
 the root (see :func:`_warm_start`). Shorter rows start from the lower bound.
 For α ≤ 2 the iteration (see :func:`_solve`) takes secant steps on a convex
 function, so from a start left of the root it rises monotonically to the
-root and never overshoots; for sparsemax it stops at the exact root once it has found
-the support (as Michelot's algorithm does). For α > 2 we bisect. Every step
-keeps a bracket and falls back to bisection when a secant step would leave
-it. Each step is one fused pass over the row: one reduction along the
-normalised axes and elementwise work, nothing else.
+root and never overshoots; for sparsemax it stops at the exact root once it
+has found the support (as Michelot's algorithm does). For α > 2 we bisect.
+Every step keeps a bracket and falls back to bisection when a secant step
+would leave it. Each step is one fused pass over the row: one reduction along
+the normalised axes and elementwise work, nothing else.
 
 References:
   B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
@@ -233,21 +233,8 @@ _BLOCK = 16
 _MIN_WARM = 256
 
 
-def _warm_blocks(z, eps, rows, n_iter):
-  """The row's block maxima when a warm start pays off, else None."""
-  if (len(rows.axes) != 1 or n_iter <= 1
-      or (isinstance(eps, float) and eps > 1.0)):
-    return None
-  a, = rows.axes
-  n = z.shape[a]
-  if n < _MIN_WARM or n % _BLOCK:
-    return None
-  blocks = z.reshape(z.shape[:a] + (n // _BLOCK, _BLOCK) + z.shape[a + 1:])
-  return jnp.max(blocks, axis=a + 1)
-
-
-def _warm_start(maxima, eps, rows, n_iter):
-  """A first iterate: the threshold of the row's block maxima.
+def _warm_start(z, eps, rows, n_iter):
+  """A first iterate: the threshold of the row's block maxima (or None).
 
   Keeping only the largest entry of each block of ``_BLOCK`` can only lower
   every ``sum p(t)``, so the threshold of the block maxima lies at or below
@@ -256,9 +243,18 @@ def _warm_start(maxima, eps, rows, n_iter):
   problem costs well under a pass and saves three or more passes here. The
   result only seeds the iteration (the bracket ``[lo, hi]`` does not rely on
   it), so a start that rounding put a few ulps above the root costs a step at
-  most.
+  most. None where it does not pay: short rows, several normalised axes, a
+  single step, or α > 2 (bisection has no use for a start).
   """
-  t_blocks, _ = _solve(maxima, eps, rows, n_iter)
+  if (len(rows.axes) != 1 or n_iter <= 1
+      or (isinstance(eps, float) and eps > 1.0)):
+    return None
+  a, = rows.axes
+  n = z.shape[a]
+  if n < _MIN_WARM or n % _BLOCK:
+    return None
+  blocks = z.reshape(z.shape[:a] + (n // _BLOCK, _BLOCK) + z.shape[a + 1:])
+  t_blocks, _ = _solve(jnp.max(blocks, axis=a + 1), eps, rows, n_iter)
   return t_blocks
 
 
@@ -269,19 +265,19 @@ def _solve(z, eps, rows, n_iter):
   much as two passes with one, and three times as much when the map needs
   transcendentals, so every step here evaluates ``sum p`` only and takes a
   secant step on the nearly linear ``h`` of :func:`_linearized`. The first two
-  points are the lower bound and a point just above it (a finite-difference
-  Newton step). For α <= 2, ``h`` is convex, so the secant through two points
-  left of the root lands between them and the root: the iterates rise
-  monotonically and, for sparsemax, stop at the exact root once both lie on
-  the final linear piece. For α > 2, or whenever a step would leave the
-  bracket, we bisect.
+  points are the start (:func:`_warm_start`, else the lower bound) and a point
+  just above it (a finite-difference Newton step). For α <= 2, ``h`` is
+  convex, so the secant through two points left of the root lands between
+  them and the root: the iterates rise monotonically and, for sparsemax, stop
+  at the exact root once both lie on the final linear piece (a start that
+  rounding put just right of the root is followed by one step to its left).
+  For α > 2, or whenever a step would leave the bracket, we bisect.
   """
   dtype = z.dtype
   if not isinstance(eps, float):
     eps = jnp.broadcast_to(eps, _keepdims_shape(z, rows.axes)).astype(dtype)
   k = _chunks(z, rows)
-  maxima = _warm_blocks(z, eps, rows, n_iter)
-  start = None if maxima is None else _warm_start(maxima, eps, rows, n_iter)
+  start = _warm_start(z, eps, rows, n_iter)
   lo, hi = _bounds(z, eps, rows, k, start)
   tol = jnp.asarray(4 * jnp.finfo(dtype).eps, dtype)
   resolution = jnp.asarray(jnp.finfo(dtype).eps, dtype)
@@ -317,7 +313,8 @@ def _solve(z, eps, rows, n_iter):
   # Second point: just above the first (α > 2: mid-bracket).
   t1 = jnp.where(convex, jnp.minimum(t0 + (hi - lo) * (1.0 / 1024), hi),
                  0.5 * (lo + hi))
-  # With a single step allowed, the only evaluated point is the lower bound.
+  # With a single step allowed (no warm start then), the only evaluated point
+  # is the lower bound.
   t = t0 if n_iter <= 1 else jnp.where(done | conv, t0, t1)
   done = done | conv
 
