@@ -99,9 +99,12 @@ METHOD = (
     "candidates compared on one input are **interleaved**: each repeat times "
     "every candidate once (the starting candidate rotates between repeats), "
     "so machine noise falls on all of them alike, and the reported time is "
-    "the median over the repeats. Unless `--repeats` is given, the number of "
+    "the median over the repeats. A ratio is the median over the repeats of "
+    "the two candidates' times in the same repeat (calls that ran back to "
+    "back), so a slow spell of the machine cancels instead of landing on "
+    "one side. Unless `--repeats` is given, the number of "
     "repeats is chosen per group so that each candidate is timed for about "
-    f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios divide by the "
+    f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios are to the "
     "baseline (`jax.nn.softmax`, or `jax.nn.log_softmax` for log_softmax "
     "rows) timed in the same group, on the same input, in the same mode. "
     "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
@@ -133,13 +136,14 @@ def choose_repeats(thunks: Sequence[Thunk], budget_s: float = BUDGET_S,
 
 
 def time_interleaved(thunks: dict[str, Thunk], repeats: int
-                     ) -> dict[str, float]:
-  """Median seconds per call of each thunk, timed round-robin.
+                     ) -> dict[str, list[float]]:
+  """Seconds per call of each thunk, one sample per repeat, timed round-robin.
 
   The thunks must already be compiled (see ``warm_up``). Interleaving makes
   slow drifts (other processes, clock changes) hit every candidate alike;
   rotating the start stops one candidate always running just after the same
-  neighbour, whose cache footprint it would otherwise inherit.
+  neighbour, whose cache footprint it would otherwise inherit. Sample ``i`` of
+  every thunk comes from repeat ``i``, so samples can be compared in pairs.
   """
   names = list(thunks)
   samples: dict[str, list[float]] = {n: [] for n in names}
@@ -154,7 +158,7 @@ def time_interleaved(thunks: dict[str, Thunk], repeats: int
   finally:
     if gc_was_enabled:
       gc.enable()
-  return {n: statistics.median(s) for n, s in samples.items()}
+  return samples
 
 
 # --------------------------------------------------------------------------
@@ -228,20 +232,45 @@ def warm_up(candidates: Sequence[Candidate], notes: list[str]
 
 @dataclasses.dataclass
 class Result:
-  fwd_s: dict[str, float]
-  fwd_bwd_s: dict[str, float]
-  repeats: tuple[int, int]   # (fwd, fwd+bwd)
+  fwd_samples: dict[str, list[float]]
+  fwd_bwd_samples: dict[str, list[float]]
+
+  @property
+  def fwd_s(self) -> dict[str, float]:
+    """Median seconds per call, forward."""
+    return {n: statistics.median(v) for n, v in self.fwd_samples.items()}
+
+  @property
+  def fwd_bwd_s(self) -> dict[str, float]:
+    """Median seconds per call, forward+backward."""
+    return {n: statistics.median(v) for n, v in self.fwd_bwd_samples.items()}
+
+  @property
+  def repeats(self) -> tuple[int, int]:
+    """Number of repeats (fwd, fwd+bwd)."""
+    return (len(next(iter(self.fwd_samples.values()))),
+            len(next(iter(self.fwd_bwd_samples.values()))))
+
+  def ratio(self, mode: str, name: str, base: str) -> float:
+    """Median over repeats of ``name``'s time over ``base``'s in that repeat.
+
+    The two calls of one repeat run back to back, so a slow spell of the
+    machine (seen here: everything 2x slower for seconds) scales both and
+    cancels in their quotient; a ratio of two medians would instead depend on
+    how such spells fell among the repeats of each.
+    """
+    samples = self.fwd_samples if mode == "fwd" else self.fwd_bwd_samples
+    return statistics.median(a / b for a, b in zip(samples[name],
+                                                    samples[base]))
 
 
 def measure(candidates: Sequence[Candidate], repeats: int | None) -> Result:
   """Times every candidate in both modes, each mode as one interleaved group."""
-  def group(mode: str) -> tuple[dict[str, float], int]:
+  def group(mode: str) -> dict[str, list[float]]:
     thunks = {c.name: getattr(c, mode) for c in candidates}
     n = repeats or choose_repeats(list(thunks.values()))
-    return time_interleaved(thunks, n), n
-  fwd, n_fwd = group("fwd")
-  fwd_bwd, n_fwd_bwd = group("fwd_bwd")
-  return Result(fwd, fwd_bwd, (n_fwd, n_fwd_bwd))
+    return time_interleaved(thunks, n)
+  return Result(group("fwd"), group("fwd_bwd"))
 
 
 def make_inputs(shape: tuple[int, ...], seed: int = 0
@@ -258,10 +287,6 @@ def make_inputs(shape: tuple[int, ...], seed: int = 0
 
 def _ms(seconds: float) -> str:
   return f"{seconds * 1e3:.3f}"
-
-
-def _ratio(value: float, base: float) -> str:
-  return f"{value / base:.2f}"
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -378,11 +403,11 @@ def run_dense(shapes: Sequence[tuple[int, ...]], repeats: int | None
       if len(cands) < 2:
         continue
       r = measure(cands, repeats)
-      fb_ratio = r.fwd_bwd_s[a] / r.fwd_bwd_s[b]
+      fb_ratio = r.ratio("fwd_bwd", a, b)
       verdict = "ok" if fb_ratio <= DENSE_TARGET else "**over**"
       rows.append([
           f"`{name}`", _shape(shape),
-          _ms(r.fwd_s[a]), _ms(r.fwd_s[b]), _ratio(r.fwd_s[a], r.fwd_s[b]),
+          _ms(r.fwd_s[a]), _ms(r.fwd_s[b]), f"{r.ratio('fwd', a, b):.2f}",
           _ms(r.fwd_bwd_s[a]), _ms(r.fwd_bwd_s[b]),
           f"{fb_ratio:.2f} {verdict}", f"{r.repeats[0]}/{r.repeats[1]}"])
       print(f"  dense {name} {_shape(shape)} done", file=sys.stderr, flush=True)
@@ -462,14 +487,14 @@ def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
       base_fwd.append(res.fwd_s[base])
       base_fb.append(res.fwd_bwd_s[base])
       counts.append(res.repeats)
-      fb_ratio = res.fwd_bwd_s[c.name] / res.fwd_bwd_s[base]
+      fb_ratio = res.ratio("fwd_bwd", c.name, base)
       target = SPARSE_TARGETS.get(c.name)
       if target is None:
         tgt = "—"
       else:
         tgt = f"≤ {target:g}× {'ok' if fb_ratio <= target else '**over**'}"
       rows.append([f"`{c.name}`", _ms(res.fwd_s[c.name]),
-                   _ratio(res.fwd_s[c.name], res.fwd_s[base]),
+                   f"{res.ratio('fwd', c.name, base):.2f}",
                    _ms(res.fwd_bwd_s[c.name]), f"{fb_ratio:.2f}", tgt,
                    f"{res.repeats[0]}/{res.repeats[1]}"])
     rows.insert(0, [f"`{base}` (median over its pairs)",
@@ -530,8 +555,8 @@ def run_sharded(shape: tuple[int, ...], repeats: int | None
       continue
     r = measure(cands, repeats)
     rows.append([f"`{name}`", _ms(r.fwd_s[a]), _ms(r.fwd_s[b]),
-                 _ratio(r.fwd_s[a], r.fwd_s[b]), _ms(r.fwd_bwd_s[a]),
-                 _ms(r.fwd_bwd_s[b]), _ratio(r.fwd_bwd_s[a], r.fwd_bwd_s[b])])
+                 f"{r.ratio('fwd', a, b):.2f}", _ms(r.fwd_bwd_s[a]),
+                 _ms(r.fwd_bwd_s[b]), f"{r.ratio('fwd_bwd', a, b):.2f}"])
     print(f"  sharded {name} done", file=sys.stderr, flush=True)
   return markdown_table(header, rows), notes
 

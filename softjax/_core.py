@@ -4,9 +4,10 @@
   precision runs in float32) and applies the ``where`` mask by turning masked
   scores into ``-inf``; every normaliser gives ``-inf`` exactly zero mass and a
   zero gradient, so masking needs no code of its own anywhere else.
-* ``shift_rows`` subtracts the row maximum, giving rows with an infinite
-  maximum their limiting value (all masked: zeros; holding ``+inf``: the mass
-  shared among the ``+inf`` entries) with no per-entry select.
+* ``shift_rows`` (and ``shift_rows_for_exp``, its cheaper form for softmax)
+  subtracts the row maximum, giving rows with an infinite maximum their
+  limiting value (all masked: zeros; holding ``+inf``: the mass shared among
+  the ``+inf`` entries) with no per-entry select.
 * ``temperature_cotangent`` and ``reduce_to_shape`` turn a cotangent of the
   scaled scores into cotangents of an array temperature or α.
 """
@@ -134,14 +135,15 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
 
   ``m`` is the row maximum floored at ``-finfo.max``.
 
-  Why the arithmetic looks odd: XLA:CPU compiles a softmax into one fused
-  kernel only when every op has a vectorised form there, and compare, select
-  and clamp have none, so the limits above come from ``min`` and scaling
-  alone. Working in quarters gives the headroom that tells ``+inf`` from
-  ``finfo.max``: with the shift clipped to ``finfo.max`` every finite quarter
-  lands at ``-0.75 * finfo.max`` or below, which the exact factor 4 sends to
-  ``-inf``, while ``+inf`` stays ``+inf`` and is clipped to 0. Scaling by a
-  power of two is exact, so finite rows get exactly ``x - m``.
+  Why the arithmetic looks odd: XLA:CPU's vectorised fused kernels
+  (YNNPACK) have no per-entry compare or select, so the limits above come
+  from ``min`` and scaling alone. Working in quarters gives the headroom that
+  tells ``+inf`` from ``finfo.max``: with the shift clipped to ``finfo.max``
+  every finite quarter lands at ``-0.75 * finfo.max`` or below, which the
+  exact factor 4 sends to ``-inf``, while ``+inf`` stays ``+inf`` and is
+  clipped to 0. Scaling by a power of two is exact, so finite rows get
+  exactly ``x - m``. softmax, which needs no ``-inf``, uses the cheaper
+  :func:`shift_rows_for_exp`.
   """
   big = float(jnp.finfo(x.dtype).max)
   # The floor keeps the shift finite in all -inf rows (no -inf - -inf). It is
@@ -153,6 +155,32 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   return z, m
 
 
+def shift_rows_for_exp(x: jax.Array, rows: Rows
+                       ) -> tuple[jax.Array, jax.Array]:
+  """Like :func:`shift_rows` for callers that only take ``exp`` of ``z``.
+
+  Finite entries of a row that holds ``+inf`` come out at ``-0.75 *
+  finfo.max`` or below rather than at ``-inf``; ``exp`` sends both to exactly
+  0, and everything else is as in :func:`shift_rows`. This saves the scale by
+  4 there, one of only three ops per entry: ``z = min(x * a - s, 0)``.
+
+  The per-row scale ``a`` (1, or 1/4 in rows holding ``+inf``) and shift
+  ``s`` cost a select per row, not per entry: finite rows get ``x * 1 - m``,
+  which is exact, and ``+inf`` rows the quarters of :func:`shift_rows`.
+  softmax's speed rests on this (see docs/benchmarks.md): per-entry ops, not
+  per-row ones, are what cost on XLA:CPU. ``m`` is the row maximum (not
+  floored).
+  """
+  big = float(jnp.finfo(x.dtype).max)
+  m = rows.max(x)
+  holds_inf = m == jnp.inf
+  a = jnp.where(holds_inf, jnp.asarray(0.25, x.dtype), jnp.ones((), x.dtype))
+  # Differentiable in m, like shift_rows: the min below ties at each row's
+  # maximum, where m's derivative cancels the entry's (second order).
+  s = jnp.where(holds_inf, jnp.asarray(big, x.dtype), jnp.maximum(m, -big))
+  return jnp.minimum(x * a - s, 0.0), m
+
+
 def safe_total(total: jax.Array) -> jax.Array:
   """A row sum to divide by: 1 where it is 0 (empty rows, empty supports).
 
@@ -160,6 +188,18 @@ def safe_total(total: jax.Array) -> jax.Array:
   elsewhere: a select-free form (see shift_rows) with a zero derivative.
   """
   return total + (1 - jnp.sign(total))
+
+
+def exp_total(total: jax.Array) -> jax.Array:
+  """:func:`safe_total` for a row sum of ``exp`` of shifted scores.
+
+  Such a sum is 0 (every entry masked) or at least 1: the row maximum
+  contributes ``exp(0)``. ``max(total, 1/2)`` is then 1/2 exactly where
+  :func:`safe_total` is 1, and costs one op per row instead of three, which
+  shows in softmax's speed at many short rows. The floor is 1/2, not 1, so
+  that no sum ever ties with it: ``max`` splits its derivative at a tie.
+  """
+  return jnp.maximum(total, 0.5)
 
 
 def scale(x: jax.Array, temperature: jax.Array | None) -> jax.Array:

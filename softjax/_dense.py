@@ -20,9 +20,12 @@ def _dense(x: jax.Array, temperature: jax.Array | None,
 
 def _dense_fwd(x, temperature, rows, log):
   u = _core.scale(x, temperature)
-  shifted, m = _core.shift_rows(u, rows)
+  if log:
+    shifted, m = _core.shift_rows(u, rows)
+  else:
+    shifted, m = _core.shift_rows_for_exp(u, rows)
   unnormalized = jnp.exp(shifted)
-  total = _core.safe_total(rows.sum(unnormalized))
+  total = _core.exp_total(rows.sum(unnormalized))
   if log:
     out = shifted - jnp.log(total)
   else:

@@ -311,6 +311,19 @@ def _masked_inputs():
   return x, m, w
 
 
+@pytest.mark.parametrize("fn", FUNC_NAMES)
+def test_second_order_when_the_row_sum_is_exactly_one(fn):
+  # In the first row exp of every entry but the maximum underflows, so the
+  # row sum of the shifted exponentials is exactly 1, the floor's neighbour.
+  x = jnp.array([[0.0, -200.0, -300.0], [0.5, 0.0, -1.0]])
+  v = jnp.array([[1.0, -2.0, 0.5], [0.3, 1.0, -0.7]])
+  ours, ref = FUNCS[fn]
+  def hvp(f):
+    loss = lambda x: jnp.sum(jnp.sin(3 * jnp.exp(f(x))))
+    return jax.jvp(jax.grad(loss), (x,), (v,))[1]
+  np.testing.assert_allclose(hvp(ours), hvp(ref), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("t", [1.0, 0.5])
 def test_softmax_mask_exact_zeros_and_gradient(t):
   x, m, w = _masked_inputs()
