@@ -20,10 +20,10 @@ def _dense(x: jax.Array, temperature: jax.Array | None,
 
 def _dense_fwd(x, temperature, rows, log):
   u = _core.scale(x, temperature)
-  if log:
-    shifted, m = _core.shift_rows(u, rows)
-  else:
-    shifted, m = _core.shift_rows_for_exp(u, rows)
+  # log_softmax outputs the shifted scores themselves, so it needs the exact
+  # -inf of shift_rows; softmax only takes exp of them.
+  shift_rows = _core.shift_rows if log else _core.shift_rows_for_exp
+  shifted, m = shift_rows(u, rows)
   unnormalized = jnp.exp(shifted)
   total = _core.exp_total(rows.sum(unnormalized))
   if log:
