@@ -109,16 +109,16 @@ def canonicalize_axis(axis: Axis, ndim: int, name: str = "axis"
   return tuple(sorted(out))
 
 
-def check_broadcastable(value: jax.Array, shape: tuple[int, ...], name: str,
-                        what: str = "broadcastable to `x`") -> None:
+def check_broadcastable(value: jax.Array, shape: tuple[int, ...], name: str
+                        ) -> None:
   try:
     broadcast = jnp.broadcast_shapes(jnp.shape(value), shape)
   except ValueError:
     broadcast = None
   if broadcast != tuple(shape):
     raise ValueError(
-        f"`{name}` has shape {jnp.shape(value)}, which is not {what} of "
-        f"shape {tuple(shape)}.")
+        f"`{name}` has shape {jnp.shape(value)}, which is not broadcastable "
+        f"to `x` of shape {tuple(shape)}.")
 
 
 def check_where(where: Any, shape: tuple[int, ...]) -> jax.Array | None:

@@ -85,8 +85,12 @@ class Prepared(NamedTuple):
 
 
 def prepare(x: Any, axis: _checks.Axis, where: Any, temperature: Any,
-            axis_name: Any = None) -> Prepared:
-  x = _checks.as_float_array(x)
+            axis_name: Any = None, name: str = "x") -> Prepared:
+  """Checks a normaliser's arguments and masks and scales the scores.
+
+  ``name`` is the scores' argument name, for error messages.
+  """
+  x = _checks.as_float_array(x, name)
   axes = _checks.canonicalize_axis(axis, x.ndim)
   rows = Rows(axes, _checks.check_axis_name(axis_name))
   where = _checks.check_where(where, x.shape)

@@ -12,13 +12,13 @@ from softjax import _checks
 from softjax import _core
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _dense(x: jax.Array, temperature: jax.Array | None,
-           rows: _core.Rows, log: bool) -> jax.Array:
-  return _dense_fwd(x, temperature, rows, log)[0]
+def forward(x: jax.Array, temperature: jax.Array | None, rows: _core.Rows,
+            log: bool) -> tuple[jax.Array, tuple[Any, ...]]:
+  """The forward pass of :func:`normalise`: ``(out, residuals)``.
 
-
-def _dense_fwd(x, temperature, rows, log):
+  Plain JAX, so callers that need the output differentiable to second order
+  (the losses) call this directly.
+  """
   u = _core.scale(x, temperature)
   # log_softmax outputs the shifted scores themselves, so it needs the exact
   # -inf of shift_rows; softmax only takes exp of them.
@@ -36,7 +36,7 @@ def _dense_fwd(x, temperature, rows, log):
   return out, (out, temperature, shift)
 
 
-def _dense_bwd(rows, log, res, g):
+def _backward(rows, log, res, g):
   out, temperature, shift = res
   if log:
     # -inf outputs are constants (masked entries); their cotangent is dropped.
@@ -58,7 +58,17 @@ def _dense_bwd(rows, log, res, g):
   return du / temperature, dt
 
 
-_dense.defvjp(_dense_fwd, _dense_bwd)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def normalise(x: jax.Array, temperature: jax.Array | None,
+              rows: _core.Rows, log: bool) -> jax.Array:
+  """softmax (``log=False``) or log_softmax of prepared scores.
+
+  A ``custom_vjp`` keeping only the output (and an array temperature).
+  """
+  return forward(x, temperature, rows, log)[0]
+
+
+normalise.defvjp(forward, _backward)
 
 
 def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
@@ -117,7 +127,7 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     network outputs", Neurocomputing, 1990.
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(_dense(prep.x, prep.temperature, prep.rows, False), prep)
+  return _core.finish(normalise(prep.x, prep.temperature, prep.rows, False), prep)
 
 
 def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
@@ -162,4 +172,4 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     network outputs", Neurocomputing, 1990.
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(_dense(prep.x, prep.temperature, prep.rows, True), prep)
+  return _core.finish(normalise(prep.x, prep.temperature, prep.rows, True), prep)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from softjax import _checks
 from softjax import _core
-from softjax import _dense
+from softjax._dense import softmax
 
 
 @jax.custom_vjp
@@ -93,7 +93,7 @@ def _hard_sample(soft: jax.Array, scores: jax.Array, noise: jax.Array,
 def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
                    axis: _checks.Axis = -1, *, hard: bool = False,
                    where: Any = None,
-                   normalizer: Callable[..., jax.Array] = _dense.softmax,
+                   normalizer: Callable[..., jax.Array] = softmax,
                    axis_name: Any = None) -> jax.Array:
   r"""Gumbel-Softmax: a relaxed, differentiable categorical sample.
 
@@ -192,21 +192,19 @@ def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
   key = _checks.check_key(key)
   hard = _checks.check_static_bool(hard, "hard")
   normalizer = _checks.check_callable(normalizer, "normalizer")
-  logits = _checks.as_float_array(logits, "logits")
-  axes = _checks.canonicalize_axis(axis, logits.ndim)
-  rows = _core.Rows(axes, _checks.check_axis_name(axis_name))
-  where = _checks.check_where(where, logits.shape)
-  out_dtype = logits.dtype
-  cdtype = _checks.compute_dtype(out_dtype)
+  # The temperature is left to the normaliser, which applies it.
+  prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   if axis_name is not None:
     # Independent noise on every shard of the row.
     key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-  noise = jax.random.gumbel(key, logits.shape, cdtype)
-  scores = logits.astype(cdtype) + noise
+  noise = jax.random.gumbel(key, prep.x.shape, prep.x.dtype)
+  # Masked scores stay -inf; `where` is passed on all the same, since a
+  # custom normaliser may treat it otherwise than a -inf score.
+  scores = prep.x + noise
   extra = {} if axis_name is None else {"axis_name": axis_name}
   soft = normalizer(scores, axis=axis, where=where, temperature=temperature,
                     **extra)
   if hard:
-    masked = scores if where is None else jnp.where(where, scores, -jnp.inf)
-    soft = _straight_through(soft, _hard_sample(soft, masked, noise, rows))
-  return soft.astype(out_dtype)
+    soft = _straight_through(soft,
+                             _hard_sample(soft, scores, noise, prep.rows))
+  return soft.astype(prep.out_dtype)

@@ -12,65 +12,73 @@ from softjax import _checks
 from softjax import _core
 from softjax import _dense
 from softjax import _threshold
+from softjax._family import Family
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _entmax(x, temperature, eps_array, rows, eps_static, n_iter):
-  return _entmax_fwd(x, temperature, eps_array, rows, eps_static, n_iter)[0]
+def forward(x: jax.Array, temperature: jax.Array | None, family: Family,
+            rows: _core.Rows, n_iter: int | None
+            ) -> tuple[jax.Array, tuple[Any, ...]]:
+  """The forward pass of :func:`normalise`: ``(p, residuals)``.
 
-
-def _entmax_fwd(x, temperature, eps_array, rows, eps_static, n_iter):
-  eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
+  Plain JAX plus the threshold's ``custom_jvp``, so callers that need the
+  output differentiable to second order (the losses) call this directly.
+  """
   u = _core.scale(x, temperature)
   z, m = _core.shift_rows(u, rows)
-  t, total = _threshold.solve(z, eps, rows, n_iter)
+  t, total = _threshold.threshold(z, family, rows, n_iter)
   # Dividing by the sum at the final iterate puts the output on the simplex
   # to rounding at no extra pass.
-  p = _threshold.family_differentiable(z, t, eps) / _core.safe_total(total)
+  p = family.map_differentiable(z, t) / _core.safe_total(total)
   shift = None
   if _core.varies_along(temperature, x.ndim, rows.axes):
     shift = _core.finite_or_zero(t + m)
-  return p, (p, temperature, eps_array, shift)
+  return p, (p, temperature, family, shift)
 
 
-def _entmax_bwd(rows, eps_static, n_iter, res, g):
+def _backward(rows, n_iter, res, g):
   del n_iter
-  p, temperature, eps_array, shift = res
-  eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
-  s = _threshold.slopes(p, eps)
+  p, temperature, family, shift = res
+  s = family.slopes(p)
   slope = _core.safe_total(rows.sum(s))
   sg = rows.sum(s * g)
   du = s * g - s * (sg / slope)
-  d_eps = None
-  if eps_array is not None:
-    # dp/dε = r - s Σr / Σs (see _threshold.alpha_sensitivity). The sums
-    # over r are this shard's part only: match_vma adds up the shards.
-    r = _threshold.alpha_sensitivity(p, eps)
+  d_family = None
+  if family.learnable:
+    # dp/dε = r - s Σr / Σs (see Family.alpha_sensitivity). The sums over r
+    # are this shard's part only: param_cotangent adds up the shards.
+    r = family.alpha_sensitivity(p)
     per_row = rows.local_sum(g * r - r * (sg / slope))
-    d_eps = _core.param_cotangent(per_row, eps_array)
+    d_family = Family(_core.param_cotangent(per_row, family.eps))
   if temperature is None:
-    return du, None, d_eps
-  v, _ = _threshold.centred(p, eps)
+    return du, None, d_family
+  v, _ = family.centred(p)
   dt = _core.temperature_cotangent(du, v, temperature, shift)
-  return du / temperature, dt, d_eps
+  return du / temperature, dt, d_family
 
 
-_entmax.defvjp(_entmax_fwd, _entmax_bwd)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalise(x: jax.Array, temperature: jax.Array | None, family: Family,
+              rows: _core.Rows, n_iter: int | None) -> jax.Array:
+  """α-entmax of prepared scores (masked with ``-inf``, compute dtype).
+
+  A ``custom_vjp`` keeping only the output, the array temperature and the
+  family (its ε when learnable). The family must not be softmax.
+  """
+  return forward(x, temperature, family, rows, n_iter)[0]
+
+
+normalise.defvjp(forward, _backward)
 
 
 def _run(x, alpha, axis, where, temperature, n_iter, axis_name):
   prep = _core.prepare(x, axis, where, temperature, axis_name)
   alpha = _checks.check_alpha(alpha, prep.x.shape, prep.axes)
+  family = Family.of_alpha(alpha, prep.x.dtype)
   n_iter = _checks.check_n_iter(n_iter)
-  if isinstance(alpha, float):
-    if alpha == 1.0:
-      out = _dense._dense(prep.x, prep.temperature, prep.rows, False)
-    else:
-      out = _entmax(prep.x, prep.temperature, None, prep.rows, alpha - 1.0,
-                    n_iter)
+  if family.is_softmax:
+    out = _dense.normalise(prep.x, prep.temperature, prep.rows, False)
   else:
-    eps = alpha.astype(prep.x.dtype) - 1.0
-    out = _entmax(prep.x, prep.temperature, eps, prep.rows, None, n_iter)
+    out = normalise(prep.x, prep.temperature, family, prep.rows, n_iter)
   return _core.finish(out, prep)
 
 
