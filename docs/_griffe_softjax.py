@@ -15,6 +15,9 @@ never modified) this extension rewrites, in every docstring of the package:
 * an ``Example:`` section title to ``Examples:``, the Google-style section
   whose doctests griffe renders as code.
 
+Shared text (``{key}`` placeholders, see ``softjax/_docs.py``) is filled in
+first, as ``softjax._docs.shared`` does at import.
+
 It also checks the public API (``__all__`` of ``softjax`` and of its public
 submodules, or their public functions when there is no ``__all__``): every
 object must have a docstring that documents each of its parameters, and
@@ -29,7 +32,9 @@ Configured in ``mkdocs.yml`` under the python handler's ``options``::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import pathlib
 import re
 from typing import Any
 
@@ -39,6 +44,20 @@ import griffe
 logger = logging.getLogger("mkdocs.plugins.softjax_docs")
 
 PACKAGE = "softjax"
+
+
+def _load_docs_module():
+  """softjax/_docs.py, loaded from the checkout (not an installed softjax)."""
+  path = pathlib.Path(__file__).resolve().parents[1] / PACKAGE / "_docs.py"
+  spec = importlib.util.spec_from_file_location("_softjax_docs", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# The text that several docstrings share (placeholders such as ``{axis}``),
+# filled in exactly as softjax does at import.
+fill_shared_text = _load_docs_module().fill
 
 _ROLE = re.compile(
     r":(?:py:)?(?P<role>math|func|meth|mod|class|attr|data|obj|exc|const)"
@@ -268,7 +287,7 @@ class SoftjaxDocs(griffe.Extension):
         return
       seen.add(id(obj))
       if obj.docstring is not None:
-        text = convert_blocks(obj.docstring.value)
+        text = convert_blocks(fill_shared_text(obj.docstring.value))
         obj.docstring.value = self.convert_roles(text, obj, documented)
         # Drop a parse cached before the rewrite, if any.
         obj.docstring.__dict__.pop("parsed", None)

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from softjax import _docs
 from softjax import _checks
 from softjax import _core
 
@@ -71,6 +72,7 @@ def normalise(x: jax.Array, temperature: jax.Array | None,
 normalise.defvjp(forward, _backward)
 
 
+@_docs.shared
 def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
             temperature: float | jax.Array = 1.0,
             axis_name: Any = None) -> jax.Array:
@@ -89,28 +91,19 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   an array temperature): :math:`\bar x = p \odot (g - \langle g, p\rangle)`.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16`` and
-      ``bfloat16`` are computed in float32 and returned in their own dtype.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. A row with every entry masked gives zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the result is ``softmax(x / T)``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    x: {x}
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x`` whose entries along
     ``axis`` are non-negative and sum to 1.
 
   Raises:
-    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
-      ``where`` not broadcastable to ``x``.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -123,13 +116,13 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     array([0.016, 0.867, 0.117], dtype=float32)
 
   References:
-    J. S. Bridle, "Probabilistic interpretation of feedforward classification
-    network outputs", Neurocomputing, 1990.
+    {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
   return _core.finish(normalise(prep.x, prep.temperature, prep.rows, False), prep)
 
 
+@_docs.shared
 def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
                 temperature: float | jax.Array = 1.0,
             axis_name: Any = None) -> jax.Array:
@@ -143,20 +136,20 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   only the output :math:`\ell`: :math:`\bar x = g - e^{\ell} \sum_j g_j`.
 
   Args:
-    x: scores; any real dtype (see :func:`softmax`).
-    axis: the axis or axes to normalise over.
+    x: {x}
+    axis: {axis}
     where: optional boolean mask broadcastable to ``x``; ``False`` entries get
       ``-inf`` and a zero gradient.
-    temperature: a positive float, or a positive array broadcastable to ``x``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``; ``exp`` of it sums to 1
     along ``axis`` (to 0 on rows where every entry is masked).
+
+  Raises:
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -168,8 +161,7 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     array([0.09 , 0.665, 0.245], dtype=float32)
 
   References:
-    J. S. Bridle, "Probabilistic interpretation of feedforward classification
-    network outputs", Neurocomputing, 1990.
+    {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
   return _core.finish(normalise(prep.x, prep.temperature, prep.rows, True), prep)

@@ -78,8 +78,9 @@ class Family:
     if isinstance(alpha, float):
       return cls(alpha - 1.0)
     eps = jnp.asarray(alpha, dtype) - 1.0
-    floor = jnp.maximum(eps, jnp.zeros((), dtype))
-    return cls(eps + lax.stop_gradient(floor - eps))
+    # eps - (eps - max(eps, 0)) is exactly max(eps, 0), with eps's gradient.
+    below = jnp.minimum(eps, jnp.zeros((), dtype))
+    return cls(eps - lax.stop_gradient(below))
 
   # -- what kind of member --------------------------------------------------
 

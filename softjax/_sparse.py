@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from softjax import _docs
 from softjax import _checks
 from softjax import _core
 from softjax import _dense
@@ -82,6 +83,7 @@ def _run(x, alpha, axis, where, temperature, n_iter, axis_name):
   return _core.finish(out, prep)
 
 
+@_docs.shared
 def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
               temperature: float | jax.Array = 1.0,
             axis_name: Any = None) -> jax.Array:
@@ -99,28 +101,19 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16``
-      and ``bfloat16`` are computed in float32 and returned in their dtype.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. Rows with every entry masked give zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the map is applied to ``x / T``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    x: {x}
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
-      ``where`` not broadcastable to ``x``.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -131,14 +124,14 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     Array([1., 0., 0.], dtype=float32)
 
   References:
-    A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
-    Model of Attention and Multi-Label Classification". ICML 2016.
+    {ref_martins2016}
     C. Michelot. "A finite algorithm for finding the projection of a point
     onto the canonical simplex of R^n". JOTA, 1986.
   """
   return _run(x, 2.0, axis, where, temperature, None, axis_name)
 
 
+@_docs.shared
 def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
              temperature: float | jax.Array = 1.0,
             axis_name: Any = None) -> jax.Array:
@@ -155,28 +148,19 @@ def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16``
-      and ``bfloat16`` are computed in float32 and returned in their dtype.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. Rows with every entry masked give zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the map is applied to ``x / T``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    x: {x}
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
-      ``where`` not broadcastable to ``x``.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -186,12 +170,12 @@ def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     array([0.8842, 0.1158, 0.    ], dtype=float32)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
+    {ref_peters2019}
   """
   return _run(x, 1.5, axis, where, temperature, None, axis_name)
 
 
+@_docs.shared
 def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
            *, where: Any = None, temperature: float | jax.Array = 1.0,
            n_iter: int | None = None, axis_name: Any = None) -> jax.Array:
@@ -225,26 +209,18 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
   Correia et al. (2019) is computed in a form that stays accurate as α → 1.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16``
-      and ``bfloat16`` are computed in float32 and returned in their dtype.
+    x: {x}
     alpha: α >= 1, a Python float or an array broadcastable to ``x`` with
       size 1 along ``axis`` (one α per row or per head, e.g. shape
       ``(heads, 1, 1)`` for scores ``(batch, heads, q, k)``); an array α
       receives a gradient.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. Rows with every entry masked give zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the map is applied to ``x / T``.
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
     n_iter: maximum number of solver steps; ``None`` picks one that reaches
       the dtype's precision (30 for float32, 60 for float64). The solver stops
       earlier once the output sums to 1 within the dtype's tolerance.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
@@ -253,7 +229,7 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
   Raises:
     ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
       ``where`` not broadcastable to ``x``, ``alpha`` < 1 or NaN.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -270,9 +246,7 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
            [1.    , 0.    , 0.    ]], dtype=float32)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
-    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
-    Transformers". EMNLP 2019.
+    {ref_peters2019}
+    {ref_correia2019}
   """
   return _run(x, alpha, axis, where, temperature, n_iter, axis_name)

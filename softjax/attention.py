@@ -32,6 +32,7 @@ from typing import Any
 import jax
 
 from softjax import _attention_steps as steps
+from softjax import _docs
 from softjax._dense import softmax
 
 Normalizer = Callable[..., jax.Array]
@@ -51,6 +52,7 @@ def _weights(query, key, bias, mask, *, normalizer, einsum, is_causal,
                        deterministic)
 
 
+@_docs.shared
 def dot_product_attention_weights(
     query: jax.Array,
     key: jax.Array,
@@ -82,10 +84,9 @@ def dot_product_attention_weights(
   them) works as in ``flax.nnx``.
 
   Args:
-    query: queries, ``[batch..., q_length, num_heads, qk_depth]``.
-    key: keys, ``[batch..., kv_length, num_kv_heads, qk_depth]``.
-    bias: optional scores added before normalising, broadcastable to
-      ``[batch..., num_heads, q_length, kv_length]``.
+    query: {query}
+    key: {key}
+    bias: {bias}
     mask: optional mask broadcastable to the same shape; ``True`` (nonzero)
       means attend. Passed to ``normalizer`` as ``where=``: masked keys get
       exactly 0, and queries with every key masked get all-zero weights.
@@ -93,10 +94,10 @@ def dot_product_attention_weights(
       normalises the last axis, e.g. ``softjax.softmax``, ``softjax.entmax15``
       or ``lambda s, **kw: softjax.entmax(s, alpha, **kw)`` with a learnable
       ``alpha`` of shape ``(num_heads, 1, 1)``.
-    broadcast_dropout: share the dropout mask across batch and head dimensions.
-    dropout_rng: PRNG key for dropout; needed when dropout is applied.
-    dropout_rate: probability of dropping an attention weight.
-    deterministic: if True, no dropout.
+    broadcast_dropout: {broadcast_dropout}
+    dropout_rng: {dropout_rng}
+    dropout_rate: {dropout_rate}
+    deterministic: {deterministic}
     dtype: the computation dtype (default: inferred from ``query``, ``key``).
     precision: ``jax.lax.Precision`` of the einsum.
     module: a Flax module (linen or nnx) into whose ``intermediates`` the
@@ -117,7 +118,7 @@ def dot_product_attention_weights(
     key of the row is masked.
 
   Raises:
-    TypeError: an unknown keyword, a ``normalizer`` that is not callable.
+    TypeError: {attention_raises_type}
     ValueError: mismatched shapes, a ``mask`` not broadcastable to the scores,
       dropout without ``dropout_rng``, or a ``normalizer`` whose output has
       another shape than its input.
@@ -139,9 +140,8 @@ def dot_product_attention_weights(
             [0., 0., 0.]]], dtype=float32)
 
   References:
-    A. Vaswani et al. "Attention Is All You Need". NeurIPS 2017.
-    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
-    Transformers". EMNLP 2019.
+    {ref_vaswani2017}
+    {ref_correia2019}
   """
   steps.check_normalizer(normalizer)
   einsum = steps.einsum_for(einsum, precision, einsum_dot_general, "einsum")
@@ -155,6 +155,7 @@ def dot_product_attention_weights(
                   deterministic=deterministic)
 
 
+@_docs.shared
 def dot_product_attention(
     query: jax.Array,
     key: jax.Array,
@@ -193,19 +194,18 @@ def dot_product_attention(
   output here are zero, where Flax averages the values uniformly.
 
   Args:
-    query: queries, ``[batch..., q_length, num_heads, qk_depth]``.
-    key: keys, ``[batch..., kv_length, num_kv_heads, qk_depth]``.
+    query: {query}
+    key: {key}
     value: values, ``[batch..., kv_length, num_kv_heads, v_depth]``.
-    bias: optional scores added before normalising, broadcastable to
-      ``[batch..., num_heads, q_length, kv_length]``.
+    bias: {bias}
     mask: optional mask broadcastable to the same shape, ``True`` (nonzero)
       meaning attend; passed to ``normalizer`` as ``where=``.
     normalizer: a callable ``normalizer(scores, where=mask_or_None)`` that
       normalises the last axis (see :func:`dot_product_attention_weights`).
-    broadcast_dropout: share the dropout mask across batch and head dimensions.
-    dropout_rng: PRNG key for dropout; needed when dropout is applied.
-    dropout_rate: probability of dropping an attention weight.
-    deterministic: if True, no dropout.
+    broadcast_dropout: {broadcast_dropout}
+    dropout_rng: {dropout_rng}
+    dropout_rate: {dropout_rate}
+    deterministic: {deterministic}
     dtype: the computation dtype (default: inferred from the inputs).
     precision: ``jax.lax.Precision`` of both einsums.
     module: a Flax module (linen or nnx) that sows the weights into its
@@ -224,7 +224,7 @@ def dot_product_attention(
     The attended values, ``[batch..., q_length, num_heads, v_depth]``.
 
   Raises:
-    TypeError: an unknown keyword, a ``normalizer`` that is not callable.
+    TypeError: {attention_raises_type}
     ValueError: mismatched shapes or einsum arguments, a ``mask`` not
       broadcastable to the scores, dropout without ``dropout_rng``.
 
@@ -244,9 +244,8 @@ def dot_product_attention(
     (True, True)
 
   References:
-    A. Vaswani et al. "Attention Is All You Need". NeurIPS 2017.
-    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
-    Transformers". EMNLP 2019.
+    {ref_vaswani2017}
+    {ref_correia2019}
   """
   steps.check_normalizer(normalizer)
   if (qk_attn_weights_einsum is None) != (attn_weights_value_einsum is None):

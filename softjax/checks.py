@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from softjax import _docs
+
 __all__ = [
     "check_alpha",
     "check_labels",
@@ -61,6 +63,7 @@ def _as_array(value: Any, name: str) -> jax.Array:
   return value
 
 
+@_docs.shared
 def check_alpha(alpha: Any) -> Any:
   """Checks that every α is finite and >= 1; returns ``alpha`` unchanged.
 
@@ -76,9 +79,7 @@ def check_alpha(alpha: Any) -> Any:
     ``alpha``, unchanged.
 
   Raises:
-    JaxRuntimeError: when called eagerly on a bad concrete value; inside a
-      function transformed by ``checkify.checkify`` the failure is returned
-      as its error value instead.
+    JaxRuntimeError: {checkify_raises}
 
   Example:
     >>> import jax
@@ -101,8 +102,7 @@ def check_alpha(alpha: Any) -> Any:
     True
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   a = _as_array(alpha, "alpha")
   if a.size == 0:
@@ -114,6 +114,7 @@ def check_alpha(alpha: Any) -> Any:
   return alpha
 
 
+@_docs.shared
 def check_temperature(temperature: Any) -> Any:
   """Checks that every temperature is finite and > 0; returns it unchanged.
 
@@ -128,9 +129,7 @@ def check_temperature(temperature: Any) -> Any:
     ``temperature``, unchanged.
 
   Raises:
-    JaxRuntimeError: when called eagerly on a bad concrete value; inside a
-      function transformed by ``checkify.checkify`` the failure is returned
-      as its error value instead.
+    JaxRuntimeError: {checkify_raises}
 
   Example:
     >>> import jax
@@ -145,8 +144,7 @@ def check_temperature(temperature: Any) -> Any:
     softjax: `temperature` must be finite and > 0, got 0.0...
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   t = _as_array(temperature, "temperature")
   if t.size == 0:
@@ -158,6 +156,7 @@ def check_temperature(temperature: Any) -> Any:
   return temperature
 
 
+@_docs.shared
 def check_scores(x: Any) -> Any:
   """Checks that the scores hold no NaN; returns ``x`` unchanged.
 
@@ -188,8 +187,7 @@ def check_scores(x: Any) -> Any:
     softjax: the scores hold 1 NaN value(s)...
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   v = _as_array(x, "x")
   if v.size == 0 or not jnp.issubdtype(v.dtype, jnp.floating):
@@ -201,6 +199,7 @@ def check_scores(x: Any) -> Any:
   return x
 
 
+@_docs.shared
 def check_labels(labels: Any, num_classes: int) -> Any:
   """Checks integer class ids lie in ``[0, num_classes)``; returns them.
 
@@ -234,8 +233,7 @@ def check_labels(labels: Any, num_classes: int) -> Any:
     softjax: `labels` must be class ids in [0, 3), got 3...
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   y = jnp.asarray(labels)
   if not jnp.issubdtype(y.dtype, jnp.integer):

@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from softjax import _docs
 from softjax import _checks
 from softjax import _core
 from softjax import _dense
@@ -203,6 +204,7 @@ def _run(logits, labels, alpha, axis, where, axis_name):
   return loss.astype(prep.out_dtype)
 
 
+@_docs.shared
 def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
                  where: Any = None, axis_name: Any = None) -> jax.Array:
   r"""Softmax (cross-entropy) loss: the Fenchel-Young loss of softmax.
@@ -218,27 +220,19 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
   :mod:`softjax.losses` for the conventions on labels, masks and gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    logits: {logits}
+    labels: {labels}
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
     floating dtype of ``logits``; non-negative.
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range.
-    TypeError: boolean labels; boolean or complex logits.
+    ValueError: {loss_raises_value}
+    TypeError: {loss_raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -253,12 +247,12 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     array([0.0071, 1.1087], dtype=float32)
 
   References:
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_blondel2020}
   """
   return _run(logits, labels, 1.0, axis, where, axis_name)
 
 
+@_docs.shared
 def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
                    where: Any = None, axis_name: Any = None) -> jax.Array:
   r"""Sparsemax loss: the Fenchel-Young loss of :func:`softjax.sparsemax`.
@@ -273,27 +267,19 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
   masks and gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    logits: {logits}
+    labels: {labels}
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
     floating dtype of ``logits``; non-negative.
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range.
-    TypeError: boolean labels; boolean or complex logits.
+    ValueError: {loss_raises_value}
+    TypeError: {loss_raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -305,14 +291,13 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     array([0.    , 0.3906], dtype=float32)
 
   References:
-    A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
-    Model of Attention and Multi-Label Classification". ICML 2016.
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_martins2016}
+    {ref_blondel2020}
   """
   return _run(logits, labels, 2.0, axis, where, axis_name)
 
 
+@_docs.shared
 def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
                   where: Any = None, axis_name: Any = None) -> jax.Array:
   r"""1.5-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax15`.
@@ -326,27 +311,19 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
   gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    logits: {logits}
+    labels: {labels}
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
     floating dtype of ``logits``; non-negative.
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range.
-    TypeError: boolean labels; boolean or complex logits.
+    ValueError: {loss_raises_value}
+    TypeError: {loss_raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -358,14 +335,13 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     array([0.0333, 0.5266], dtype=float32)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_peters2019}
+    {ref_blondel2020}
   """
   return _run(logits, labels, 1.5, axis, where, axis_name)
 
 
+@_docs.shared
 def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
                 axis: _checks.Axis = -1, *, where: Any = None,
                 axis_name: Any = None) -> jax.Array:
@@ -386,21 +362,15 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
   :mod:`softjax.losses` for the conventions on labels, masks and gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
+    logits: {logits}
+    labels: {labels}
     alpha: α >= 1, a Python float or an array with one α per example:
       broadcastable to the loss's shape (``logits.shape`` without ``axis``;
       e.g. shape ``(batch,)`` for logits ``(batch, classes)``). Note that,
       unlike :func:`softjax.entmax`, the class axis is not kept.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
@@ -430,11 +400,8 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
     (2,)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
-    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
-    Transformers". EMNLP 2019.
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_peters2019}
+    {ref_correia2019}
+    {ref_blondel2020}
   """
   return _run(logits, labels, alpha, axis, where, axis_name)
