@@ -41,6 +41,8 @@ file unless ``--out`` is given, so a smoke run never overwrites real numbers.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from collections.abc import Sequence
 import dataclasses
 import datetime
 import functools
@@ -48,13 +50,12 @@ import gc
 import hashlib
 import math
 import os
+from pathlib import Path
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 # PyTorch's OpenMP threads spin-wait after each call by default, stealing the
@@ -77,8 +78,11 @@ DENSE_SHAPES = [(4096, 128), (512, 4096), (64, 32768), (8, 262144)]
 SPARSE_SHAPES = [(512, 4096), (64, 32768), (8, 262144)]
 
 DENSE_TARGET = 1.10
-SPARSE_TARGETS = {"softjax.sparsemax": 4.0, "softjax.entmax15": 4.0,
-                  "softjax.entmax(alpha=1.3)": 12.0}
+SPARSE_TARGETS = {
+  "softjax.sparsemax": 4.0,
+  "softjax.entmax15": 4.0,
+  "softjax.entmax(alpha=1.3)": 12.0,
+}
 
 # Each candidate's measurement should take ~BUDGET_S on average: long enough
 # that the median is stable, short enough that the full run stays ~1 minute.
@@ -89,28 +93,32 @@ MAX_REPEATS = 1000
 QUICK_REPEATS = 3
 
 METHOD = (
-    "Every JAX function is wrapped in `jax.jit`. *fwd* times `f(x)`; "
-    "*fwd+bwd* times one jitted function `lambda x, g: jax.vjp(f, x)[1](g)` "
-    "that runs the forward pass, the VJP and returns the input cotangent for "
-    "a fixed random cotangent `g` (for the array-alpha row the cotangents of "
-    "both `x` and `alpha`). Each function is compiled and run twice before "
-    "timing; each sample is one call followed by `.block_until_ready()`, timed "
-    "with `time.perf_counter` while Python's garbage collector is off. The "
-    "candidates compared on one input are **interleaved**: each repeat times "
-    "every candidate once (the starting candidate rotates between repeats), "
-    "so machine noise falls on all of them alike, and the reported time is "
-    "the median over the repeats. A ratio is the median over the repeats of "
-    "the two candidates' times in the same repeat (calls that ran back to "
-    "back), so a slow spell of the machine cancels instead of landing on "
-    "one side. Unless `--repeats` is given, the number of "
-    "repeats is chosen per group so that each candidate is timed for about "
-    f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios are to the "
-    "baseline (`jax.nn.softmax`, or `jax.nn.log_softmax` for log_softmax "
-    "rows) timed in the same group, on the same input, in the same mode. "
-    "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
-    "the last axis. In the sparse suite each candidate is timed in a pair with the baseline (interleaved), and its ratio is taken within that pair; the baseline row shows the median of its pair medians. PyTorch rows (eager, CPU, `OMP_WAIT_POLICY=PASSIVE`) time the call under "
-    "`torch.no_grad()` for fwd and `out = f(x); out.backward(g)` on a "
-    "`requires_grad` input for fwd+bwd.")
+  "Every JAX function is wrapped in `jax.jit`. *fwd* times `f(x)`; "
+  "*fwd+bwd* times one jitted function `lambda x, g: jax.vjp(f, x)[1](g)` "
+  "that runs the forward pass, the VJP and returns the input cotangent for "
+  "a fixed random cotangent `g` (for the array-alpha row the cotangents of "
+  "both `x` and `alpha`). Each function is compiled and run twice before "
+  "timing; each sample is one call followed by `.block_until_ready()`, timed "
+  "with `time.perf_counter` while Python's garbage collector is off. The "
+  "candidates compared on one input are **interleaved**: each repeat times "
+  "every candidate once (the starting candidate rotates between repeats), "
+  "so machine noise falls on all of them alike, and the reported time is "
+  "the median over the repeats. A ratio is the median over the repeats of "
+  "the two candidates' times in the same repeat (calls that ran back to "
+  "back), so a slow spell of the machine cancels instead of landing on "
+  "one side. Unless `--repeats` is given, the number of "
+  "repeats is chosen per group so that each candidate is timed for about "
+  f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios are to the "
+  "baseline (`jax.nn.softmax`, or `jax.nn.log_softmax` for log_softmax "
+  "rows) timed in the same group, on the same input, in the same mode. "
+  "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
+  "the last axis. In the sparse suite each candidate is timed in a pair "
+  "with the baseline (interleaved), and its ratio is taken within that "
+  "pair; the baseline row shows the median of its pair medians. PyTorch rows "
+  "(eager, CPU, `OMP_WAIT_POLICY=PASSIVE`) time the call under "
+  "`torch.no_grad()` for fwd and `out = f(x); out.backward(g)` on a "
+  "`requires_grad` input for fwd+bwd."
+)
 
 Thunk = Callable[[], Any]
 
@@ -125,18 +133,23 @@ def _time_once(thunk: Thunk) -> float:
   return time.perf_counter() - start
 
 
-def choose_repeats(thunks: Sequence[Thunk], budget_s: float = BUDGET_S,
-                   min_repeats: int = MIN_REPEATS) -> int:
+def choose_repeats(
+  thunks: Sequence[Thunk],
+  budget_s: float = BUDGET_S,
+  min_repeats: int = MIN_REPEATS,
+) -> int:
   """Repeats so that each thunk is timed for ~budget_s on average."""
   # Median of three calls: one call can land on a noise spike.
-  round_s = sum(statistics.median(_time_once(t) for _ in range(3))
-                for t in thunks)
+  round_s = sum(
+    statistics.median(_time_once(t) for _ in range(3)) for t in thunks
+  )
   wanted = math.ceil(budget_s * len(thunks) / max(round_s, 1e-9))
   return max(min_repeats, min(MAX_REPEATS, wanted))
 
 
-def time_interleaved(thunks: dict[str, Thunk], repeats: int
-                     ) -> dict[str, list[float]]:
+def time_interleaved(
+  thunks: dict[str, Thunk], repeats: int
+) -> dict[str, list[float]]:
   """Seconds per call of each thunk, one sample per repeat, timed round-robin.
 
   The thunks must already be compiled (see ``warm_up``). Interleaving makes
@@ -172,8 +185,9 @@ class Candidate:
   fwd_bwd: Thunk
 
 
-def jax_candidate(name: str, f: Callable[..., jax.Array],
-                  *args: jax.Array, g: jax.Array) -> Candidate:
+def jax_candidate(
+  name: str, f: Callable[..., jax.Array], *args: jax.Array, g: jax.Array
+) -> Candidate:
   """Jitted forward and forward+backward of ``f(*args)``.
 
   fwd+bwd differentiates with respect to every argument, so a learnable
@@ -182,14 +196,17 @@ def jax_candidate(name: str, f: Callable[..., jax.Array],
   fwd = jax.jit(f)
   fwd_bwd = jax.jit(lambda g, *a: jax.vjp(f, *a)[1](g))
   return Candidate(
-      name,
-      lambda: jax.block_until_ready(fwd(*args)),
-      lambda: jax.block_until_ready(fwd_bwd(g, *args)))
+    name,
+    lambda: jax.block_until_ready(fwd(*args)),
+    lambda: jax.block_until_ready(fwd_bwd(g, *args)),
+  )
 
 
-def torch_candidate(name: str, f: Callable[[Any], Any], x: np.ndarray,
-                    g: np.ndarray) -> Candidate:
+def torch_candidate(
+  name: str, f: Callable[[Any], Any], x: np.ndarray, g: np.ndarray
+) -> Candidate:
   import torch  # pylint: disable=import-outside-toplevel
+
   xt = torch.from_numpy(np.array(x))
   gt = torch.from_numpy(np.array(g))
   xr = xt.clone().requires_grad_(True)
@@ -208,8 +225,9 @@ def torch_candidate(name: str, f: Callable[[Any], Any], x: np.ndarray,
   return Candidate(name, fwd, fwd_bwd)
 
 
-def warm_up(candidates: Sequence[Candidate], notes: list[str]
-            ) -> list[Candidate]:
+def warm_up(
+  candidates: Sequence[Candidate], notes: list[str]
+) -> list[Candidate]:
   """Compiles every candidate; one that fails is dropped with a note.
 
   A failing function still under development should cost its own row, not
@@ -223,8 +241,9 @@ def warm_up(candidates: Sequence[Candidate], notes: list[str]
         c.fwd_bwd()
     except Exception as e:  # pylint: disable=broad-except
       first_line = (str(e).strip().splitlines() or [""])[0][:200]
-      notes.append(f"`{c.name}` failed and was skipped: "
-                   f"{type(e).__name__}: {first_line}")
+      notes.append(
+        f"`{c.name}` failed and was skipped: {type(e).__name__}: {first_line}"
+      )
       continue
     ok.append(c)
   return ok
@@ -248,8 +267,10 @@ class Result:
   @property
   def repeats(self) -> tuple[int, int]:
     """Number of repeats (fwd, fwd+bwd)."""
-    return (len(next(iter(self.fwd_samples.values()))),
-            len(next(iter(self.fwd_bwd_samples.values()))))
+    return (
+      len(next(iter(self.fwd_samples.values()))),
+      len(next(iter(self.fwd_bwd_samples.values()))),
+    )
 
   def ratio(self, mode: str, name: str, base: str) -> float:
     """Median over repeats of ``name``'s time over ``base``'s in that repeat.
@@ -260,21 +281,25 @@ class Result:
     how such spells fell among the repeats of each.
     """
     samples = self.fwd_samples if mode == "fwd" else self.fwd_bwd_samples
-    return statistics.median(a / b for a, b in zip(samples[name],
-                                                    samples[base]))
+    return statistics.median(
+      a / b for a, b in zip(samples[name], samples[base])
+    )
 
 
 def measure(candidates: Sequence[Candidate], repeats: int | None) -> Result:
   """Times every candidate in both modes, each mode as one interleaved group."""
+
   def group(mode: str) -> dict[str, list[float]]:
     thunks = {c.name: getattr(c, mode) for c in candidates}
     n = repeats or choose_repeats(list(thunks.values()))
     return time_interleaved(thunks, n)
+
   return Result(group("fwd"), group("fwd_bwd"))
 
 
-def make_inputs(shape: tuple[int, ...], seed: int = 0
-                ) -> tuple[jax.Array, jax.Array]:
+def make_inputs(
+  shape: tuple[int, ...], seed: int = 0
+) -> tuple[jax.Array, jax.Array]:
   kx, kg = jax.random.split(jax.random.key(seed))
   x = jax.random.normal(kx, shape, jnp.float32) * 3
   g = jax.random.normal(kg, shape, jnp.float32)
@@ -294,8 +319,10 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
+  lines = [
+    "| " + " | ".join(header) + " |",
+    "|" + "|".join("---" for _ in header) + "|",
+  ]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
 
@@ -306,14 +333,21 @@ def source_version() -> str:
   Numbers from a dirty tree are only reproducible if one can tell which
   edits they measured.
   """
+
   def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(_ROOT), *args], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+      ["git", "-C", str(_ROOT), *args],
+      check=True,
+      capture_output=True,
+      text=True,
+    ).stdout
+
   try:
     commit = git("rev-parse", "--short", "HEAD").strip()
     diff = git("diff", "HEAD", "--", "softjax")
-    untracked = git("ls-files", "--others", "--exclude-standard", "--",
-                    "softjax").split()
+    untracked = git(
+      "ls-files", "--others", "--exclude-standard", "--", "softjax"
+    ).split()
   except (OSError, subprocess.CalledProcessError):
     return "softjax (no git)"
   if not diff and not untracked:
@@ -324,8 +358,9 @@ def source_version() -> str:
   return f"softjax @ {commit} + uncommitted edits (sha1 {h.hexdigest()[:10]})"
 
 
-def environment_line(repeats: int | None, quick: bool,
-                     extra: Sequence[str] = ()) -> str:
+def environment_line(
+  repeats: int | None, quick: bool, extra: Sequence[str] = ()
+) -> str:
   dev = jax.devices()[0]
   cpu_model = platform.processor() or "unknown CPU"
   try:
@@ -339,37 +374,55 @@ def environment_line(repeats: int | None, quick: bool,
   if repeats:
     rep = f"repeats {repeats}"
   else:
-    rep = (f"repeats auto (≥{MIN_REPEATS}, ~{BUDGET_S} s per candidate; "
-           "column n)")
+    rep = (
+      f"repeats auto (≥{MIN_REPEATS}, ~{BUDGET_S} s per candidate; column n)"
+    )
   parts = [
-      datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      source_version(),
-      f"jax {jax.__version__}",
-      f"device {dev.device_kind} ({dev.platform})",
-      f"{os.cpu_count()} CPUs ({cpu_model})",
-      f"Python {platform.python_version()}",
-      *extra,
-      rep,
+    datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    source_version(),
+    f"jax {jax.__version__}",
+    f"device {dev.device_kind} ({dev.platform})",
+    f"{os.cpu_count()} CPUs ({cpu_model})",
+    f"Python {platform.python_version()}",
+    *extra,
+    rep,
   ]
   if quick:
     parts.append("QUICK smoke run (not representative)")
   return " · ".join(parts)
 
 
-def emit_report(suite: str, title: str, body: str, out_dir: Path | None, *,
-                repeats: int | None, quick: bool, notes: Sequence[str] = (),
-                extra_env: Sequence[str] = (), method: str = METHOD
-                ) -> str:
+def emit_report(
+  suite: str,
+  title: str,
+  body: str,
+  out_dir: Path | None,
+  *,
+  repeats: int | None,
+  quick: bool,
+  notes: Sequence[str] = (),
+  extra_env: Sequence[str] = (),
+  method: str = METHOD,
+) -> str:
   """Prints a suite's report and writes it to ``out_dir/<suite>.md``.
 
   ``body`` is the suite's own markdown (its tables); the header line, the
   method paragraph and the notes are the same for every suite.
   """
-  parts = [f"# {title}", "",
-           environment_line(repeats, quick, extra_env), "",
-           "Command: `" + " ".join(["python benchmarks/bench.py",
-                                    *sys.argv[1:]]) + "`", "",
-           f"**Method.** {method}", "", body.rstrip(), ""]
+  parts = [
+    f"# {title}",
+    "",
+    environment_line(repeats, quick, extra_env),
+    "",
+    "Command: `"
+    + " ".join(["python benchmarks/bench.py", *sys.argv[1:]])
+    + "`",
+    "",
+    f"**Method.** {method}",
+    "",
+    body.rstrip(),
+    "",
+  ]
   if notes:
     parts += ["**Notes.**", ""] + [f"- {n}" for n in notes] + [""]
   text = "\n".join(parts)
@@ -386,30 +439,51 @@ def emit_report(suite: str, title: str, body: str, out_dir: Path | None, *,
 # Suites.
 
 
-def run_dense(shapes: Sequence[tuple[int, ...]], repeats: int | None
-              ) -> tuple[str, list[str]]:
-  pairs = [("softmax", softjax.softmax, jax.nn.softmax),
-           ("log_softmax", softjax.log_softmax, jax.nn.log_softmax)]
-  header = ["function", "shape", "fwd softjax (ms)", "fwd jax.nn (ms)",
-            "fwd ratio", "fwd+bwd softjax (ms)", "fwd+bwd jax.nn (ms)",
-            f"fwd+bwd ratio (target ≤ {DENSE_TARGET:.2f})", "n (fwd/fwd+bwd)"]
+def run_dense(
+  shapes: Sequence[tuple[int, ...]], repeats: int | None
+) -> tuple[str, list[str]]:
+  pairs = [
+    ("softmax", softjax.softmax, jax.nn.softmax),
+    ("log_softmax", softjax.log_softmax, jax.nn.log_softmax),
+  ]
+  header = [
+    "function",
+    "shape",
+    "fwd softjax (ms)",
+    "fwd jax.nn (ms)",
+    "fwd ratio",
+    "fwd+bwd softjax (ms)",
+    "fwd+bwd jax.nn (ms)",
+    f"fwd+bwd ratio (target ≤ {DENSE_TARGET:.2f})",
+    "n (fwd/fwd+bwd)",
+  ]
   rows, notes = [], []
   for name, ours, theirs in pairs:
     for shape in shapes:
       x, g = make_inputs(shape)
       a, b = f"softjax.{name}", f"jax.nn.{name}"
-      cands = warm_up([jax_candidate(a, ours, x, g=g),
-                       jax_candidate(b, theirs, x, g=g)], notes)
+      cands = warm_up(
+        [jax_candidate(a, ours, x, g=g), jax_candidate(b, theirs, x, g=g)],
+        notes,
+      )
       if len(cands) < 2:
         continue
       r = measure(cands, repeats)
       fb_ratio = r.ratio("fwd_bwd", a, b)
       verdict = "ok" if fb_ratio <= DENSE_TARGET else "**over**"
-      rows.append([
-          f"`{name}`", _shape(shape),
-          _ms(r.fwd_s[a]), _ms(r.fwd_s[b]), f"{r.ratio('fwd', a, b):.2f}",
-          _ms(r.fwd_bwd_s[a]), _ms(r.fwd_bwd_s[b]),
-          f"{fb_ratio:.2f} {verdict}", f"{r.repeats[0]}/{r.repeats[1]}"])
+      rows.append(
+        [
+          f"`{name}`",
+          _shape(shape),
+          _ms(r.fwd_s[a]),
+          _ms(r.fwd_s[b]),
+          f"{r.ratio('fwd', a, b):.2f}",
+          _ms(r.fwd_bwd_s[a]),
+          _ms(r.fwd_bwd_s[b]),
+          f"{fb_ratio:.2f} {verdict}",
+          f"{r.repeats[0]}/{r.repeats[1]}",
+        ]
+      )
       print(f"  dense {name} {_shape(shape)} done", file=sys.stderr, flush=True)
   return markdown_table(header, rows), notes
 
@@ -420,14 +494,22 @@ def _torch_entmax() -> tuple[Any, Any, str | None]:
     import entmax  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    return None, None, (f"PyTorch entmax rows skipped: {e} "
-                        "(`pip install torch entmax` to include them).")
+    return (
+      None,
+      None,
+      (
+        f"PyTorch entmax rows skipped: {e} "
+        "(`pip install torch entmax` to include them)."
+      ),
+    )
   return torch, entmax, None
 
 
-def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
-               ) -> tuple[str, list[str], list[str]]:
+def run_sparse(
+  shapes: Sequence[tuple[int, ...]], repeats: int | None
+) -> tuple[str, list[str], list[str]]:
   import optax  # pylint: disable=import-outside-toplevel
+
   notes: list[str] = []
   for fn in ("sparsemax", "entmax15", "entmax"):
     if not hasattr(softjax, fn):
@@ -437,41 +519,67 @@ def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
     notes.append(torch_note)
   extra_env = [f"optax {optax.__version__}"]
   if torch is not None:
-    extra_env.append(f"torch {torch.__version__} "
-                     f"({torch.get_num_threads()} threads)")
+    extra_env.append(
+      f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
 
   base = "jax.nn.softmax"
-  header = ["function", "fwd (ms)", "fwd ratio", "fwd+bwd (ms)",
-            "fwd+bwd ratio", "target (fwd+bwd)", "n (fwd/fwd+bwd)"]
+  header = [
+    "function",
+    "fwd (ms)",
+    "fwd ratio",
+    "fwd+bwd (ms)",
+    "fwd+bwd ratio",
+    "target (fwd+bwd)",
+    "n (fwd/fwd+bwd)",
+  ]
   sections = []
   project = jax.vmap(optax.projections.projection_simplex)
   for shape in shapes:
     x, g = make_inputs(shape)
     cands = [jax_candidate(base, jax.nn.softmax, x, g=g)]
     if hasattr(softjax, "sparsemax"):
-      cands.append(jax_candidate("softjax.sparsemax", softjax.sparsemax, x, g=g))
+      cands.append(
+        jax_candidate("softjax.sparsemax", softjax.sparsemax, x, g=g)
+      )
     if hasattr(softjax, "entmax15"):
       cands.append(jax_candidate("softjax.entmax15", softjax.entmax15, x, g=g))
     if hasattr(softjax, "entmax"):
-      cands.append(jax_candidate(
+      cands.append(
+        jax_candidate(
           "softjax.entmax(alpha=1.3)",
-          functools.partial(softjax.entmax, alpha=1.3), x, g=g))
+          functools.partial(softjax.entmax, alpha=1.3),
+          x,
+          g=g,
+        )
+      )
       # An argument, not a closed-over constant: jit must not fold it, and
       # fwd+bwd then pays for the alpha cotangent as training would.
       alpha = jnp.full((shape[0], 1), 1.5, jnp.float32)
-      cands.append(jax_candidate(
+      cands.append(
+        jax_candidate(
           "softjax.entmax(alpha=1.5 array (rows, 1))",
-          lambda x, a: softjax.entmax(x, alpha=a), x, alpha, g=g))
-    cands.append(jax_candidate("optax projection_simplex (vmap)", project,
-                               x, g=g))
+          lambda x, a: softjax.entmax(x, alpha=a),
+          x,
+          alpha,
+          g=g,
+        )
+      )
+    cands.append(
+      jax_candidate("optax projection_simplex (vmap)", project, x, g=g)
+    )
     if torch is not None:
       xn, gn = np.asarray(x), np.asarray(g)
       cands += [
-          torch_candidate("torch entmax.sparsemax", entmax.sparsemax, xn, gn),
-          torch_candidate("torch entmax.entmax15", entmax.entmax15, xn, gn),
-          torch_candidate("torch entmax.entmax_bisect(alpha=1.3)",
-                          functools.partial(entmax.entmax_bisect, alpha=1.3),
-                          xn, gn)]
+        torch_candidate("torch entmax.sparsemax", entmax.sparsemax, xn, gn),
+        torch_candidate("torch entmax.entmax15", entmax.entmax15, xn, gn),
+        torch_candidate(
+          "torch entmax.entmax_bisect(alpha=1.3)",
+          functools.partial(entmax.entmax_bisect, alpha=1.3),
+          xn,
+          gn,
+        ),
+      ]
     # Each candidate is timed in a pair with the baseline, interleaved, and
     # its ratio taken within the pair. In one group with everything, the
     # baseline ran after calls that freed and re-faulted large buffers (and
@@ -493,13 +601,29 @@ def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
         tgt = "—"
       else:
         tgt = f"≤ {target:g}× {'ok' if fb_ratio <= target else '**over**'}"
-      rows.append([f"`{c.name}`", _ms(res.fwd_s[c.name]),
-                   f"{res.ratio('fwd', c.name, base):.2f}",
-                   _ms(res.fwd_bwd_s[c.name]), f"{fb_ratio:.2f}", tgt,
-                   f"{res.repeats[0]}/{res.repeats[1]}"])
-    rows.insert(0, [f"`{base}` (median over its pairs)",
-                    _ms(statistics.median(base_fwd)), "1.00",
-                    _ms(statistics.median(base_fb)), "1.00", "—", "—"])
+      rows.append(
+        [
+          f"`{c.name}`",
+          _ms(res.fwd_s[c.name]),
+          f"{res.ratio('fwd', c.name, base):.2f}",
+          _ms(res.fwd_bwd_s[c.name]),
+          f"{fb_ratio:.2f}",
+          tgt,
+          f"{res.repeats[0]}/{res.repeats[1]}",
+        ]
+      )
+    rows.insert(
+      0,
+      [
+        f"`{base}` (median over its pairs)",
+        _ms(statistics.median(base_fwd)),
+        "1.00",
+        _ms(statistics.median(base_fb)),
+        "1.00",
+        "—",
+        "—",
+      ],
+    )
     sections.append(f"## {_shape(shape)}\n\n" + markdown_table(header, rows))
     print(f"  sparse {_shape(shape)} done", file=sys.stderr, flush=True)
   return "\n\n".join(sections), notes, extra_env
@@ -518,45 +642,78 @@ def _gather_then_normalise(f, x_local, axis_name):
   return jax.lax.dynamic_slice_in_dim(out, index * width, width, axis=1)
 
 
-def run_sharded(shape: tuple[int, ...], repeats: int | None
-                ) -> tuple[str, list[str]]:
+def run_sharded(
+  shape: tuple[int, ...], repeats: int | None
+) -> tuple[str, list[str]]:
   """softjax with axis_name against gathering the class axis, on 4 devices."""
   from jax.sharding import NamedSharding  # pylint: disable=import-outside-toplevel
   from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  notes = [f"{SHARDED_DEVICES} of {jax.device_count()} devices "
-           f"({jax.devices()[0].platform}); the class axis of a "
-           f"{_shape(shape)} float32 matrix is split over them."]
+
+  notes = [
+    f"{SHARDED_DEVICES} of {jax.device_count()} devices "
+    f"({jax.devices()[0].platform}); the class axis of a "
+    f"{_shape(shape)} float32 matrix is split over them."
+  ]
   if jax.devices()[0].platform == "cpu":
-    notes.append("Simulated CPU devices share the machine's cores, so this "
-                 "measures the work and memory traffic of each approach, not "
-                 "interconnect bandwidth.")
-  mesh = jax.make_mesh((SHARDED_DEVICES,), ("model",),
-                       devices=jax.devices()[:SHARDED_DEVICES])
+    notes.append(
+      "Simulated CPU devices share the machine's cores, so this "
+      "measures the work and memory traffic of each approach, not "
+      "interconnect bandwidth."
+    )
+  mesh = jax.make_mesh(
+    (SHARDED_DEVICES,), ("model",), devices=jax.devices()[:SHARDED_DEVICES]
+  )
   spec = P(None, "model")
   x, g = make_inputs(shape)
   x = jax.device_put(x, NamedSharding(mesh, spec))
   g = jax.device_put(g, NamedSharding(mesh, spec))
-  fns = [("softmax", softjax.softmax), ("sparsemax", softjax.sparsemax),
-         ("entmax15", softjax.entmax15),
-         ("entmax(alpha=1.3)", functools.partial(softjax.entmax, alpha=1.3))]
-  header = ["function", "fwd axis_name (ms)", "fwd gather (ms)", "fwd ratio",
-            "fwd+bwd axis_name (ms)", "fwd+bwd gather (ms)", "fwd+bwd ratio"]
+  fns = [
+    ("softmax", softjax.softmax),
+    ("sparsemax", softjax.sparsemax),
+    ("entmax15", softjax.entmax15),
+    ("entmax(alpha=1.3)", functools.partial(softjax.entmax, alpha=1.3)),
+  ]
+  header = [
+    "function",
+    "fwd axis_name (ms)",
+    "fwd gather (ms)",
+    "fwd ratio",
+    "fwd+bwd axis_name (ms)",
+    "fwd+bwd gather (ms)",
+    "fwd+bwd ratio",
+  ]
   rows = []
   for name, f in fns:
-    ours = jax.shard_map(functools.partial(f, axis_name="model"), mesh=mesh,
-                         in_specs=spec, out_specs=spec)
+    ours = jax.shard_map(
+      functools.partial(f, axis_name="model"),
+      mesh=mesh,
+      in_specs=spec,
+      out_specs=spec,
+    )
     gather = jax.shard_map(
-        functools.partial(_gather_then_normalise, f, axis_name="model"),
-        mesh=mesh, in_specs=spec, out_specs=spec)
+      functools.partial(_gather_then_normalise, f, axis_name="model"),
+      mesh=mesh,
+      in_specs=spec,
+      out_specs=spec,
+    )
     a, b = f"softjax.{name} axis_name", f"gather + softjax.{name}"
-    cands = warm_up([jax_candidate(a, ours, x, g=g),
-                     jax_candidate(b, gather, x, g=g)], notes)
+    cands = warm_up(
+      [jax_candidate(a, ours, x, g=g), jax_candidate(b, gather, x, g=g)], notes
+    )
     if len(cands) < 2:
       continue
     r = measure(cands, repeats)
-    rows.append([f"`{name}`", _ms(r.fwd_s[a]), _ms(r.fwd_s[b]),
-                 f"{r.ratio('fwd', a, b):.2f}", _ms(r.fwd_bwd_s[a]),
-                 _ms(r.fwd_bwd_s[b]), f"{r.ratio('fwd_bwd', a, b):.2f}"])
+    rows.append(
+      [
+        f"`{name}`",
+        _ms(r.fwd_s[a]),
+        _ms(r.fwd_s[b]),
+        f"{r.ratio('fwd', a, b):.2f}",
+        _ms(r.fwd_bwd_s[a]),
+        _ms(r.fwd_bwd_s[b]),
+        f"{r.ratio('fwd_bwd', a, b):.2f}",
+      ]
+    )
     print(f"  sharded {name} done", file=sys.stderr, flush=True)
   return markdown_table(header, rows), notes
 
@@ -564,23 +721,35 @@ def run_sharded(shape: tuple[int, ...], repeats: int | None
 def _rerun_with_devices(argv: Sequence[str]) -> None:
   """Runs this script again with 8 simulated host devices (sharded suite)."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=8").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  ).strip()
   subprocess.run([sys.executable, __file__, *argv], env=env, check=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--suite", choices=["dense", "sparse", "sharded", "all"],
-                 default="all")
-  p.add_argument("--repeats", type=int, default=None,
-                 help="repeats per group (default: chosen per group, "
-                      f"≥ {MIN_REPEATS})")
-  p.add_argument("--quick", action="store_true",
-                 help=f"smoke test: {QUICK_REPEATS} repeats, first shape only, "
-                      "no file written unless --out is given")
-  p.add_argument("--out", type=Path, default=None,
-                 help="folder for <suite>.md (default docs/benchmarks)")
+  p.add_argument(
+    "--suite", choices=["dense", "sparse", "sharded", "all"], default="all"
+  )
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=None,
+    help=f"repeats per group (default: chosen per group, ≥ {MIN_REPEATS})",
+  )
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"smoke test: {QUICK_REPEATS} repeats, first shape only, "
+    "no file written unless --out is given",
+  )
+  p.add_argument(
+    "--out",
+    type=Path,
+    default=None,
+    help="folder for <suite>.md (default docs/benchmarks)",
+  )
   args = p.parse_args(argv)
 
   repeats = args.repeats
@@ -596,27 +765,48 @@ def main(argv: Sequence[str] | None = None) -> None:
 
   if args.suite in ("dense", "all"):
     body, notes = run_dense(dense_shapes, repeats)
-    emit_report("dense", "softjax dense benchmarks", body, out_dir,
-                repeats=repeats, quick=args.quick, notes=notes)
+    emit_report(
+      "dense",
+      "softjax dense benchmarks",
+      body,
+      out_dir,
+      repeats=repeats,
+      quick=args.quick,
+      notes=notes,
+    )
   if args.suite in ("sparse", "all"):
     body, notes, extra_env = run_sparse(sparse_shapes, repeats)
-    emit_report("sparse", "softjax sparse benchmarks", body, out_dir,
-                repeats=repeats, quick=args.quick, notes=notes,
-                extra_env=extra_env)
+    emit_report(
+      "sparse",
+      "softjax sparse benchmarks",
+      body,
+      out_dir,
+      repeats=repeats,
+      quick=args.quick,
+      notes=notes,
+      extra_env=extra_env,
+    )
   if args.suite in ("sharded", "all"):
     if jax.device_count() < SHARDED_DEVICES:
       # Device count is fixed when JAX starts: run the suite in a child.
       rest = [a for a in (argv if argv is not None else sys.argv[1:])]
       if "--suite" in rest:
         i = rest.index("--suite")
-        del rest[i:i + 2]
+        del rest[i : i + 2]
       rest = [a for a in rest if not a.startswith("--suite=")]
       _rerun_with_devices(["--suite", "sharded", *rest])
     else:
       shape = SHARDED_SHAPE if not args.quick else (8, 65536)
       body, notes = run_sharded(shape, repeats)
-      emit_report("sharded", "softjax sharded benchmarks", body, out_dir,
-                  repeats=repeats, quick=args.quick, notes=notes)
+      emit_report(
+        "sharded",
+        "softjax sharded benchmarks",
+        body,
+        out_dir,
+        repeats=repeats,
+        quick=args.quick,
+        notes=notes,
+      )
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 from softjax import _checks
 
@@ -32,7 +33,8 @@ class Rows(NamedTuple):
   reduction is followed by one collective, so the full row is never gathered.
   Hashable, so it can be a static argument of ``custom_vjp``/``custom_jvp``.
   """
-  axes: tuple[int, ...]              # sorted, non-negative
+
+  axes: tuple[int, ...]  # sorted, non-negative
   axis_name: Hashable | None = None  # mesh axis (or tuple of axes) or None
 
   def sum(self, x: jax.Array, chunks: int = 1) -> jax.Array:
@@ -42,9 +44,10 @@ class Rows(NamedTuple):
     if chunks == 1:
       total = jnp.sum(x, axis=self.axes, keepdims=True)
     else:
-      a, = self.axes
-      split = x.reshape(x.shape[:a] + (chunks, x.shape[a] // chunks)
-                        + x.shape[a + 1:])
+      (a,) = self.axes
+      split = x.reshape(
+        x.shape[:a] + (chunks, x.shape[a] // chunks) + x.shape[a + 1 :]
+      )
       # The barrier keeps XLA from fusing the two sums back into one.
       partial = lax.optimization_barrier(jnp.sum(split, axis=a + 1))
       total = jnp.sum(partial, axis=a, keepdims=True)
@@ -74,18 +77,24 @@ class Rows(NamedTuple):
 
 
 class Prepared(NamedTuple):
-  x: jax.Array               # scores in the compute dtype, masked with -inf
-  rows: Rows                 # normalised axes and the mesh axis they span
+  x: jax.Array  # scores in the compute dtype, masked with -inf
+  rows: Rows  # normalised axes and the mesh axis they span
   temperature: jax.Array | None  # array temperature, or None (already applied)
-  out_dtype: Any             # dtype the result is returned in
+  out_dtype: Any  # dtype the result is returned in
 
   @property
   def axes(self) -> tuple[int, ...]:
     return self.rows.axes
 
 
-def prepare(x: Any, axis: _checks.Axis, where: Any, temperature: Any,
-            axis_name: Any = None, name: str = "x") -> Prepared:
+def prepare(
+  x: Any,
+  axis: _checks.Axis,
+  where: Any,
+  temperature: Any,
+  axis_name: Any = None,
+  name: str = "x",
+) -> Prepared:
   """Checks a normaliser's arguments and masks and scales the scores.
 
   ``name`` is the scores' argument name, for error messages.
@@ -110,8 +119,9 @@ def prepare(x: Any, axis: _checks.Axis, where: Any, temperature: Any,
   return Prepared(x, rows, temperature, out_dtype)
 
 
-def varies_along(value: jax.Array | None, ndim: int, axes: tuple[int, ...]
-                 ) -> bool:
+def varies_along(
+  value: jax.Array | None, ndim: int, axes: tuple[int, ...]
+) -> bool:
   """Whether an array argument takes different values along ``axes``."""
   if value is None:
     return False
@@ -159,8 +169,7 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   return z, m
 
 
-def shift_rows_for_exp(x: jax.Array, rows: Rows
-                       ) -> tuple[jax.Array, jax.Array]:
+def shift_rows_for_exp(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   """Like :func:`shift_rows` for callers that only take ``exp`` of ``z``.
 
   Finite entries of a row that holds ``+inf`` come out at ``-0.75 *
@@ -236,7 +245,7 @@ def _varying(value: jax.Array) -> frozenset:
   manual = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
   if manual is not None:
     return frozenset(manual.varying)
-  return frozenset(getattr(aval, "vma", ()))        # older JAX
+  return frozenset(getattr(aval, "vma", ()))  # older JAX
 
 
 def match_vma(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
@@ -258,9 +267,12 @@ def param_cotangent(value: jax.Array, primal: jax.Array) -> jax.Array:
   return match_vma(reduce_to_shape(value, primal.shape), primal)
 
 
-def temperature_cotangent(du: jax.Array, centred: jax.Array,
-                          temperature: jax.Array,
-                          shift: jax.Array | None) -> jax.Array:
+def temperature_cotangent(
+  du: jax.Array,
+  centred: jax.Array,
+  temperature: jax.Array,
+  shift: jax.Array | None,
+) -> jax.Array:
   """Cotangent of ``T`` in ``u = x / T`` from the cotangent ``du`` of ``u``.
 
   ``dT = -sum(du * u) / T``. The normalisers recover ``u`` from their output

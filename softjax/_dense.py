@@ -8,13 +8,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from softjax import _docs
 from softjax import _checks
 from softjax import _core
+from softjax import _docs
 
 
-def forward(x: jax.Array, temperature: jax.Array | None, rows: _core.Rows,
-            log: bool) -> tuple[jax.Array, tuple[Any, ...]]:
+def forward(
+  x: jax.Array, temperature: jax.Array | None, rows: _core.Rows, log: bool
+) -> tuple[jax.Array, tuple[Any, ...]]:
   """The forward pass of :func:`normalise`: ``(out, residuals)``.
 
   Plain JAX, so callers that need the output differentiable to second order
@@ -50,9 +51,11 @@ def _backward(rows, log, res, g):
     # log p up to a per-row constant; the safe argument avoids log(0) even in
     # the discarded branch, which would poison second derivatives.
     positive = out > 0
-    centred = jnp.where(positive,
-                        jnp.log(jnp.where(positive, out, jnp.ones((), out.dtype))),
-                        jnp.zeros((), out.dtype))
+    centred = jnp.where(
+      positive,
+      jnp.log(jnp.where(positive, out, jnp.ones((), out.dtype))),
+      jnp.zeros((), out.dtype),
+    )
   if temperature is None:
     return du, None
   dt = _core.temperature_cotangent(du, centred, temperature, shift)
@@ -60,8 +63,9 @@ def _backward(rows, log, res, g):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def normalise(x: jax.Array, temperature: jax.Array | None,
-              rows: _core.Rows, log: bool) -> jax.Array:
+def normalise(
+  x: jax.Array, temperature: jax.Array | None, rows: _core.Rows, log: bool
+) -> jax.Array:
   """softmax (``log=False``) or log_softmax of prepared scores.
 
   A ``custom_vjp`` keeping only the output (and an array temperature).
@@ -73,9 +77,14 @@ normalise.defvjp(forward, _backward)
 
 
 @_docs.shared
-def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-            temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+def softmax(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Softmax: scores to a dense probability distribution.
 
   .. math::
@@ -119,13 +128,20 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(normalise(prep.x, prep.temperature, prep.rows, False), prep)
+  return _core.finish(
+    normalise(prep.x, prep.temperature, prep.rows, False), prep
+  )
 
 
 @_docs.shared
-def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-                temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+def log_softmax(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Log-softmax: the logarithm of :func:`softmax`, computed stably.
 
   .. math::
@@ -164,4 +180,6 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(normalise(prep.x, prep.temperature, prep.rows, True), prep)
+  return _core.finish(
+    normalise(prep.x, prep.temperature, prep.rows, True), prep
+  )

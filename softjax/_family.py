@@ -1,4 +1,4 @@
-r"""The entmax family: everything that depends on :math:`\varepsilon = \alpha - 1`.
+r"""The entmax family: everything that depends on ε = α − 1.
 
 One :class:`Family` is built per call from α and handed to the solver, the
 normalisers' forward and backward passes and the losses. It is the only place
@@ -32,8 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 # An array α is evaluated at max(α - 1, EPS_MIN): the formulas stay free of
 # selects (which make XLA's CPU backend several times slower) and the result
@@ -157,8 +157,9 @@ class Family:
     d = e * (z - t)
     live = d > -1.0
     safe = jnp.where(live, d, jnp.zeros((), d.dtype))
-    return jnp.where(live, jnp.exp(jnp.log1p(safe) * (1.0 / e)),
-                     jnp.zeros((), d.dtype))
+    return jnp.where(
+      live, jnp.exp(jnp.log1p(safe) * (1.0 / e)), jnp.zeros((), d.dtype)
+    )
 
   def linearized(self, total: jax.Array) -> jax.Array:
     """``h = (sum p)^ε - 1``: the same root as ``sum p - 1``, nearly linear.
@@ -175,8 +176,9 @@ class Family:
       return jnp.sqrt(total) - 1.0
     return jnp.expm1(self._e * jnp.log(total))
 
-  def bracket(self, n: jax.Array, mean: jax.Array
-              ) -> tuple[jax.Array, jax.Array]:
+  def bracket(
+    self, n: jax.Array, mean: jax.Array
+  ) -> tuple[jax.Array, jax.Array]:
     """Closed-form bracket ``[lo, hi]`` of the threshold of a row.
 
     ``n`` is the row's length and ``mean`` the mean of its shifted scores
@@ -191,12 +193,10 @@ class Family:
     log_n = jnp.log(n_safe)
     positive = e > 0
     eps_safe = jnp.where(positive, e, one)
-    width = jnp.where(positive, -jnp.expm1(-eps_safe * log_n) / eps_safe,
-                      log_n)
+    width = jnp.where(positive, -jnp.expm1(-eps_safe * log_n) / eps_safe, log_n)
     # Jensen needs the power 1/ε >= 1; below that, subadditivity of the
     # concave power gives the weaker bound (1 - 1/n) / ε.
-    above_mean = jnp.where(e <= 1.0, width,
-                           (1.0 - 1.0 / n_safe) / eps_safe)
+    above_mean = jnp.where(e <= 1.0, width, (1.0 - 1.0 / n_safe) / eps_safe)
     lo = jnp.maximum(jnp.zeros_like(mean), mean + above_mean)
     lo = jnp.where(jnp.isnan(lo), jnp.zeros_like(lo), lo)
     return lo, jnp.maximum(width, lo)
@@ -294,13 +294,13 @@ class Family:
     small = jnp.abs(w) < 0.1
     ws = jnp.where(small, jnp.ones((), q.dtype), w)
     direct = (ws * jnp.exp(ws) - jnp.expm1(ws)) / (ws * ws)
-    series = 0.5 + w * (1.0 / 3.0 + w * (1.0 / 8.0 + w * (1.0 / 30.0
-                                                          + w / 144.0)))
+    series = 0.5 + w * (
+      1.0 / 3.0 + w * (1.0 / 8.0 + w * (1.0 / 30.0 + w / 144.0))
+    )
     phi = jnp.where(small, series, direct)
     chi = jnp.exp(w) - 2.0 * _expm1_ratio(w)
     alpha = 1.0 + self.eps
-    return jnp.where(live, -q * (u * u * phi + u * chi) / (alpha * alpha),
-                     zero)
+    return jnp.where(live, -q * (u * u * phi + u * chi) / (alpha * alpha), zero)
 
 
 def _safe_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:

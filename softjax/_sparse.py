@@ -6,19 +6,22 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-from softjax import _docs
 from softjax import _checks
 from softjax import _core
 from softjax import _dense
+from softjax import _docs
 from softjax import _threshold
 from softjax._family import Family
 
 
-def forward(x: jax.Array, temperature: jax.Array | None, family: Family,
-            rows: _core.Rows, n_iter: int | None
-            ) -> tuple[jax.Array, tuple[Any, ...]]:
+def forward(
+  x: jax.Array,
+  temperature: jax.Array | None,
+  family: Family,
+  rows: _core.Rows,
+  n_iter: int | None,
+) -> tuple[jax.Array, tuple[Any, ...]]:
   """The forward pass of :func:`normalise`: ``(p, residuals)``.
 
   Plain JAX plus the threshold's ``custom_jvp``, so callers that need the
@@ -58,8 +61,13 @@ def _backward(rows, n_iter, res, g):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def normalise(x: jax.Array, temperature: jax.Array | None, family: Family,
-              rows: _core.Rows, n_iter: int | None) -> jax.Array:
+def normalise(
+  x: jax.Array,
+  temperature: jax.Array | None,
+  family: Family,
+  rows: _core.Rows,
+  n_iter: int | None,
+) -> jax.Array:
   """α-entmax of prepared scores (masked with ``-inf``, compute dtype).
 
   A ``custom_vjp`` keeping only the output, the array temperature and the
@@ -84,9 +92,14 @@ def _run(x, alpha, axis, where, temperature, n_iter, axis_name):
 
 
 @_docs.shared
-def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-              temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+def sparsemax(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Sparsemax: the Euclidean projection of the scores onto the simplex.
 
   .. math::
@@ -96,8 +109,9 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   Unlike softmax it returns exact zeros: entries more than 1 below the
   largest score always get 0. It is :func:`entmax` at :math:`\alpha = 2`. The
   threshold :math:`\tau` is found without sorting, by a safeguarded secant
-  iteration from a closed-form lower bound that stops at the exact root. The gradient is
-  a ``jax.custom_vjp`` keeping only ``p``: with :math:`s = 1[p > 0]`,
+  iteration from a closed-form lower bound that stops at the exact root. The
+  gradient is a ``jax.custom_vjp`` keeping only ``p``: with
+  :math:`s = 1[p > 0]`,
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
@@ -132,9 +146,14 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
 
 
 @_docs.shared
-def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-             temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+def entmax15(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""1.5-entmax: sparse like sparsemax, smooth like softmax on its support.
 
   .. math::
@@ -176,9 +195,16 @@ def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
 
 
 @_docs.shared
-def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
-           *, where: Any = None, temperature: float | jax.Array = 1.0,
-           n_iter: int | None = None, axis_name: Any = None) -> jax.Array:
+def entmax(
+  x: Any,
+  alpha: float | jax.Array = 1.5,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  n_iter: int | None = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""α-entmax: the family from softmax (α = 1) to sparsemax (α = 2) and beyond.
 
   .. math::

@@ -35,15 +35,16 @@ References:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+import functools
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
-from softjax._core import Rows, safe_total
+from softjax._core import Rows
+from softjax._core import safe_total
 from softjax._family import Family
 
 RowSum = Callable[[jax.Array], jax.Array]
@@ -57,13 +58,14 @@ def default_n_iter(dtype) -> int:
 
 class _State(NamedTuple):
   """The iteration's loop state; every field but ``step`` is per row."""
-  step: jax.Array     # steps taken, counting the start
-  t: jax.Array        # the next point to evaluate (the answer once done)
-  t_prev: jax.Array   # the last point evaluated (secant)
-  h_prev: jax.Array   # the linearised row sum there
-  lo: jax.Array       # bracket of the root
+
+  step: jax.Array  # steps taken, counting the start
+  t: jax.Array  # the next point to evaluate (the answer once done)
+  t_prev: jax.Array  # the last point evaluated (secant)
+  h_prev: jax.Array  # the linearised row sum there
+  lo: jax.Array  # bracket of the root
   hi: jax.Array
-  total: jax.Array    # the row sum at the answer, once done
+  total: jax.Array  # the row sum at the answer, once done
   done: jax.Array
 
 
@@ -94,15 +96,24 @@ def _secant_step(state: _State, total: jax.Array, family: Family):
   # can move t (the step or the bracket is below t's resolution; this
   # catches rows whose sum carries more rounding than `tol`).
   scale = resolution * jnp.maximum(1.0, jnp.abs(t))
-  converged = ((jnp.abs(total - 1.0) <= tol)
-               | (jnp.abs(t_next - t) <= scale) | (hi - lo <= scale)
-               | jnp.isnan(total) | (fast & (delta == 0)))
+  converged = (
+    (jnp.abs(total - 1.0) <= tol)
+    | (jnp.abs(t_next - t) <= scale)
+    | (hi - lo <= scale)
+    | jnp.isnan(total)
+    | (fast & (delta == 0))
+  )
   return t_next, h, lo, hi, converged
 
 
-def _first_state(row_sum: RowSum, family: Family, lo: jax.Array,
-                 hi: jax.Array, n_iter: int, start: jax.Array | None
-                 ) -> _State:
+def _first_state(
+  row_sum: RowSum,
+  family: Family,
+  lo: jax.Array,
+  hi: jax.Array,
+  n_iter: int,
+  start: jax.Array | None,
+) -> _State:
   """Evaluates the start and picks the second point (one ``row_sum``)."""
   tol, resolution = _tolerances(lo.dtype)
   t0 = lo if start is None else jnp.clip(start, lo, hi)
@@ -110,23 +121,30 @@ def _first_state(row_sum: RowSum, family: Family, lo: jax.Array,
   # The largest entry has mass > 0 anywhere in the bracket, so a zero sum
   # means a row with no finite entry (all -inf or masked); NaN rows stay NaN.
   done = (total0 == 0) | jnp.isnan(total0)
-  conv = ((jnp.abs(total0 - 1.0) <= tol)
-          | (hi - lo <= resolution * jnp.maximum(1.0, lo)))
+  conv = (jnp.abs(total0 - 1.0) <= tol) | (
+    hi - lo <= resolution * jnp.maximum(1.0, lo)
+  )
   h0 = family.linearized(jnp.where(done, 1.0, total0))
   # Second point: just above the first (a finite-difference Newton step);
   # α > 2: mid-bracket.
-  t1 = jnp.where(family.convex,
-                 jnp.minimum(t0 + (hi - lo) * (1.0 / 1024), hi),
-                 0.5 * (lo + hi))
+  t1 = jnp.where(
+    family.convex,
+    jnp.minimum(t0 + (hi - lo) * (1.0 / 1024), hi),
+    0.5 * (lo + hi),
+  )
   # With a single step allowed the only evaluated point is the start.
   t = t0 if n_iter <= 1 else jnp.where(done | conv, t0, t1)
   return _State(jnp.asarray(1), t, t0, h0, lo, hi, total0, done | conv)
 
 
-def find_threshold(row_sum: RowSum, family: Family, lo: jax.Array,
-                   hi: jax.Array, n_iter: int,
-                   start: jax.Array | None = None
-                   ) -> tuple[jax.Array, jax.Array]:
+def find_threshold(
+  row_sum: RowSum,
+  family: Family,
+  lo: jax.Array,
+  hi: jax.Array,
+  n_iter: int,
+  start: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
   """Safeguarded secant iteration for the threshold of each row.
 
   Args:
@@ -163,13 +181,18 @@ def find_threshold(row_sum: RowSum, family: Family, lo: jax.Array,
     t_next, h, lo, hi, conv = _secant_step(state, total_t, family)
     conv = conv | (state.step + 1 >= n_iter)
     newly = conv & ~state.done
-    return _State(step=state.step + 1,
-                  t=jnp.where(state.done | conv, state.t, t_next),
-                  t_prev=state.t, h_prev=h, lo=lo, hi=hi,
-                  # Keep the sum at the final iterate: dividing by it
-                  # normalises exactly.
-                  total=jnp.where(newly, total_t, state.total),
-                  done=state.done | conv)
+    return _State(
+      step=state.step + 1,
+      t=jnp.where(state.done | conv, state.t, t_next),
+      t_prev=state.t,
+      h_prev=h,
+      lo=lo,
+      hi=hi,
+      # Keep the sum at the final iterate: dividing by it
+      # normalises exactly.
+      total=jnp.where(newly, total_t, state.total),
+      done=state.done | conv,
+    )
 
   state = lax.while_loop(cond, body, state)
   return state.t, state.total
@@ -206,8 +229,9 @@ _BLOCK = 16
 _MIN_WARM = 256
 
 
-def _warm_start(z: jax.Array, family: Family, rows: Rows, n_iter: int
-                ) -> jax.Array | None:
+def _warm_start(
+  z: jax.Array, family: Family, rows: Rows, n_iter: int
+) -> jax.Array | None:
   """A first iterate: the threshold of the row's block maxima (or None).
 
   Keeping only the largest entry of each block of ``_BLOCK`` can only lower
@@ -222,17 +246,18 @@ def _warm_start(z: jax.Array, family: Family, rows: Rows, n_iter: int
   """
   if len(rows.axes) != 1 or n_iter <= 1 or family.bisects:
     return None
-  a, = rows.axes
+  (a,) = rows.axes
   n = z.shape[a]
   if n < _MIN_WARM or n % _BLOCK:
     return None
-  blocks = z.reshape(z.shape[:a] + (n // _BLOCK, _BLOCK) + z.shape[a + 1:])
+  blocks = z.reshape(z.shape[:a] + (n // _BLOCK, _BLOCK) + z.shape[a + 1 :])
   t_blocks, _ = _solve_rows(jnp.max(blocks, axis=a + 1), family, rows, n_iter)
   return t_blocks
 
 
-def _solve_rows(z: jax.Array, family: Family, rows: Rows, n_iter: int
-                ) -> tuple[jax.Array, jax.Array]:
+def _solve_rows(
+  z: jax.Array, family: Family, rows: Rows, n_iter: int
+) -> tuple[jax.Array, jax.Array]:
   """:func:`find_threshold` over rows in memory, with a warm start."""
   shape = tuple(1 if i in rows.axes else n for i, n in enumerate(z.shape))
   family = family.rowwise(shape, z.dtype)
@@ -250,13 +275,15 @@ def _solve_rows(z: jax.Array, family: Family, rows: Rows, n_iter: int
     # while_loop carry must keep its type).
     mean = start * 0 - jnp.inf
   lo, hi = family.bracket(rows.size(z), mean)
-  return find_threshold(lambda t: rows.sum(family.map(z, t), k), family,
-                        lo, hi, n_iter, start)
+  return find_threshold(
+    lambda t: rows.sum(family.map(z, t), k), family, lo, hi, n_iter, start
+  )
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _threshold(z: jax.Array, family: Family, rows: Rows, n_iter: int
-               ) -> tuple[jax.Array, jax.Array]:
+def _threshold(
+  z: jax.Array, family: Family, rows: Rows, n_iter: int
+) -> tuple[jax.Array, jax.Array]:
   return _solve_rows(z, family, rows, n_iter)
 
 
@@ -275,8 +302,9 @@ def _threshold_jvp(rows, n_iter, primals, tangents):
   return (t, total), (dt, jnp.zeros_like(total))
 
 
-def threshold(z: jax.Array, family: Family, rows: Rows, n_iter: int | None
-              ) -> tuple[jax.Array, jax.Array]:
+def threshold(
+  z: jax.Array, family: Family, rows: Rows, n_iter: int | None
+) -> tuple[jax.Array, jax.Array]:
   """``(t, total)`` for rows ``z`` in memory whose maximum is 0 (or NaN).
 
   Differentiable (a ``custom_jvp``) in ``z`` and in an array ε.

@@ -38,40 +38,53 @@ from softjax._dense import softmax
 Normalizer = Callable[..., jax.Array]
 
 
-def _weights(query, key, bias, mask, *, normalizer, einsum, is_causal,
-             force_fp32, module, dropout_rng, dropout_rate, broadcast_dropout,
-             deterministic):
+def _weights(
+  query,
+  key,
+  bias,
+  mask,
+  *,
+  normalizer,
+  einsum,
+  is_causal,
+  force_fp32,
+  module,
+  dropout_rng,
+  dropout_rate,
+  broadcast_dropout,
+  deterministic,
+):
   """Promoted, checked query and key to (dropped-out) attention weights."""
   scores = steps.scores(query, key, bias, einsum)
   where = steps.where_mask(mask, is_causal, scores.shape)
-  weights = steps.normalise(normalizer, scores, where, query.dtype,
-                            force_fp32)
+  weights = steps.normalise(normalizer, scores, where, query.dtype, force_fp32)
   if module is not None:
     steps.sow(module, weights)
-  return steps.dropout(weights, dropout_rng, dropout_rate, broadcast_dropout,
-                       deterministic)
+  return steps.dropout(
+    weights, dropout_rng, dropout_rate, broadcast_dropout, deterministic
+  )
 
 
 @_docs.shared
 def dot_product_attention_weights(
-    query: jax.Array,
-    key: jax.Array,
-    bias: jax.Array | None = None,
-    mask: jax.Array | None = None,
-    *,
-    normalizer: Normalizer = softmax,
-    broadcast_dropout: bool = True,
-    dropout_rng: jax.Array | None = None,
-    dropout_rate: float = 0.0,
-    deterministic: bool = False,
-    dtype: Any = None,
-    precision: Any = None,
-    module: Any = None,
-    force_fp32_for_softmax: bool = False,
-    einsum_dot_general: Callable[..., jax.Array] | None = None,
-    einsum: Callable[..., jax.Array] | None = None,
-    promote_dtype: Callable[..., Any] | None = None,
-    is_causal: bool = False,
+  query: jax.Array,
+  key: jax.Array,
+  bias: jax.Array | None = None,
+  mask: jax.Array | None = None,
+  *,
+  normalizer: Normalizer = softmax,
+  broadcast_dropout: bool = True,
+  dropout_rng: jax.Array | None = None,
+  dropout_rate: float = 0.0,
+  deterministic: bool = False,
+  dtype: Any = None,
+  precision: Any = None,
+  module: Any = None,
+  force_fp32_for_softmax: bool = False,
+  einsum_dot_general: Callable[..., jax.Array] | None = None,
+  einsum: Callable[..., jax.Array] | None = None,
+  promote_dtype: Callable[..., Any] | None = None,
+  is_causal: bool = False,
 ) -> jax.Array:
   r"""Attention weights ``normalizer(q·k / sqrt(depth) + bias, where=mask)``.
 
@@ -147,36 +160,45 @@ def dot_product_attention_weights(
   einsum = steps.einsum_for(einsum, precision, einsum_dot_general, "einsum")
   query, key = steps.promote((query, key), dtype, promote_dtype)
   steps.check_shapes(query, key)
-  return _weights(query, key, bias, mask, normalizer=normalizer,
-                  einsum=einsum, is_causal=is_causal,
-                  force_fp32=force_fp32_for_softmax, module=module,
-                  dropout_rng=dropout_rng, dropout_rate=dropout_rate,
-                  broadcast_dropout=broadcast_dropout,
-                  deterministic=deterministic)
+  return _weights(
+    query,
+    key,
+    bias,
+    mask,
+    normalizer=normalizer,
+    einsum=einsum,
+    is_causal=is_causal,
+    force_fp32=force_fp32_for_softmax,
+    module=module,
+    dropout_rng=dropout_rng,
+    dropout_rate=dropout_rate,
+    broadcast_dropout=broadcast_dropout,
+    deterministic=deterministic,
+  )
 
 
 @_docs.shared
 def dot_product_attention(
-    query: jax.Array,
-    key: jax.Array,
-    value: jax.Array,
-    bias: jax.Array | None = None,
-    mask: jax.Array | None = None,
-    *,
-    normalizer: Normalizer = softmax,
-    broadcast_dropout: bool = True,
-    dropout_rng: jax.Array | None = None,
-    dropout_rate: float = 0.0,
-    deterministic: bool = False,
-    dtype: Any = None,
-    precision: Any = None,
-    module: Any = None,
-    force_fp32_for_softmax: bool = False,
-    einsum_dot_general: Callable[..., jax.Array] | None = None,
-    qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
-    attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
-    promote_dtype: Callable[..., Any] | None = None,
-    is_causal: bool = False,
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  bias: jax.Array | None = None,
+  mask: jax.Array | None = None,
+  *,
+  normalizer: Normalizer = softmax,
+  broadcast_dropout: bool = True,
+  dropout_rng: jax.Array | None = None,
+  dropout_rate: float = 0.0,
+  deterministic: bool = False,
+  dtype: Any = None,
+  precision: Any = None,
+  module: Any = None,
+  force_fp32_for_softmax: bool = False,
+  einsum_dot_general: Callable[..., jax.Array] | None = None,
+  qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
+  attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
+  promote_dtype: Callable[..., Any] | None = None,
+  is_causal: bool = False,
 ) -> jax.Array:
   r"""Dot-product attention with a chosen normaliser; a drop-in for Flax's.
 
@@ -250,19 +272,31 @@ def dot_product_attention(
   steps.check_normalizer(normalizer)
   if (qk_attn_weights_einsum is None) != (attn_weights_value_einsum is None):
     raise ValueError(
-        "`qk_attn_weights_einsum` and `attn_weights_value_einsum` must be "
-        "given together.")
+      "`qk_attn_weights_einsum` and `attn_weights_value_einsum` must be "
+      "given together."
+    )
   names = ("qk_attn_weights_einsum", "attn_weights_value_einsum")
-  qk_einsum = steps.einsum_for(qk_attn_weights_einsum, precision,
-                               einsum_dot_general, *names)
-  wv_einsum = steps.einsum_for(attn_weights_value_einsum, precision,
-                               einsum_dot_general, *names)
+  qk_einsum = steps.einsum_for(
+    qk_attn_weights_einsum, precision, einsum_dot_general, *names
+  )
+  wv_einsum = steps.einsum_for(
+    attn_weights_value_einsum, precision, einsum_dot_general, *names
+  )
   query, key, value = steps.promote((query, key, value), dtype, promote_dtype)
   steps.check_shapes(query, key, value)
-  weights = _weights(query, key, bias, mask, normalizer=normalizer,
-                     einsum=qk_einsum, is_causal=is_causal,
-                     force_fp32=force_fp32_for_softmax, module=module,
-                     dropout_rng=dropout_rng, dropout_rate=dropout_rate,
-                     broadcast_dropout=broadcast_dropout,
-                     deterministic=deterministic)
+  weights = _weights(
+    query,
+    key,
+    bias,
+    mask,
+    normalizer=normalizer,
+    einsum=qk_einsum,
+    is_causal=is_causal,
+    force_fp32=force_fp32_for_softmax,
+    module=module,
+    dropout_rng=dropout_rng,
+    dropout_rate=dropout_rate,
+    broadcast_dropout=broadcast_dropout,
+    deterministic=deterministic,
+  )
   return steps.weighted_values(weights, value, wv_einsum)

@@ -35,16 +35,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax.experimental import checkify
+import jax.numpy as jnp
 
 from softjax import _docs
 
 __all__ = [
-    "check_alpha",
-    "check_labels",
-    "check_scores",
-    "check_temperature",
+  "check_alpha",
+  "check_labels",
+  "check_scores",
+  "check_temperature",
 ]
 
 
@@ -56,10 +56,13 @@ def _first(values: jax.Array, bad: jax.Array) -> jax.Array:
 
 def _as_array(value: Any, name: str) -> jax.Array:
   value = jnp.asarray(value)
-  if not (jnp.issubdtype(value.dtype, jnp.floating)
-          or jnp.issubdtype(value.dtype, jnp.integer)):
-    raise TypeError(f"`{name}` must be a real number or array, got dtype "
-                    f"{value.dtype}.")
+  if not (
+    jnp.issubdtype(value.dtype, jnp.floating)
+    or jnp.issubdtype(value.dtype, jnp.integer)
+  ):
+    raise TypeError(
+      f"`{name}` must be a real number or array, got dtype {value.dtype}."
+    )
   return value
 
 
@@ -108,9 +111,12 @@ def check_alpha(alpha: Any) -> Any:
   if a.size == 0:
     return alpha
   bad = ~((a >= 1) & jnp.isfinite(a))
-  checkify.check(~jnp.any(bad),
-                 "softjax: `alpha` must be finite and >= 1, got {} (1 is "
-                 "softmax, 2 is sparsemax).", _first(a, bad))
+  checkify.check(
+    ~jnp.any(bad),
+    "softjax: `alpha` must be finite and >= 1, got {} (1 is "
+    "softmax, 2 is sparsemax).",
+    _first(a, bad),
+  )
   return alpha
 
 
@@ -150,9 +156,11 @@ def check_temperature(temperature: Any) -> Any:
   if t.size == 0:
     return temperature
   bad = ~((t > 0) & jnp.isfinite(t))
-  checkify.check(~jnp.any(bad),
-                 "softjax: `temperature` must be finite and > 0, got {}.",
-                 _first(t, bad))
+  checkify.check(
+    ~jnp.any(bad),
+    "softjax: `temperature` must be finite and > 0, got {}.",
+    _first(t, bad),
+  )
   return temperature
 
 
@@ -193,9 +201,11 @@ def check_scores(x: Any) -> Any:
   if v.size == 0 or not jnp.issubdtype(v.dtype, jnp.floating):
     return x
   count = jnp.sum(jnp.isnan(v))
-  checkify.check(count == 0,
-                 "softjax: the scores hold {} NaN value(s); a NaN makes its "
-                 "row NaN.", count)
+  checkify.check(
+    count == 0,
+    "softjax: the scores hold {} NaN value(s); a NaN makes its row NaN.",
+    count,
+  )
   return x
 
 
@@ -237,12 +247,13 @@ def check_labels(labels: Any, num_classes: int) -> Any:
   """
   y = jnp.asarray(labels)
   if not jnp.issubdtype(y.dtype, jnp.integer):
-    raise TypeError(
-        f"`labels` must be integer class ids, got dtype {y.dtype}.")
+    raise TypeError(f"`labels` must be integer class ids, got dtype {y.dtype}.")
   if y.size == 0:
     return labels
   bad = (y < 0) | (y >= num_classes)
-  checkify.check(~jnp.any(bad),
-                 f"softjax: `labels` must be class ids in [0, {num_classes}), "
-                 "got {}.", _first(y, bad))
+  checkify.check(
+    ~jnp.any(bad),
+    f"softjax: `labels` must be class ids in [0, {num_classes}), got {{}}.",
+    _first(y, bad),
+  )
   return labels

@@ -63,18 +63,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax import _docs
 from softjax import _checks
 from softjax import _core
 from softjax import _dense
+from softjax import _docs
 from softjax import _sparse
 from softjax._family import Family
 
 __all__ = [
-    "entmax15_loss",
-    "entmax_loss",
-    "softmax_loss",
-    "sparsemax_loss",
+  "entmax15_loss",
+  "entmax_loss",
+  "softmax_loss",
+  "sparsemax_loss",
 ]
 
 
@@ -108,8 +108,9 @@ def _entmax_terms(x, y, live, row_live, family, rows):
   # tie at the maximum (centred 0) and the others fall infinitely far below.
   posinf = shift == jnp.inf
   shift = jnp.where(row_live & ~posinf, shift, zero)
-  centred = jnp.where(posinf, jnp.where(x == jnp.inf, zero, -jnp.inf),
-                      x - shift)
+  centred = jnp.where(
+    posinf, jnp.where(x == jnp.inf, zero, -jnp.inf), x - shift
+  )
   centred = jnp.where(live, centred, zero)
   # Where p = y the term is 0 even if x - max overflowed to -inf (scores of
   # opposite sign near the dtype's limits) or the row holds +inf.
@@ -156,8 +157,9 @@ def _fy_loss_bwd(rows, soft, res, g):
     # Envelope theorem: p maximises <p, z> + H_α(p), so only the explicit
     # dependence of H_α on α remains. This shard's part of the row sum;
     # param_cotangent adds up the shards.
-    per_row = rows.local_sum(family.entropy_alpha_derivative(p)
-                             - family.entropy_alpha_derivative(y))
+    per_row = rows.local_sum(
+      family.entropy_alpha_derivative(p) - family.entropy_alpha_derivative(y)
+    )
     d_family = Family(_core.param_cotangent(g * per_row, family.eps))
   return dx, dy, d_family
 
@@ -186,7 +188,7 @@ def _run(logits, labels, alpha, axis, where, axis_name):
   offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_local
   if where is None:
     live = None
-  elif _checks.is_concrete(where):   # NumPy keeps it concrete under jit
+  elif _checks.is_concrete(where):  # NumPy keeps it concrete under jit
     live = np.broadcast_to(np.asarray(where), x.shape)
   else:
     live = jnp.broadcast_to(where, x.shape)
@@ -205,8 +207,14 @@ def _run(logits, labels, alpha, axis, where, axis_name):
 
 
 @_docs.shared
-def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                 where: Any = None, axis_name: Any = None) -> jax.Array:
+def softmax_loss(
+  logits: Any,
+  labels: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Softmax (cross-entropy) loss: the Fenchel-Young loss of softmax.
 
   .. math::
@@ -253,8 +261,14 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
 
 
 @_docs.shared
-def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                   where: Any = None, axis_name: Any = None) -> jax.Array:
+def sparsemax_loss(
+  logits: Any,
+  labels: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Sparsemax loss: the Fenchel-Young loss of :func:`softjax.sparsemax`.
 
   .. math::
@@ -298,8 +312,14 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
 
 
 @_docs.shared
-def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                  where: Any = None, axis_name: Any = None) -> jax.Array:
+def entmax15_loss(
+  logits: Any,
+  labels: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""1.5-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax15`.
 
   .. math::
@@ -342,9 +362,15 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
 
 
 @_docs.shared
-def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
-                axis: _checks.Axis = -1, *, where: Any = None,
-                axis_name: Any = None) -> jax.Array:
+def entmax_loss(
+  logits: Any,
+  labels: Any,
+  alpha: float | jax.Array = 1.5,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""α-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax`.
 
   .. math::

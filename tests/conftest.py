@@ -8,11 +8,14 @@ import os
 
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+  os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " " + _FLAG
+  ).strip()
 
+from hypothesis import HealthCheck  # noqa: E402
+from hypothesis import settings  # noqa: E402
 import jax  # noqa: E402  (must come after XLA_FLAGS is set)
 import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
 
 # Property-based tests (tests/test_properties.py): deterministic in CI (the
 # same examples every run, no flaky failures) and no per-example deadline
@@ -20,11 +23,19 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 # examples is set per test; SOFTJAX_HYPOTHESIS_SCALE multiplies it, and
 # HYPOTHESIS_PROFILE=explore draws fresh random examples each run.
 settings.register_profile(
-    "ci", deadline=None, derandomize=True, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+  "ci",
+  deadline=None,
+  derandomize=True,
+  print_blob=True,
+  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile(
-    "explore", deadline=None, derandomize=False, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+  "explore",
+  deadline=None,
+  derandomize=False,
+  print_blob=True,
+  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -23,15 +23,24 @@ def _code_lines(source: str, node: ast.AST) -> int:
   """Lines of ``node`` holding code: no docstring, comment or blank line."""
   skip = set()
   body = getattr(node, "body", [])
-  if (body and isinstance(body[0], ast.Expr)
-      and isinstance(body[0].value, ast.Constant)
-      and isinstance(body[0].value.value, str)):
+  if (
+    body
+    and isinstance(body[0], ast.Expr)
+    and isinstance(body[0].value, ast.Constant)
+    and isinstance(body[0].value.value, str)
+  ):
     skip.update(range(body[0].lineno, body[0].end_lineno + 1))
   code = set()
   tokens = tokenize.generate_tokens(io.StringIO(source).readline)
   for tok in tokens:
-    if tok.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
-                    tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER):
+    if tok.type in (
+      tokenize.COMMENT,
+      tokenize.NL,
+      tokenize.NEWLINE,
+      tokenize.INDENT,
+      tokenize.DEDENT,
+      tokenize.ENDMARKER,
+    ):
       continue
     for line in range(tok.start[0], tok.end[0] + 1):
       if node.lineno <= line <= node.end_lineno:
@@ -48,16 +57,18 @@ def _functions(path: pathlib.Path):
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
 def test_no_function_over_sixty_lines_of_code(path):
-  long = {f"{node.name} (line {node.lineno})": n
-          for node, source in _functions(path)
-          if (n := _code_lines(source, node)) > MAX_LINES}
+  long = {
+    f"{node.name} (line {node.lineno})": n
+    for node, source in _functions(path)
+    if (n := _code_lines(source, node)) > MAX_LINES
+  }
   assert not long, f"{path.name}: functions over {MAX_LINES} lines: {long}"
 
 
 def _private_uses(path: pathlib.Path) -> list[str]:
   """``module._name`` and ``from module import _name`` across softjax."""
   tree = ast.parse(path.read_text(encoding="utf-8"))
-  modules = {}   # local alias -> softjax module name
+  modules = {}  # local alias -> softjax module name
   found = []
   for node in ast.walk(tree):
     if isinstance(node, ast.ImportFrom) and node.module:
@@ -69,9 +80,13 @@ def _private_uses(path: pathlib.Path) -> list[str]:
           elif alias.name.startswith("_"):
             found.append(f"from {node.module} import {alias.name}")
   for node in ast.walk(tree):
-    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-        and node.value.id in modules and node.attr.startswith("_")
-        and not node.attr.startswith("__")):
+    if (
+      isinstance(node, ast.Attribute)
+      and isinstance(node.value, ast.Name)
+      and node.value.id in modules
+      and node.attr.startswith("_")
+      and not node.attr.startswith("__")
+    ):
       found.append(f"{node.value.id}.{node.attr} (line {node.lineno})")
   return found
 
@@ -84,11 +99,16 @@ def test_modules_use_only_each_others_public_names(path):
 def test_the_checks_find_what_they_look_for(tmp_path):
   long_body = "\n".join(f"  x{i} = {i}" for i in range(MAX_LINES + 1))
   source = f'def f():\n  """Doc."""\n  # why\n\n{long_body}\n'
-  (node,) = [n for n in ast.walk(ast.parse(source))
-             if isinstance(n, ast.FunctionDef)]
-  assert _code_lines(source, node) == MAX_LINES + 2   # def line + body
+  (node,) = [
+    n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.FunctionDef)
+  ]
+  assert _code_lines(source, node) == MAX_LINES + 2  # def line + body
   bad = tmp_path / "bad.py"
-  bad.write_text("from softjax import _core\nfrom softjax._core import _x\n"
-                 "y = _core._secret(1)\n")
-  assert _private_uses(bad) == ["from softjax._core import _x",
-                                "_core._secret (line 3)"]
+  bad.write_text(
+    "from softjax import _core\nfrom softjax._core import _x\n"
+    "y = _core._secret(1)\n"
+  )
+  assert _private_uses(bad) == [
+    "from softjax._core import _x",
+    "_core._secret (line 3)",
+  ]
