@@ -1,7 +1,8 @@
 """A normalised axis split across devices: shard_map, pmap and sharded jit.
 
 The reference is always the same function on the whole, unsharded array.
-Runs on the 8 simulated CPU devices of conftest.py (or on real devices).
+Runs on the 8 simulated CPU devices of conftest.py, or on 8 accelerators
+when the machine has them (see tests/_devices.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import softjax
+import _devices
 
+DEVICES = _devices.several(8)
 pytestmark = pytest.mark.skipif(
-    jax.device_count() < 8, reason="needs 8 devices (see tests/conftest.py)")
+    len(DEVICES) < 8, reason="needs 8 devices (see tests/conftest.py)")
 
 ROWS, D = 4, 48   # 2 x 4 mesh: 2 rows and 12 classes per device
 
@@ -49,7 +52,8 @@ def _inputs(dtype=jnp.float32):
 
 
 def _mesh(axis_types=AxisType.Explicit):
-  return jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_types,) * 2)
+  return jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_types,) * 2,
+                       devices=DEVICES[:8])
 
 
 def _put(mesh, value, spec):
@@ -173,7 +177,8 @@ def test_pmap_class_axis_split_over_mapped_axis():
     def sharded(x, a, t, f=f):
       per_device = jax.pmap(
           functools.partial(_objective, f, axis_name="i"), axis_name="i",
-          in_axes=(0, None, None, 0))(split(x), a, t, split(w))
+          in_axes=(0, None, None, 0), devices=DEVICES[:n_dev])(
+              split(x), a, t, split(w))
       return per_device.sum()
 
     def reference(x, a, t, f=f):
