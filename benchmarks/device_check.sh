@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite and the benchmarks on a GPU, in one command of at most 8 min.
 #
-#   bash benchmarks/device_check.sh [--dry-run] [--write-docs] [OUT_DIR]
+#   bash benchmarks/device_check.sh [--dry-run] [--write-docs]
+#                                   [--only STAGE,...] [OUT_DIR]
 #
 # Run it from the repository root with the machine's own python3 (PYTHON=...
 # picks another); it installs nothing. OUT_DIR (else $SOFTJAX_DEVICE_OUT,
@@ -26,6 +27,9 @@
 # gets whatever time is left; if it is cut short, tests.txt still lists each
 # test that finished (pytest -v).
 #
+# --only dense,sparse,steps,tests runs those stages (and env, always): a
+# second call can give the suite the whole time budget, for instance.
+#
 # --write-docs copies gpu.md to docs/benchmarks/gpu.md when JAX found an
 # accelerator (the env stage passed), even if a test failed: the page says.
 #
@@ -44,17 +48,30 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-python3}"
 
+COMMAND="bash benchmarks/device_check.sh $*"
 DRY=0
 WRITE_DOCS=0
+ONLY=""
 OUT="${SOFTJAX_DEVICE_OUT:-${TMPDIR:-/tmp}/softjax-device-check}"
-for arg in "$@"; do
-  case "$arg" in
+while [[ $# -gt 0 ]]; do
+  case "$1" in
     --dry-run) DRY=1 ;;
     --write-docs) WRITE_DOCS=1 ;;
+    --only)
+      ONLY="${2:-}"
+      for stage in ${ONLY//,/ } ""; do
+        case "$stage" in
+          dense|sparse|steps|tests) ;;
+          "") [[ -n "$ONLY" ]] && continue ;&
+          *) echo "--only takes some of dense,sparse,steps,tests" >&2; exit 2 ;;
+        esac
+      done
+      shift ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
-    -*) echo "unknown option $arg (see --help)" >&2; exit 2 ;;
-    *) OUT="$arg" ;;
+    -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) OUT="$1" ;;
   esac
+  shift
 done
 mkdir -p "$OUT" || exit 2
 OUT="$(cd "$OUT" && pwd)"   # before the cd below: OUT may be relative
@@ -66,7 +83,6 @@ rm -f "$OUT"/{tests.txt,gpu.md}
 export PYTHONUNBUFFERED=1
 BUDGET="${SOFTJAX_DEVICE_BUDGET_S:-470}"
 WORKERS="${SOFTJAX_TEST_WORKERS:-12}"
-COMMAND="bash benchmarks/device_check.sh $*"
 
 # Everything printed also goes to the log.
 exec > >(tee "$OUT/device_check.log") 2>&1
@@ -88,6 +104,9 @@ fi
 STAGES=()
 FAILED=0
 ACCELERATOR=0
+wanted() {  # wanted STAGE: true unless --only leaves it out.
+  [[ -z "$ONLY" || ",$ONLY," == *",$1,"* ]]
+}
 run_stage() {  # run_stage NAME LIMIT_S COMMAND...: runs it, records outcome.
   local name="$1" limit="$2" start=$SECONDS rc=0 outcome
   shift 2
@@ -124,33 +143,47 @@ if command -v nvidia-smi > /dev/null; then
 fi
 
 if [[ "$DRY" -eq 1 ]]; then
+  # Tiny shapes, one repeat: every code path, in seconds.
   run_stage env 60 "$PY" benchmarks/device_report.py env --out "$OUT/env.md"
-  run_stage dense 60 "$PY" benchmarks/bench.py --suite dense --quick \
-    --repeats 1 --shapes 8x256 --extra-shapes 4x512 --out "$OUT"
-  run_stage sparse 60 "$PY" benchmarks/bench.py --suite sparse --quick \
-    --repeats 1 --shapes 8x256 --out "$OUT"
-  run_stage "solver steps" 60 "$PY" benchmarks/solver_steps.py --quick \
-    --repeats 1 --shapes 8x512 --alphas 2,3 --out "$OUT"
-  run_stage "tests (collect only)" 60 "${PYTEST[@]}" --collect-only -q
+  DENSE=(--quick --repeats 1 --shapes 8x256 --extra-shapes 4x512)
+  SPARSE=(--quick --repeats 1 --shapes 8x256)
+  STEPS=(--quick --repeats 1 --shapes 8x512 --alphas 2,3)
+  TESTS=(--collect-only -q)
+  LIMITS=(60 60 60 60)
 else
   run_stage env 45 "$PY" benchmarks/device_report.py env \
     --expect-accelerator --out "$OUT/env.md"
   ACCELERATOR=$(( FAILED == 0 ))
-  run_stage dense 90 "$PY" benchmarks/bench.py --suite dense \
-    --extra-shapes 32768x512 --out "$OUT"
-  run_stage sparse 150 "$PY" benchmarks/bench.py --suite sparse \
-    --extra-shapes 32768x512 --out "$OUT"
-  run_stage "solver steps" 90 "$PY" benchmarks/solver_steps.py --out "$OUT"
-  left=$((BUDGET - SECONDS - 30))
-  if [[ "$left" -lt 60 ]]; then left=60; fi
+  DENSE=(--extra-shapes 32768x512)
+  SPARSE=(--extra-shapes 32768x512)
+  STEPS=()
+  TESTS=(-n "$WORKERS" -v --durations=20)
+  LIMITS=(90 150 90)
   # Several workers share one GPU: each allocates on demand instead of
   # reserving 75% of the memory (tests/conftest.py sets this too).
   export XLA_PYTHON_CLIENT_PREALLOCATE=false
-  run_stage tests "$left" "${PYTEST[@]}" -n "$WORKERS" -v --durations=20
 fi
-# Failures, and skips for any reason but a missing optional package.
-run_stage "test log" 20 "$PY" benchmarks/device_report.py tests \
-  "$OUT/tests.txt"
+if wanted dense; then
+  run_stage dense "${LIMITS[0]}" "$PY" benchmarks/bench.py --suite dense \
+    "${DENSE[@]}" --out "$OUT"
+fi
+if wanted sparse; then
+  run_stage sparse "${LIMITS[1]}" "$PY" benchmarks/bench.py --suite sparse \
+    "${SPARSE[@]}" --out "$OUT"
+fi
+if wanted steps; then
+  run_stage "solver steps" "${LIMITS[2]}" "$PY" benchmarks/solver_steps.py \
+    "${STEPS[@]}" --out "$OUT"
+fi
+if wanted tests; then
+  # The suite gets what is left of the budget (the dry run: 60 s).
+  left="${LIMITS[3]:-$((BUDGET - SECONDS - 30))}"
+  if [[ "$left" -lt 60 ]]; then left=60; fi
+  run_stage tests "$left" "${PYTEST[@]}" "${TESTS[@]}"
+  # Failures, and skips for any reason but a missing optional package.
+  run_stage "test log" 20 "$PY" benchmarks/device_report.py tests \
+    "$OUT/tests.txt"
+fi
 
 echo
 echo "::: report"

@@ -98,7 +98,7 @@ def environment() -> tuple[list[str], bool]:
       f"- default backend: {jax.default_backend()}",
       f"- jax.devices(): {devices}",
       f"- device kind: {devices[0].device_kind}",
-      f"- host (cpu) devices: {host}",
+      f"- host (cpu) devices: {host} (the test suite asks for 8)",
   ]
   stats = getattr(devices[0], "memory_stats", lambda: None)()
   if stats and "bytes_limit" in stats:

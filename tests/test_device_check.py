@@ -54,8 +54,8 @@ def test_dry_run_passes_and_writes_every_file(dry_run) -> None:
   assert proc.returncode == 0, proc.stdout + proc.stderr
   assert {p.name for p in out.iterdir()} == FILES
   log = (out / "device_check.log").read_text()
-  for stage in ("env", "dense", "sparse", "solver steps",
-                "tests (collect only)", "test log"):
+  for stage in ("env", "dense", "sparse", "solver steps", "tests",
+                "test log"):
     assert f"::: {stage}: ok" in log, log
   assert log.rstrip().endswith("::: device check passed"), log[-2000:]
   assert "docs/benchmarks/gpu.md left alone" in log
@@ -89,7 +89,7 @@ def test_dry_run_report_page(dry_run) -> None:
   _, out = dry_run
   page = (out / "gpu.md").read_text()
   assert page.startswith("# softjax device check: DRY RUN")
-  assert "| dense | ok |" in page and "| tests (collect only) | ok |" in page
+  assert "| dense | ok |" in page and "| tests | ok |" in page
   # The parts follow, their headings one level down.
   for heading in ("## Environment", "## softjax dense benchmarks",
                   "## softjax sparse benchmarks",
@@ -108,9 +108,22 @@ def test_failed_stages_do_not_stop_the_run(tmp_path: pathlib.Path) -> None:
   assert "::: device check FAILED" in log
 
 
-def test_unknown_option_is_an_error(tmp_path: pathlib.Path) -> None:
-  proc = _run("--gpu", str(tmp_path), timeout=30)
-  assert proc.returncode == 2 and "unknown option --gpu" in proc.stderr
+def test_only_runs_the_stages_named(tmp_path: pathlib.Path) -> None:
+  proc = _run("--only", "dense,tests", str(tmp_path), python="false",
+              timeout=60)
+  assert proc.returncode == 1
+  log = (tmp_path / "device_check.log").read_text()
+  stages = [line.split(":")[3].strip() for line in log.splitlines()
+            if line.startswith("::: ") and ": FAILED" in line]
+  assert stages == ["env", "dense", "tests", "test log"], log
+
+
+@pytest.mark.parametrize("args", [("--gpu",), ("--only", "dense,gpu"),
+                                  ("--only", ""), ("--only",)])
+def test_bad_options_are_errors(tmp_path: pathlib.Path, args) -> None:
+  proc = _run(*args, str(tmp_path), timeout=30)
+  assert proc.returncode == 2, proc.stderr
+  assert "unknown option" in proc.stderr or "--only takes" in proc.stderr
 
 
 LOG = "\n".join([
