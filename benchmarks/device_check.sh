@@ -19,8 +19,8 @@
 # Stages, each under its own time limit; a stage that fails or times out
 # does not stop the next ones, and the script exits 1 if any failed:
 #   env (45 s) -> dense (90 s) -> sparse (150 s) -> solver steps (90 s)
-#   -> tests (what is left of SOFTJAX_DEVICE_BUDGET_S, default 470 s, but
-#   at least 60 s) -> test log check -> report (30 s)
+#   -> tests (what is left of SOFTJAX_DEVICE_BUDGET_S, default 460 s, but
+#   at least 60 s) -> test log check (15 s) -> report (20 s)
 # The benchmarks come first: their numbers can only be had on the GPU, their
 # time is bounded and predictable, and they then run on an idle device. The
 # suite's time on a GPU is the unknown (compilation is slower there), so it
@@ -81,8 +81,8 @@ rm -f "$OUT"/{device_check.log,env.md,dense.md,sparse.md,solver_steps.md}
 rm -f "$OUT"/{tests.txt,gpu.md}
 # Output reaches the log (and tests.txt) even from a stage killed by timeout.
 export PYTHONUNBUFFERED=1
-BUDGET="${SOFTJAX_DEVICE_BUDGET_S:-470}"
-WORKERS="${SOFTJAX_TEST_WORKERS:-12}"
+BUDGET="${SOFTJAX_DEVICE_BUDGET_S:-460}"
+WORKERS="${SOFTJAX_TEST_WORKERS:-14}"
 
 # Everything printed also goes to the log.
 exec > >(tee "$OUT/device_check.log") 2>&1
@@ -181,7 +181,7 @@ if wanted tests; then
   if [[ "$left" -lt 60 ]]; then left=60; fi
   run_stage tests "$left" "${PYTEST[@]}" "${TESTS[@]}"
   # Failures, and skips for any reason but a missing optional package.
-  run_stage "test log" 20 "$PY" benchmarks/device_report.py tests \
+  run_stage "test log" 15 "$PY" benchmarks/device_report.py tests \
     "$OUT/tests.txt"
 fi
 
@@ -191,7 +191,7 @@ stage_args=()
 for s in "${STAGES[@]}"; do stage_args+=(--stage "$s"); done
 dry_flag=()
 if [[ "$DRY" -eq 1 ]]; then dry_flag=(--dry-run); fi
-timeout 30 "$PY" benchmarks/device_report.py assemble --dir "$OUT" \
+timeout 20 "$PY" benchmarks/device_report.py assemble --dir "$OUT" \
   --command "$COMMAND" "${dry_flag[@]}" "${stage_args[@]}" || FAILED=1
 if [[ "$WRITE_DOCS" -eq 1 ]]; then
   if [[ "$ACCELERATOR" -ne 1 || ! -f "$OUT/gpu.md" ]]; then

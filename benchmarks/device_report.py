@@ -184,7 +184,7 @@ def assemble(folder: Path, stages: Sequence[str], command: str,
              dry_run: bool) -> str:
   """The one-page report (gpu.md) from the stage files in ``folder``."""
   title = ("# softjax on an accelerator" if not dry_run else
-           "# softjax device check: DRY RUN on the CPU (not GPU numbers)")
+           "# softjax device check: DRY RUN (tiny shapes, not benchmarks)")
   parts = [title, "", f"Command: `{command}`", "", "## Stages", "",
            "| stage | outcome | seconds |", "|---|---|---|"]
   for stage in stages:
