@@ -4,6 +4,7 @@ Usage::
 
   python benchmarks/bench.py [--suite dense|sparse|sharded|all] [--repeats N]
                              [--quick] [--out docs/benchmarks]
+                             [--shapes 64x128,...] [--extra-shapes 32768x512]
 
 Targets (fwd+bwd median time as a multiple of ``jax.nn.softmax``, or of
 ``jax.nn.log_softmax`` for the log_softmax rows, measured in the same run on
@@ -36,6 +37,11 @@ Suites:
 Results are printed as markdown and written to ``<out>/<suite>.md``.
 ``--quick`` (smoke test: 3 repeats, first shape only) prints but writes no
 file unless ``--out`` is given, so a smoke run never overwrites real numbers.
+``--shapes`` replaces the dense and sparse suites' shapes; ``--extra-shapes``
+adds to them (``benchmarks/device_check.sh`` adds an attention-sized one).
+
+On a GPU, JAX runs on it and the PyTorch rows run on it too (when PyTorch
+sees a GPU), each timed call ending with ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
@@ -92,6 +98,7 @@ MIN_REPEATS = 7
 MAX_REPEATS = 1000
 QUICK_REPEATS = 3
 
+TORCH_CPU = "(eager, CPU, `OMP_WAIT_POLICY=PASSIVE`)"
 METHOD = (
   "Every JAX function is wrapped in `jax.jit`. *fwd* times `f(x)`; "
   "*fwd+bwd* times one jitted function `lambda x, g: jax.vjp(f, x)[1](g)` "
@@ -114,10 +121,17 @@ METHOD = (
   "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
   "the last axis. In the sparse suite each candidate is timed in a pair "
   "with the baseline (interleaved), and its ratio is taken within that "
-  "pair; the baseline row shows the median of its pair medians. PyTorch rows "
-  "(eager, CPU, `OMP_WAIT_POLICY=PASSIVE`) time the call under "
+  "pair; the baseline row shows the median of its pair medians. PyTorch "
+  "rows "
+  f"{TORCH_CPU} time the call under "
   "`torch.no_grad()` for fwd and `out = f(x); out.backward(g)` on a "
   "`requires_grad` input for fwd+bwd."
+)
+
+# Where the PyTorch rows ran, as METHOD says it (see torch_device).
+TORCH_CUDA = (
+  "(eager, on the same GPU as JAX; each timed call ends with "
+  "`torch.cuda.synchronize()`)"
 )
 
 Thunk = Callable[[], Any]
@@ -202,13 +216,24 @@ def jax_candidate(
   )
 
 
+def torch_device(torch: Any) -> str:
+  """ "cuda" when JAX runs on a GPU that PyTorch also sees, else "cpu"."""
+  if jax.default_backend() == "gpu" and torch.cuda.is_available():
+    return "cuda"
+  return "cpu"
+
+
 def torch_candidate(
-  name: str, f: Callable[[Any], Any], x: np.ndarray, g: np.ndarray
+  name: str,
+  f: Callable[[Any], Any],
+  x: np.ndarray,
+  g: np.ndarray,
+  device: str = "cpu",
 ) -> Candidate:
   import torch  # pylint: disable=import-outside-toplevel
 
-  xt = torch.from_numpy(np.array(x))
-  gt = torch.from_numpy(np.array(g))
+  xt = torch.from_numpy(np.array(x)).to(device)
+  gt = torch.from_numpy(np.array(g)).to(device)
   xr = xt.clone().requires_grad_(True)
 
   def fwd():
@@ -221,8 +246,16 @@ def torch_candidate(
     f(xr).backward(gt)
     return xr.grad
 
-  # Eager CPU torch is synchronous: the call has finished when it returns.
-  return Candidate(name, fwd, fwd_bwd)
+  if device == "cpu":
+    # Eager CPU torch is synchronous: the call has finished when it returns.
+    return Candidate(name, fwd, fwd_bwd)
+  # On a GPU the call only queues kernels: wait for them, as JAX's thunks
+  # wait with block_until_ready.
+  return Candidate(
+    name,
+    lambda: (fwd(), torch.cuda.synchronize()),
+    lambda: (fwd_bwd(), torch.cuda.synchronize()),
+  )
 
 
 def warm_up(
@@ -518,7 +551,12 @@ def run_sparse(
   if torch_note:
     notes.append(torch_note)
   extra_env = [f"optax {optax.__version__}"]
-  if torch is not None:
+  device = "cpu" if torch is None else torch_device(torch)
+  if device == "cuda":
+    extra_env.append(
+      f"torch {torch.__version__} on {torch.cuda.get_device_name()}"
+    )
+  elif torch is not None:
     extra_env.append(
       f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
     )
@@ -571,13 +609,18 @@ def run_sparse(
     if torch is not None:
       xn, gn = np.asarray(x), np.asarray(g)
       cands += [
-        torch_candidate("torch entmax.sparsemax", entmax.sparsemax, xn, gn),
-        torch_candidate("torch entmax.entmax15", entmax.entmax15, xn, gn),
+        torch_candidate(
+          "torch entmax.sparsemax", entmax.sparsemax, xn, gn, device
+        ),
+        torch_candidate(
+          "torch entmax.entmax15", entmax.entmax15, xn, gn, device
+        ),
         torch_candidate(
           "torch entmax.entmax_bisect(alpha=1.3)",
           functools.partial(entmax.entmax_bisect, alpha=1.3),
           xn,
           gn,
+          device,
         ),
       ]
     # Each candidate is timed in a pair with the baseline, interleaved, and
@@ -626,11 +669,12 @@ def run_sparse(
     )
     sections.append(f"## {_shape(shape)}\n\n" + markdown_table(header, rows))
     print(f"  sparse {_shape(shape)} done", file=sys.stderr, flush=True)
-  return "\n\n".join(sections), notes, extra_env
+  return "\n\n".join(sections), notes, extra_env, device
 
 
 SHARDED_SHAPE = (64, 262144)
 SHARDED_DEVICES = 4
+_FORCE_HOST = "--xla_force_host_platform_device_count=8"
 
 
 def _gather_then_normalise(f, x_local, axis_name):
@@ -718,12 +762,27 @@ def run_sharded(
   return markdown_table(header, rows), notes
 
 
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+  """``"64x128,8x1024"`` -> ``[(64, 128), (8, 1024)]``."""
+  try:
+    shapes = [
+      tuple(int(n) for n in item.split("x"))
+      for item in text.split(",")
+      if item.strip()
+    ]
+  except ValueError:
+    shapes = []
+  if not shapes or any(n < 1 for s in shapes for n in s):
+    raise argparse.ArgumentTypeError(
+      f"expected shapes like 64x128,8x1024; got {text!r}"
+    )
+  return shapes
+
+
 def _rerun_with_devices(argv: Sequence[str]) -> None:
   """Runs this script again with 8 simulated host devices (sharded suite)."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (
-    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-  ).strip()
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _FORCE_HOST).strip()
   subprocess.run([sys.executable, __file__, *argv], env=env, check=True)
 
 
@@ -750,18 +809,35 @@ def main(argv: Sequence[str] | None = None) -> None:
     default=None,
     help="folder for <suite>.md (default docs/benchmarks)",
   )
+  p.add_argument(
+    "--shapes",
+    type=parse_shapes,
+    default=None,
+    help="dense and sparse shapes instead of the suites' own, "
+    "e.g. 64x128,8x1024",
+  )
+  p.add_argument(
+    "--extra-shapes",
+    type=parse_shapes,
+    default=[],
+    help="shapes added to the dense and sparse suites, e.g. 32768x512",
+  )
   args = p.parse_args(argv)
 
   repeats = args.repeats
   out_dir = args.out
   dense_shapes, sparse_shapes = DENSE_SHAPES, SPARSE_SHAPES
+  if args.shapes:
+    dense_shapes = sparse_shapes = args.shapes
   if args.quick:
     repeats = repeats or QUICK_REPEATS
-    dense_shapes, sparse_shapes = DENSE_SHAPES[:1], SPARSE_SHAPES[:1]
+    dense_shapes, sparse_shapes = dense_shapes[:1], sparse_shapes[:1]
   elif out_dir is None:
     out_dir = _ROOT / "docs" / "benchmarks"
   if repeats is not None and repeats < 1:
     p.error("--repeats must be at least 1")
+  dense_shapes = dense_shapes + args.extra_shapes
+  sparse_shapes = sparse_shapes + args.extra_shapes
 
   if args.suite in ("dense", "all"):
     body, notes = run_dense(dense_shapes, repeats)
@@ -775,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       notes=notes,
     )
   if args.suite in ("sparse", "all"):
-    body, notes, extra_env = run_sparse(sparse_shapes, repeats)
+    body, notes, extra_env, device = run_sparse(sparse_shapes, repeats)
     emit_report(
       "sparse",
       "softjax sparse benchmarks",
@@ -785,9 +861,24 @@ def main(argv: Sequence[str] | None = None) -> None:
       quick=args.quick,
       notes=notes,
       extra_env=extra_env,
+      method=METHOD.replace(TORCH_CPU, TORCH_CUDA)
+      if device == "cuda"
+      else METHOD,
     )
   if args.suite in ("sharded", "all"):
-    if jax.device_count() < SHARDED_DEVICES:
+    if jax.device_count() < SHARDED_DEVICES and _FORCE_HOST in os.environ.get(
+      "XLA_FLAGS", ""
+    ):
+      # Simulated host devices do not help when the default backend is an
+      # accelerator (one GPU): the child would find one device again.
+      print(
+        f"sharded suite skipped: it needs {SHARDED_DEVICES} devices of "
+        f"the default backend, and this machine has "
+        f"{jax.device_count()} ({jax.default_backend()})",
+        file=sys.stderr,
+        flush=True,
+      )
+    elif jax.device_count() < SHARDED_DEVICES:
       # Device count is fixed when JAX starts: run the suite in a child.
       rest = [a for a in (argv if argv is not None else sys.argv[1:])]
       if "--suite" in rest:

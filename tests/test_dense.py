@@ -223,23 +223,27 @@ def test_vmap_matches_batched_jax_nn(fn):
 
 
 @pytest.mark.parametrize("fn", FUNC_NAMES)
-def test_pmap_over_all_devices(fn, n_devices):
+def test_pmap_over_all_devices(fn, devices, n_devices):
   ours, ref = FUNCS[fn]
   shape = (n_devices, 2, 5)
   x = _scores(shape)
   m = _mask(shape, 1)
   t = _temperature(shape, 1, "full")
   # axis=0 inside the map is axis 1 of the stacked input.
-  f = jax.pmap(lambda x, m, t: ours(x, axis=0, where=m, temperature=t))
+  f = jax.pmap(
+    lambda x, m, t: ours(x, axis=0, where=m, temperature=t), devices=devices
+  )
   out = f(x, m, t)
   chex.assert_shape(out, shape)
   _assert_close(out, ref(x / t, axis=1, where=m))
 
 
-def test_pmap_gradient(n_devices):
+def test_pmap_gradient(devices, n_devices):
   x = _scores((n_devices, 5))
   w = _scores((n_devices, 5), seed=3)
-  grad = jax.pmap(jax.grad(lambda x, w: (softjax.softmax(x) * w).sum()))
+  grad = jax.pmap(
+    jax.grad(lambda x, w: (softjax.softmax(x) * w).sum()), devices=devices
+  )
   p = jax.nn.softmax(x)
   # Closed form: p * (w - <w, p>).
   expected = p * (w - (w * p).sum(-1, keepdims=True))

@@ -222,15 +222,15 @@ def test_masked_entries_never_win_even_with_huge_logits():
   np.testing.assert_array_equal(hard.sum(-1), 1.0)
 
 
-def test_jit_vmap_pmap_agree(n_devices):
+def test_jit_vmap_pmap_agree(devices, n_devices):
   x = np.random.default_rng(10).normal(size=(3, 6)).astype(np.float32)
   keys = jax.random.split(jax.random.key(17), n_devices)
   f = lambda k: softjax.gumbel_softmax(k, x, 0.5, hard=True)
   g = lambda k: softjax.gumbel_softmax(k, x, 0.5)
   # Reference: one jitted call per key.
   for fn, batched in (
-    (f, (jax.jit(jax.vmap(f)), jax.pmap(f))),
-    (g, (jax.pmap(g),)),
+    (f, (jax.jit(jax.vmap(f)), jax.pmap(f, devices=devices))),
+    (g, (jax.pmap(g, devices=devices),)),
   ):
     jitted = jax.jit(fn)
     loop = np.stack([np.asarray(jitted(k)) for k in keys])

@@ -628,7 +628,7 @@ def test_half_precision(name, dtype):
   chex.assert_type(g, dtype)
 
 
-def test_jit_vmap_pmap_agree(n_devices):
+def test_jit_vmap_pmap_agree(devices, n_devices):
   x = _scores((n_devices, 5))
   ids = _rng(17).integers(0, 5, n_devices).astype(np.int32)
   soft = _soft_labels((n_devices, 5))
@@ -644,8 +644,10 @@ def test_jit_vmap_pmap_agree(n_devices):
     _close(jax.jit(f)(x, y, alpha), expected, rtol=2e-5)
     _close(jax.jit(jax.vmap(f))(x, y, alpha), expected, rtol=2e-5)
     if y is ids:
-      _close(jax.pmap(f)(x, y, alpha), expected, rtol=2e-5)
-  grad = jax.pmap(jax.grad(lambda x, y: losses.sparsemax_loss(x, y)))(x, ids)
+      _close(jax.pmap(f, devices=devices)(x, y, alpha), expected, rtol=2e-5)
+  grad = jax.pmap(
+    jax.grad(lambda x, y: losses.sparsemax_loss(x, y)), devices=devices
+  )(x, ids)
   _close(grad, np_rows(np_sparsemax, x) - _one_hot(ids, 5), atol=1e-6)
 
 

@@ -1,13 +1,15 @@
 """A normalised axis split across devices: shard_map, pmap and sharded jit.
 
 The reference is always the same function on the whole, unsharded array.
-Runs on the 8 simulated CPU devices of conftest.py (or on real devices).
+Runs on the 8 simulated CPU devices of conftest.py, or on 8 accelerators
+when the machine has them (see tests/_devices.py).
 """
 
 from __future__ import annotations
 
 import functools
 
+import _devices
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType
@@ -18,8 +20,9 @@ import pytest
 
 import softjax
 
+DEVICES = _devices.several(8)
 pytestmark = pytest.mark.skipif(
-  jax.device_count() < 8, reason="needs 8 devices (see tests/conftest.py)"
+  len(DEVICES) < 8, reason="needs 8 devices (see tests/conftest.py)"
 )
 
 ROWS, D = 4, 48  # 2 x 4 mesh: 2 rows and 12 classes per device
@@ -54,7 +57,9 @@ def _inputs(dtype=jnp.float32):
 
 
 def _mesh(axis_types=AxisType.Explicit):
-  return jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_types,) * 2)
+  return jax.make_mesh(
+    (2, 4), ("data", "model"), axis_types=(axis_types,) * 2, devices=DEVICES[:8]
+  )
 
 
 def _put(mesh, value, spec):
@@ -206,6 +211,7 @@ def test_pmap_class_axis_split_over_mapped_axis():
         functools.partial(_objective, f, axis_name="i"),
         axis_name="i",
         in_axes=(0, None, None, 0),
+        devices=DEVICES[:n_dev],
       )(split(x), a, t, split(w))
       return per_device.sum()
 

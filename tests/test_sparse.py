@@ -928,7 +928,7 @@ def test_vmap_matches_batched_call(fn):
   np.testing.assert_allclose(batched, expected, rtol=0, atol=tol)
 
 
-def test_pmap_per_device_alpha(n_devices):
+def test_pmap_per_device_alpha(devices, n_devices):
   x = _scores((n_devices, 2, 7), 2.0, seed=24)
   # Device 0 sits at alpha = 1 exactly (the softmax limit).
   alpha = np.linspace(1.0, 2.6, n_devices, dtype=np.float32)[:, None]
@@ -937,7 +937,8 @@ def test_pmap_per_device_alpha(n_devices):
     lambda x, a, g: (
       softjax.entmax(x, a),
       jax.grad(lambda a: (softjax.entmax(x, a) * g).sum())(a),
-    )
+    ),
+    devices=devices,
   )(x, alpha, g)
   chex.assert_shape(p, x.shape)
   chex.assert_shape(grad, alpha.shape)
