@@ -81,6 +81,7 @@ class Prepared(NamedTuple):
   rows: Rows  # normalised axes and the mesh axis they span
   temperature: jax.Array | None  # array temperature, or None (already applied)
   out_dtype: Any  # dtype the result is returned in
+  where: jax.Array | None = None  # the checked mask, if one was given
 
   @property
   def axes(self) -> tuple[int, ...]:
@@ -116,7 +117,7 @@ def prepare(
     temperature = None
   else:
     temperature = temperature.astype(cdtype)
-  return Prepared(x, rows, temperature, out_dtype)
+  return Prepared(x, rows, temperature, out_dtype, where)
 
 
 def varies_along(

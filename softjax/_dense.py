@@ -19,7 +19,12 @@ def forward(
   """The forward pass of :func:`normalise`: ``(out, residuals)``.
 
   Plain JAX, so callers that need the output differentiable to second order
-  (the losses) call this directly.
+  (the losses) call this directly. The one output-sized residual is the
+  probabilities ``p``, for log_softmax too, whose backward ``g - p Σg`` then
+  needs no ``exp`` (a second transcendental per entry is what kept it at 2x
+  ``jax.nn.log_softmax``). Only with an array temperature, whose cotangent
+  needs every live entry's log-probability (``p`` loses it where it
+  underflows), does log_softmax keep its output instead.
   """
   u = _core.scale(x, temperature)
   # log_softmax outputs the shifted scores themselves, so it needs the exact
@@ -30,36 +35,51 @@ def forward(
   total = _core.exp_total(rows.sum(unnormalized))
   if log:
     out = shifted - jnp.log(total)
+    saved = out if temperature is not None else unnormalized / total
   else:
-    out = unnormalized / total
+    out = saved = unnormalized / total
   shift = None
   if _core.varies_along(temperature, x.ndim, rows.axes):
     shift = _core.finite_or_zero(m + jnp.log(total))
-  return out, (out, temperature, shift)
+  return out, (saved, temperature, shift)
 
 
 def _backward(rows, log, res, g):
-  out, temperature, shift = res
-  if log:
-    # -inf outputs are constants (masked entries); their cotangent is dropped.
-    live = out > -jnp.inf
-    g = jnp.where(live, g, jnp.zeros((), g.dtype))
-    du = g - jnp.exp(out) * rows.sum(g)
-    centred = jnp.where(live, out, jnp.zeros((), out.dtype))
+  saved, temperature, shift = res
+  if not log:
+    p = saved
+    du = p * (g - rows.sum(g * p))
+    centred = None if temperature is None else _safe_log(p)
+  elif temperature is None:
+    # `saved` is p. A -inf output has p = 0 and takes no part; its own
+    # cotangent is 0 for any finite function of the outputs (log_softmax
+    # drops it explicitly for entries masked with `where`).
+    du = g - saved * rows.sum(g)
   else:
-    du = out * (g - rows.sum(g * out))
-    # log p up to a per-row constant; the safe argument avoids log(0) even in
-    # the discarded branch, which would poison second derivatives.
-    positive = out > 0
-    centred = jnp.where(
-      positive,
-      jnp.log(jnp.where(positive, out, jnp.ones((), out.dtype))),
-      jnp.zeros((), out.dtype),
-    )
+    # `saved` is the output; -inf outputs are constants whose cotangent is
+    # dropped.
+    live = saved > -jnp.inf
+    g = jnp.where(live, g, jnp.zeros((), g.dtype))
+    du = g - jnp.exp(saved) * rows.sum(g)
+    centred = jnp.where(live, saved, jnp.zeros((), saved.dtype))
   if temperature is None:
     return du, None
   dt = _core.temperature_cotangent(du, centred, temperature, shift)
   return du / temperature, dt
+
+
+def _safe_log(p: jax.Array) -> jax.Array:
+  """``log p`` where ``p > 0``, else 0 (log p up to a per-row constant).
+
+  The safe argument avoids ``log(0)`` even in the discarded branch, which
+  would poison second derivatives.
+  """
+  positive = p > 0
+  return jnp.where(
+    positive,
+    jnp.log(jnp.where(positive, p, jnp.ones((), p.dtype))),
+    jnp.zeros((), p.dtype),
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -68,7 +88,8 @@ def normalise(
 ) -> jax.Array:
   """softmax (``log=False``) or log_softmax of prepared scores.
 
-  A ``custom_vjp`` keeping only the output (and an array temperature).
+  A ``custom_vjp`` keeping only the probabilities (and an array
+  temperature).
   """
   return forward(x, temperature, rows, log)[0]
 
@@ -149,7 +170,12 @@ def log_softmax(
     \qquad m = \max_j x_j / T.
 
   Huge logits stay finite. The gradient is a ``jax.custom_vjp`` that keeps
-  only the output :math:`\ell`: :math:`\bar x = g - e^{\ell} \sum_j g_j`.
+  only the probabilities :math:`p = e^{\ell}`:
+  :math:`\bar x = g - p \sum_j g_j`, with no second transcendental (an
+  array temperature keeps :math:`\ell` instead, whose cotangent needs it).
+  The cotangent of a ``-inf`` output is dropped for entries masked with
+  ``where``; for a ``-inf`` score it is 0 whenever the function of the
+  outputs being differentiated is finite.
 
   Args:
     x: {x}
@@ -180,6 +206,9 @@ def log_softmax(
     {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(
-    normalise(prep.x, prep.temperature, prep.rows, True), prep
-  )
+  out = normalise(prep.x, prep.temperature, prep.rows, True)
+  if prep.where is not None:
+    # Masked outputs are the constant -inf: this drops their cotangents,
+    # which the backward pass (keeping only p) could not tell apart.
+    out = jnp.where(prep.where, out, -jnp.inf)
+  return _core.finish(out, prep)
