@@ -166,24 +166,31 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   # make the derivative of the maximum 0/0 there (no entry equals it).
   m = jnp.maximum(rows.max(x), -big)
   shift = jnp.minimum(m * 0.25, big)
-  z = jnp.minimum(x * 0.25 - shift, 0.0) * 4.0
+  # The 0 is a per-row array (shift * 0: not folded) rather than a constant,
+  # which XLA:CPU would materialise as a full-size array when another
+  # fusion uses the same constant (see _threshold.find_threshold).
+  z = jnp.minimum(x * 0.25 - shift, shift * 0.0) * 4.0
   return z, m
 
 
-def shift_rows_for_exp(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
-  """Like :func:`shift_rows` for callers that only take ``exp`` of ``z``.
+def shift_rows_for_exp(
+  x: jax.Array, rows: Rows
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Like :func:`shift_rows` for callers that take ``exp`` of ``z``.
 
   Finite entries of a row that holds ``+inf`` come out at ``-0.75 *
   finfo.max`` or below rather than at ``-inf``; ``exp`` sends both to exactly
   0, and everything else is as in :func:`shift_rows`. This saves the scale by
-  4 there, one of only three ops per entry: ``z = min(x * a - s, 0)``.
+  4 there, one of only three ops per entry: ``z = min(x * a - s, 0)``. A
+  caller that needs the exact ``-inf`` (log_softmax) multiplies by the
+  per-row ``1 / a``, which sends those entries past ``-finfo.max``.
 
   The per-row scale ``a`` (1, or 1/4 in rows holding ``+inf``) and shift
   ``s`` cost a select per row, not per entry: finite rows get ``x * 1 - m``,
   which is exact, and ``+inf`` rows the quarters of :func:`shift_rows`.
   softmax's speed rests on this (see docs/benchmarks.md): per-entry ops, not
-  per-row ones, are what cost on XLA:CPU. ``m`` is the row maximum (not
-  floored).
+  per-row ones, are what cost on XLA:CPU. Returns ``(z, m, a)``; ``m`` is
+  the row maximum (not floored).
   """
   big = float(jnp.finfo(x.dtype).max)
   m = rows.max(x)
@@ -192,7 +199,7 @@ def shift_rows_for_exp(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   # Differentiable in m, like shift_rows: the min below ties at each row's
   # maximum, where m's derivative cancels the entry's (second order).
   s = jnp.where(holds_inf, jnp.asarray(big, x.dtype), jnp.maximum(m, -big))
-  return jnp.minimum(x * a - s, 0.0), m
+  return jnp.minimum(x * a - s, 0.0), m, a
 
 
 def safe_total(total: jax.Array) -> jax.Array:

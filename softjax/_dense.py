@@ -27,14 +27,13 @@ def forward(
   underflows), does log_softmax keep its output instead.
   """
   u = _core.scale(x, temperature)
-  # log_softmax outputs the shifted scores themselves, so it needs the exact
-  # -inf of shift_rows; softmax only takes exp of them.
-  shift_rows = _core.shift_rows if log else _core.shift_rows_for_exp
-  shifted, m = shift_rows(u, rows)
+  shifted, m, scale = _core.shift_rows_for_exp(u, rows)
   unnormalized = jnp.exp(shifted)
   total = _core.exp_total(rows.sum(unnormalized))
   if log:
-    out = shifted - jnp.log(total)
+    # log_softmax outputs the shifted scores, so it needs the exact -inf of
+    # the finite entries of rows holding +inf (see shift_rows_for_exp).
+    out = shifted * (1.0 / scale) - jnp.log(total)
     saved = out if temperature is not None else unnormalized / total
   else:
     out = saved = unnormalized / total

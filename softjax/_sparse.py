@@ -45,13 +45,13 @@ def _backward(rows, n_iter, res, g):
   s = family.slopes(p)
   slope = _core.safe_total(rows.sum(s))
   sg = rows.sum(s * g)
-  du = s * g - s * (sg / slope)
+  du = s * (g - sg / slope)
   d_family = None
   if family.learnable:
     # dp/dε = r - s Σr / Σs (see Family.alpha_sensitivity). The sums over r
     # are this shard's part only: param_cotangent adds up the shards.
     r = family.alpha_sensitivity(p)
-    per_row = rows.local_sum(g * r - r * (sg / slope))
+    per_row = rows.local_sum(r * (g - sg / slope))
     d_family = Family(_core.param_cotangent(per_row, family.eps))
   if temperature is None:
     return du, None, d_family

@@ -106,25 +106,19 @@ def _secant_step(state: _State, total: jax.Array, family: Family):
   return t_next, h, lo, hi, converged
 
 
-def _first_state(
-  row_sum: RowSum,
-  family: Family,
-  lo: jax.Array,
-  hi: jax.Array,
-  n_iter: int,
-  start: jax.Array | None,
+def _start(
+  state: _State, total: jax.Array, family: Family, n_iter: int
 ) -> _State:
-  """Evaluates the start and picks the second point (one ``row_sum``)."""
-  tol, resolution = _tolerances(lo.dtype)
-  t0 = lo if start is None else jnp.clip(start, lo, hi)
-  total0 = row_sum(t0)
+  """The first step: the row sum at the start picks the second point."""
+  tol, resolution = _tolerances(total.dtype)
+  t0, lo, hi = state.t, state.lo, state.hi
   # The largest entry has mass > 0 anywhere in the bracket, so a zero sum
   # means a row with no finite entry (all -inf or masked); NaN rows stay NaN.
-  done = (total0 == 0) | jnp.isnan(total0)
-  conv = (jnp.abs(total0 - 1.0) <= tol) | (
+  done = (total == 0) | jnp.isnan(total)
+  conv = (jnp.abs(total - 1.0) <= tol) | (
     hi - lo <= resolution * jnp.maximum(1.0, lo)
   )
-  h0 = family.linearized(jnp.where(done, 1.0, total0))
+  h0 = family.linearized(jnp.where(done, 1.0, total))
   # Second point: just above the first (a finite-difference Newton step);
   # α > 2: mid-bracket.
   t1 = jnp.where(
@@ -133,8 +127,29 @@ def _first_state(
     0.5 * (lo + hi),
   )
   # With a single step allowed the only evaluated point is the start.
-  t = t0 if n_iter <= 1 else jnp.where(done | conv, t0, t1)
-  return _State(jnp.asarray(1), t, t0, h0, lo, hi, total0, done | conv)
+  stop = done | conv | (n_iter <= 1)
+  return _State(
+    state.step + 1, jnp.where(stop, t0, t1), t0, h0, lo, hi, total, stop
+  )
+
+
+def _step(
+  state: _State, total: jax.Array, family: Family, n_iter: int
+) -> _State:
+  """A later step: secant (or bisection) from the row sum at ``state.t``."""
+  t_next, h, lo, hi, conv = _secant_step(state, total, family)
+  conv = conv | (state.step + 1 >= n_iter)
+  return _State(
+    step=state.step + 1,
+    t=jnp.where(state.done | conv, state.t, t_next),
+    t_prev=state.t,
+    h_prev=h,
+    lo=lo,
+    hi=hi,
+    # Keep the sum at the final iterate: dividing by it normalises exactly.
+    total=jnp.where(conv & ~state.done, total, state.total),
+    done=state.done | conv,
+  )
 
 
 def find_threshold(
@@ -171,28 +186,24 @@ def find_threshold(
   the final linear piece. For α > 2, or whenever a step would leave the
   bracket, we bisect.
   """
-  state = _first_state(row_sum, family, lo, hi, n_iter, start)
+  t0 = lo if start is None else jnp.clip(start, lo, hi)
+  # Every evaluation, the first included, happens inside the loop: XLA:CPU
+  # materialises a full-size broadcast of a constant that a YNNPACK fusion
+  # shares with another fusion, as a first evaluation outside the loop would
+  # with the pass that writes the output.
+  # Placeholders built from t0 so that, inside shard_map, they vary over the
+  # same mesh axes as the iterates (a while_loop carry must keep its type).
+  zeros, false = t0 * 0, t0 > jnp.inf
+  state = _State(jnp.asarray(0), t0, t0, zeros, lo, hi, zeros, false)
+  start_fn = functools.partial(_start, family=family, n_iter=n_iter)
+  step_fn = functools.partial(_step, family=family, n_iter=n_iter)
 
   def cond(state: _State) -> jax.Array:
     return (state.step < n_iter) & ~jnp.all(state.done)
 
   def body(state: _State) -> _State:
-    total_t = row_sum(state.t)
-    t_next, h, lo, hi, conv = _secant_step(state, total_t, family)
-    conv = conv | (state.step + 1 >= n_iter)
-    newly = conv & ~state.done
-    return _State(
-      step=state.step + 1,
-      t=jnp.where(state.done | conv, state.t, t_next),
-      t_prev=state.t,
-      h_prev=h,
-      lo=lo,
-      hi=hi,
-      # Keep the sum at the final iterate: dividing by it
-      # normalises exactly.
-      total=jnp.where(newly, total_t, state.total),
-      done=state.done | conv,
-    )
+    total = row_sum(state.t)
+    return lax.cond(state.step == 0, start_fn, step_fn, state, total)
 
   state = lax.while_loop(cond, body, state)
   return state.t, state.total
