@@ -115,19 +115,14 @@ def sparsemax(
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: {x}
-    axis: {axis}
-    where: {where}
-    temperature: {temperature}
-    axis_name: {axis_name}
+    {normaliser_args}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: {raises_value}
-    TypeError: {raises_type}
+    {normaliser_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -167,19 +162,14 @@ def entmax15(
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: {x}
-    axis: {axis}
-    where: {where}
-    temperature: {temperature}
-    axis_name: {axis_name}
+    {normaliser_args}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: {raises_value}
-    TypeError: {raises_type}
+    {normaliser_raises}
 
   Example:
     >>> import jax.numpy as jnp

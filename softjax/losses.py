@@ -228,19 +228,13 @@ def softmax_loss(
   :mod:`softjax.losses` for the conventions on labels, masks and gradients.
 
   Args:
-    logits: {logits}
-    labels: {labels}
-    axis: {loss_axis}
-    where: {loss_where}
-    axis_name: {loss_axis_name}
+    {loss_args}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
-    ValueError: {loss_raises_value}
-    TypeError: {loss_raises_type}
+    {loss_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -281,19 +275,13 @@ def sparsemax_loss(
   masks and gradients.
 
   Args:
-    logits: {logits}
-    labels: {labels}
-    axis: {loss_axis}
-    where: {loss_where}
-    axis_name: {loss_axis_name}
+    {loss_args}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
-    ValueError: {loss_raises_value}
-    TypeError: {loss_raises_type}
+    {loss_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -331,19 +319,13 @@ def entmax15_loss(
   gradients.
 
   Args:
-    logits: {logits}
-    labels: {labels}
-    axis: {loss_axis}
-    where: {loss_where}
-    axis_name: {loss_axis_name}
+    {loss_args}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
-    ValueError: {loss_raises_value}
-    TypeError: {loss_raises_type}
+    {loss_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -399,8 +381,7 @@ def entmax_loss(
     axis_name: {loss_axis_name}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
     ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
