@@ -121,10 +121,12 @@ class Normmax:
   # -- derivatives, from the output alone --------------------------------------
 
   def norm(self, p: jax.Array, rows: _core.Rows) -> jax.Array:
-    """``N = ||p||_α`` of each row (over all its shards)."""
+    """``N = ||p||_α`` of each row (over all its shards); 1 for a row of
+    zeros (all masked), whose root would have an infinite derivative."""
     if self._two:
-      return jnp.sqrt(rows.sum(p * p))
-    return jnp.exp(jnp.log(rows.sum(_power(p, self.alpha))) / self.alpha)
+      return jnp.sqrt(_core.safe_total(rows.sum(p * p)))
+    total = _core.safe_total(rows.sum(_power(p, self.alpha)))
+    return jnp.exp(jnp.log(total) / self.alpha)
 
   def slopes(self, p: jax.Array) -> jax.Array:
     """``s = p^(2-α)`` on the support, 0 elsewhere (as the entmax family)."""
@@ -167,11 +169,11 @@ class Normmax:
 
   def entropy_terms(self, q: jax.Array, rows: _core.Rows) -> jax.Array:
     """``h(q) = q - q (q/N)^(α-1)``: ``Σ h = 1 - ||q||_α`` on the simplex."""
-    return q - q * self.centred(q, _floor_norm(self.norm(q, rows)))
+    return q - q * self.centred(q, self.norm(q, rows))
 
   def entropy_gradient(self, q: jax.Array, rows: _core.Rows) -> jax.Array:
     """``∇||q||_α = (q / N)^(α-1)``."""
-    return self.centred(q, _floor_norm(self.norm(q, rows)))
+    return self.centred(q, self.norm(q, rows))
 
   def entropy_alpha_derivative(
     self, q: jax.Array, rows: _core.Rows
@@ -180,7 +182,7 @@ class Normmax:
 
     Its row sum is ``-∂||q||_α/∂α``.
     """
-    norm = _floor_norm(self.norm(q, rows))
+    norm = self.norm(q, rows)
     live, log_q = _safe_log(q)
     log_r = jnp.where(live, log_q - jnp.log(norm), jnp.zeros((), q.dtype))
     return -q * self.centred(q, norm) * log_r / self.alpha
@@ -196,11 +198,6 @@ def _power(q: jax.Array, exponent: Any) -> jax.Array:
   """``q ** exponent`` for ``q > 0``, 0 elsewhere; differentiable at 0."""
   live, log_q = _safe_log(q)
   return jnp.where(live, jnp.exp(exponent * log_q), jnp.zeros((), q.dtype))
-
-
-def _floor_norm(norm: jax.Array) -> jax.Array:
-  """A norm to divide by: 1 for an all-zero row (masked, or no target)."""
-  return _core.safe_total(norm)
 
 
 def forward(
@@ -231,7 +228,7 @@ def forward(
 def _backward(rows, n_iter, res, g):
   del n_iter
   p, temperature, member, shift = res
-  norm = _floor_norm(member.norm(p, rows))
+  norm = member.norm(p, rows)
   # J = κ N^(α-1) (diag(s) - s p' - p s' + Σs p p'), symmetric, κ = 1/(α-1):
   # J g = κ N^(α-1) (r - p Σr) with r = s (g - <g, p>). Two sums, one
   # after the other (XLA:CPU runs two sums in one pass slower than two).
