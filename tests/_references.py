@@ -4,9 +4,10 @@ Every function normalises along the last axis of a float64 array of finite
 scores (callers move the normalised axes there with :func:`along`). The
 algorithms deliberately differ from softjax's solver: sorting for sparsemax
 and entmax15 (closed forms), long plain bisection on the classic
-``[(alpha - 1) z - tau]_+ ^ (1 / (alpha - 1))`` form for any alpha, and the
-Correia et al. (2019) formula or central differences for d/dalpha. The maths
-is collected in ``shared/MATH.md``.
+``[(alpha - 1) z - tau]_+ ^ (1 / (alpha - 1))`` form for any alpha and on
+normmax's own threshold equation, a search over the kinks of the row sum
+for budget sparsemax, and the Correia et al. (2019) formula or central
+differences for d/dalpha. The maths is collected in ``shared/MATH.md``.
 """
 
 from __future__ import annotations

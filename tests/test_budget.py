@@ -11,8 +11,13 @@ Gradients are checked by finite differences in float64
 
 from __future__ import annotations
 
+import functools
+
 import _references as ref
 import chex
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
@@ -482,3 +487,47 @@ def test_traced_bad_k_gives_the_documented_result():
   m = jnp.array([[True, True, False, False]])
   q = jax.jit(lambda x, m: softjax.budget_sparsemax(x, 3.0, where=m))(x[:1], m)
   np.testing.assert_array_equal(q, [[1, 1, 0, 0]])
+
+
+# --------------------------------------------------------------------------
+# Properties on random rows (hypothesis; the profile is set in conftest.py).
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def _property_runner():
+  def objective(x, k, w):
+    return jnp.sum(softjax.budget_sparsemax(x, k) * w)
+
+  def run(x, k, w, v):
+    p = softjax.budget_sparsemax(x, k)
+    g, gk = jax.grad(objective, argnums=(0, 1))(x, k, w)
+    hv = jax.grad(lambda y: jnp.vdot(jax.grad(objective)(y, k, w), v))(x)
+    return p, softjax.budget_sparsemax(x + 64.0, k), g, gk, hv
+
+  return jax.jit(run)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+  base=st.lists(st.integers(-512, 512), min_size=24, max_size=24),
+  scale=st.sampled_from([1 / 64, 1 / 8, 1.0, 16.0]),
+  ks=st.lists(st.floats(0.25, 6.0, width=32), min_size=4, max_size=4),
+)
+def test_random_rows(base, scale, ks):
+  # Dyadic scores (x + 64 is exact), ties included; one k per row.
+  x = (np.asarray(base, np.float32) / 64 * np.float32(scale)).reshape(4, 6)
+  k = np.asarray(ks, np.float32).reshape(4, 1)
+  w, v = _rng(30).normal(size=(2, 4, 6)).astype(np.float32)
+  p, shifted, g, gk, hv = map(np.asarray, _property_runner()(x, k, w, v))
+  assert ((p >= 0) & (p <= 1)).all()
+  # Scores are shifted by the row maximum: each entry carries the float32
+  # rounding of x - max(x) (documented), the sum 6 of them.
+  tol = 8 * np.finfo(np.float32).eps * max(1.0, np.abs(x).max())
+  np.testing.assert_allclose(p.sum(-1), k[:, 0], atol=6 * tol)
+  np.testing.assert_allclose(p, ref.budget(x, k), atol=tol)
+  np.testing.assert_allclose(shifted, p, atol=tol)
+  order = np.argsort(-x, axis=-1, kind="stable")
+  assert (np.diff(np.take_along_axis(p, order, -1), axis=-1) <= 1e-6).all()
+  for d in (g, gk, hv):
+    assert np.isfinite(d).all()
