@@ -531,3 +531,19 @@ def test_random_rows(base, scale, ks):
   assert (np.diff(np.take_along_axis(p, order, -1), axis=-1) <= 1e-6).all()
   for d in (g, gk, hv):
     assert np.isfinite(d).all()
+
+
+def test_equal_scores_and_an_axis_of_size_one():
+  x = jnp.array([[0.3] * 5, [-2.0] * 5])
+  np.testing.assert_allclose(
+    softjax.budget_sparsemax(x, 2.0), np.full((2, 5), 0.4), atol=1e-6
+  )
+  np.testing.assert_allclose(
+    softjax.budget_sparsemax(jnp.array([[4.0], [-1.0]]), 0.5),
+    [[0.5], [0.5]],
+    atol=1e-6,
+  )
+  with pytest.raises(ValueError, match="`k`"):
+    softjax.budget_sparsemax(jnp.array([[4.0], [-1.0]]), 1.5)
+  empty = softjax.budget_sparsemax(jnp.zeros((3, 0)), 2.0)
+  assert empty.shape == (3, 0)
