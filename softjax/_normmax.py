@@ -147,23 +147,33 @@ class Normmax:
     return _power(p / norm, self.alpha - 1.0)
 
   def alpha_cotangent(
-    self, p: jax.Array, g: jax.Array, norm: jax.Array, rows: _core.Rows
+    self,
+    p: jax.Array,
+    g: jax.Array,
+    s: jax.Array,
+    norm: jax.Array,
+    gp: jax.Array,
+    rows: _core.Rows,
   ) -> jax.Array:
     """This shard's part of ``<g, ∂p/∂α>`` per row (implicit function).
 
     With ``u = p/N`` (so ``Σ u^α = 1``), ``κ = 1/(α-1)`` and ``b = u^(2-α)``:
     ``∂u/∂α = -κ (u log u - b m)``, ``m = N Σ u^α log u / α`` (from
     differentiating ``Σ u^α = 1``), and ``∂p/∂α = N (∂u/∂α - p Σ ∂u/∂α)``.
+    ``s = p^(2-α)`` and ``gp = <g, p>`` come from the caller; ``u^α = p²/s
+    / N^α`` and ``b = s N^α / N²`` then cost no further powers per entry.
     """
     a = self.alpha
     live, log_p = _safe_log(p)
-    log_u = jnp.where(live, log_p - jnp.log(norm), jnp.zeros((), p.dtype))
-    u = p / norm
-    u_a = jnp.where(live, jnp.exp(a * log_u), jnp.zeros((), p.dtype))
-    b = jnp.where(live, jnp.exp((2.0 - a) * log_u), jnp.zeros((), p.dtype))
+    log_norm = jnp.log(norm)
+    log_u = jnp.where(live, log_p - log_norm, jnp.zeros((), p.dtype))
+    norm_a = jnp.exp(a * log_norm)
+    safe_s = jnp.where(live, s, jnp.ones((), p.dtype))
+    u_a = jnp.where(live, p * p / safe_s, jnp.zeros((), p.dtype)) / norm_a
+    b = s * (norm_a / (norm * norm))
     m = norm * rows.sum(u_a * log_u) / a
-    du = (u * log_u - b * m) / (1.0 - a)
-    return rows.local_sum((g - rows.sum(g * p)) * du) * norm
+    du = (p / norm * log_u - b * m) / (1.0 - a)
+    return rows.local_sum((g - gp) * du) * norm
 
   # -- the regulariser ||q||_α, for the Fenchel-Young loss -------------------
 
@@ -233,11 +243,12 @@ def _backward(rows, n_iter, res, g):
   # J g = κ N^(α-1) (r - p Σr) with r = s (g - <g, p>). Two sums, one
   # after the other (XLA:CPU runs two sums in one pass slower than two).
   gp = rows.sum(g * p)
-  r = member.slopes(p) * (g - gp)
+  s = member.slopes(p)
+  r = s * (g - gp)
   du = member.jacobian_scale(norm) * (r - p * rows.sum(r))
   d_member = None
   if member.learnable:
-    per_row = member.alpha_cotangent(p, g, norm, rows)
+    per_row = member.alpha_cotangent(p, g, s, norm, gp, rows)
     d_member = Normmax(_core.param_cotangent(per_row, member.alpha))
   if temperature is None:
     return du, None, d_member

@@ -23,6 +23,10 @@ start left of the root it rises monotonically to the root and never
 overshoots; for sparsemax it stops at the exact root once it has found the
 support (as Michelot's algorithm does). For α > 2 we bisect. Every step keeps
 a bracket and falls back to bisection when a secant step would leave it.
+Members whose row sum is piecewise linear but neither convex nor concave
+(``bracketed``: budget sparsemax, whose entries are capped at 1) update the
+bracket from the first point on, take a secant step only strictly inside it
+(exact on the root's linear piece) and otherwise the member's midpoint.
 Each step is one evaluation of ``row_sum``: for a row in memory one fused
 pass with one reduction along the normalised axes, nothing else.
 
@@ -174,7 +178,8 @@ def find_threshold(
     lo, hi: a bracket of the root (e.g. :meth:`Family.bracket`).
     n_iter: the most evaluations of ``row_sum``, the first included.
     start: an optional first point, left of the root or within rounding of
-      it (e.g. the threshold of a subset of the row's entries); else ``lo``.
+      it (e.g. the threshold of a subset of the row's entries; either side
+      for a ``bracketed`` member); else ``lo``.
 
   Returns:
     ``(t, total)``: the threshold and ``row_sum(t)`` there (1 up to
