@@ -115,6 +115,15 @@ class Family:
     return self._e <= 1.0
 
   @property
+  def param(self) -> float | jax.Array:
+    """The member's parameter, ε (what an array ε's cotangent is for)."""
+    return self.eps
+
+  # Secant steps from the left on the convex (or bisection on the concave)
+  # linearised sum; members with caps set it (see _threshold._secant_step).
+  bracketed = False
+
+  @property
   def bisects(self) -> bool:
     """Static α > 2: the solver bisects, and has no use for a start."""
     return not self.learnable and self.eps > 1.0
@@ -240,7 +249,7 @@ class Family:
     w = jnp.where(live, jnp.expm1(e * log_p), zero)
     return w / e, w
 
-  def alpha_sensitivity(self, p: jax.Array) -> jax.Array:
+  def param_sensitivity(self, p: jax.Array) -> jax.Array:
     """``r = ∂p/∂ε`` at a fixed threshold: ``p v² ψ(ε v)`` with ``v = z - t``.
 
     With ``s`` from :meth:`slopes`, the implicit function theorem on ``sum p
@@ -251,8 +260,10 @@ class Family:
     return jnp.where(p > 0, p * v * v * _psi(w), jnp.zeros((), p.dtype))
 
   # -- the Tsallis entropy, for the Fenchel-Young losses ---------------------
+  # ``rows`` is unused here: the Tsallis entropy is a sum over the entries
+  # (the regulariser of normmax, a norm, needs the row; see losses.py).
 
-  def entropy_terms(self, q: jax.Array) -> jax.Array:
+  def entropy_terms(self, q: jax.Array, rows: Any = None) -> jax.Array:
     """``h(q)`` with ``H_α(q) = Σ h(q_i)``: ``(q - q^α) / (α (α - 1))``.
 
     Written as ``-q log(q) E(ε log q) / α`` with ``E(w) = expm1(w) / w``,
@@ -272,7 +283,7 @@ class Family:
     ratio = _expm1_ratio(self.eps * u)
     return jnp.where(live, -q * u * ratio / (1.0 + self.eps), zero)
 
-  def entropy_gradient(self, q: jax.Array) -> jax.Array:
+  def entropy_gradient(self, q: jax.Array, rows: Any = None) -> jax.Array:
     """``∇Ω(q) = -∂H/∂q = (α q^ε - 1) / (α ε)``, or ``1 + log q`` at α = 1.
 
     Where ``q = 0`` and α = 1 (slope ``-inf``) the value is 0.
@@ -287,7 +298,9 @@ class Family:
     at_zero = jnp.where(positive, -1.0 / (alpha * eps_safe), 0.0)
     return jnp.where(live, at_live, at_zero.astype(q.dtype))
 
-  def entropy_alpha_derivative(self, q: jax.Array) -> jax.Array:
+  def entropy_alpha_derivative(
+    self, q: jax.Array, rows: Any = None
+  ) -> jax.Array:
     """``∂h(q)/∂α`` at fixed ``q``: ``-q (u² φ(w) + u χ(w)) / α²``.
 
     Here ``u = log q``, ``w = ε u``, ``φ(w) = (w e^w - expm1 w) / w²`` and

@@ -48,9 +48,9 @@ def _backward(rows, n_iter, res, g):
   du = s * (g - sg / slope)
   d_family = None
   if family.learnable:
-    # dp/dε = r - s Σr / Σs (see Family.alpha_sensitivity). The sums over r
+    # dp/dε = r - s Σr / Σs (see Family.param_sensitivity). The sums over r
     # are this shard's part only: param_cotangent adds up the shards.
-    r = family.alpha_sensitivity(p)
+    r = family.param_sensitivity(p)
     per_row = rows.local_sum(r * (g - sg / slope))
     d_family = Family(_core.param_cotangent(per_row, family.eps))
   if temperature is None:
