@@ -37,10 +37,11 @@ from softjax import _checks
 from softjax import _core
 from softjax import _docs
 from softjax import _threshold
+from softjax._family import Member
 
 
 @jax.tree_util.register_pytree_node_class
-class Budget:
+class Budget(Member):
   """The capped-simplex member, with budget ``k``: a float or an array.
 
   A pytree like :class:`~softjax._family.Family`: a float ``k`` is static,
@@ -57,31 +58,14 @@ class Budget:
   def __init__(self, k: float | jax.Array):
     self.k = k
 
-  def tree_flatten(self):
-    if isinstance(self.k, float):
-      return (), self.k
-    return (self.k,), None
-
-  @classmethod
-  def tree_unflatten(cls, aux, leaves):
-    return cls(aux if aux is not None else leaves[0])
-
-  def __repr__(self) -> str:
-    return f"Budget(k={self.k!r})"
+  @property
+  def param(self) -> float | jax.Array:
+    return self.k
 
   @classmethod
   def of_k(cls, k: float | jax.Array, dtype: Any) -> Budget:
     """The member for a checked ``k`` (a float, or an array)."""
     return cls(k if isinstance(k, float) else jnp.asarray(k, dtype))
-
-  @property
-  def learnable(self) -> bool:
-    """Whether ``k`` is an array, which receives a gradient."""
-    return not isinstance(self.k, float)
-
-  @property
-  def param(self) -> float | jax.Array:
-    return self.k
 
   def rowwise(self, shape: tuple[int, ...], dtype: Any) -> Budget:
     """An array ``k`` broadcast to the per-row ``shape`` of the threshold."""

@@ -37,6 +37,7 @@ from softjax import _core
 from softjax import _docs
 from softjax import _threshold
 from softjax._family import Family
+from softjax._family import Member
 
 # An array α is evaluated at max(α, 1 + ALPHA_GAP): α = 1 itself is the
 # arg-max, with no threshold and unbounded derivatives.
@@ -44,7 +45,7 @@ ALPHA_GAP = 1e-6
 
 
 @jax.tree_util.register_pytree_node_class
-class Normmax:
+class Normmax(Member):
   """α-normmax with α > 1: a Python float or an array (a pytree leaf)."""
 
   __slots__ = ("alpha",)
@@ -54,17 +55,9 @@ class Normmax:
   def __init__(self, alpha: float | jax.Array):
     self.alpha = alpha
 
-  def tree_flatten(self):
-    if isinstance(self.alpha, float):
-      return (), self.alpha
-    return (self.alpha,), None
-
-  @classmethod
-  def tree_unflatten(cls, aux, leaves):
-    return cls(aux if aux is not None else leaves[0])
-
-  def __repr__(self) -> str:
-    return f"Normmax(alpha={self.alpha!r})"
+  @property
+  def param(self) -> float | jax.Array:
+    return self.alpha
 
   @classmethod
   def of_alpha(cls, alpha: float | jax.Array, dtype: Any) -> Normmax:
@@ -72,14 +65,6 @@ class Normmax:
     if isinstance(alpha, float):
       return cls(alpha)
     return cls(jnp.maximum(jnp.asarray(alpha, dtype), 1.0 + ALPHA_GAP))
-
-  @property
-  def learnable(self) -> bool:
-    return not isinstance(self.alpha, float)
-
-  @property
-  def param(self) -> float | jax.Array:
-    return self.alpha
 
   @property
   def _two(self) -> bool:
