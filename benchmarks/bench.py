@@ -763,12 +763,21 @@ def draw_figure(
     return "matplotlib is not installed: no figure was drawn."
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
   ticks = range(len(shapes))
+  # tab10 repeats its colours after ten lines; the sparse suite draws more.
+  colours = plt.get_cmap("tab20").colors
   for ax, mode, label in zip(axes, (0, 1), ("fwd", "fwd+bwd")):
-    for name, by_shape in ratios.items():
+    for k, (name, by_shape) in enumerate(ratios.items()):
       xs = [i for i, s in enumerate(shapes) if s in by_shape]
       ys = [by_shape[shapes[i]][mode] for i in xs]
       style = "--" if name.startswith(("torch", "optax")) else "-"
-      ax.plot(xs, ys, style, marker="o", label=name.replace("softjax.", ""))
+      ax.plot(
+        xs,
+        ys,
+        style,
+        marker="o",
+        color=colours[k % len(colours)],
+        label=name.replace("softjax.", ""),
+      )
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(list(ticks), [_shape(s) for s in shapes], rotation=30)
