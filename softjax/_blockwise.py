@@ -1,0 +1,829 @@
+r"""Block-wise attention: the score matrix is never held, forward or backward.
+
+:func:`blockwise_attention` (re-exported as
+``softjax.attention.blockwise_attention``) computes what
+``softjax.attention.dot_product_attention`` computes, one block of
+``block_q`` queries by ``block_k`` keys at a time, so that its memory grows
+linearly in the sequence length.
+
+Internal layout. The wrapper (:func:`_to_blocks`) brings every operand into
+one layout and the loops below see nothing else: queries
+``[B, Hkv, G, Lq, D]`` (``B`` the flattened batch dimensions, ``Hkv`` the
+key/value heads, ``G`` the query heads sharing one of them), keys and values
+``[B, Hkv, Lk, D]``, bias and mask ``[B|1, Hkv|1, G|1, Lq|1, Lk|1]`` (each axis
+either whole or broadcast), lengths padded to whole blocks. The query is
+already multiplied by ``scale``; autodiff outside the ``custom_vjp`` maps the
+gradients back through the scaling, padding and transposes. Within a block
+pair the ``G`` heads of a group and the block's queries form one axis of
+rows (``[B, Hkv, G * block_q, ...]``, :func:`_rows`), so grouped heads share
+each key block in one matmul and per-query statistics are ``[B, Hkv, rows]``.
+
+The passes, one function each:
+
+* :func:`_softmax_pass` (α = 1): for each query block, one sweep over its key
+  blocks with a running maximum, sum and output (online softmax). Saves the
+  per-query statistic ``lse`` (log-sum-exp of the row; ``+inf`` for a query
+  whose keys are all masked, so that its recomputed weights are 0).
+* :func:`_backward_pass`: for each key block, one sweep over the query
+  blocks that see it; recomputes the scores once per block pair and gives
+  dQ, dK, dV and the bias cotangent in that one sweep. It needs the weights
+  ``p`` and the slopes ``s`` of a block and the per-query ``delta``, all from
+  the normaliser's rule (:class:`_Softmax`), never from ``p`` hard-coded.
+
+Both sweeps go through :func:`_for_key_blocks` / :func:`_for_query_blocks`,
+which visit only the block pairs :func:`_plan` keeps (causal blocks above
+the diagonal are skipped) and apply the positional mask (causal diagonal,
+padded keys) only on the blocks that need it.
+
+The sparse members of the entmax family (phase 2 of issue 16) plug in as a
+second rule next to :class:`_Softmax` and two forward passes in place of
+:func:`_softmax_pass`: a statistics pass that finds each query's threshold
+``t`` with ``softjax._threshold.find_threshold(row_sum, family, lo, hi,
+n_iter)``, where ``row_sum(t)`` is a :func:`_for_key_blocks` sweep summing
+``family.map(z - shift, t)`` (``shift`` the row maximum, from a first
+sweep); then an output pass (a :func:`_for_key_blocks`
+sweep accumulating ``Σ p v``, ``Σ s v`` and ``Σ s``). The backward pass is
+already written for them: ``s = p^(2-α)`` and ``delta = dO · (Σ s v) / Σ s``
+come from the rule (Goncalves et al. 2025; for softmax ``s = p``, ``Σ s = 1``
+and ``Σ s v / Σ s`` is the output itself).
+
+References:
+  T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Ré. "FlashAttention: Fast and
+  Memory-Efficient Exact Attention with IO-Awareness". NeurIPS 2022.
+  M. N. Rabe, C. Staats. "Self-attention Does Not Need O(n²) Memory".
+  arXiv:2112.05682, 2021.
+  N. Gonçalves, M. Treviso, A. F. T. Martins. "AdaSplash: Adaptive Sparse
+  Flash Attention". ICML 2025.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from softjax._core import match_vma
+
+# Default block sizes, measured on XLA:CPU (2 shared cores, batch 1, 8 heads,
+# depth 64, float32, CPU seconds of fwd+bwd, relative to 256 x 256): at
+# L = 4096, 128 x 128 1.06, 512 x 256 1.09, 512 x 512 1.20, 1024 x 512 1.29;
+# at L = 16384, 512 x 256 1.19, 512 x 512 1.16. A [8, 256, 256] float32
+# block (2 MiB) stays in cache; smaller blocks also hold less memory.
+BLOCK_Q = 256
+BLOCK_K = 256
+
+# The einsums of one block pair. A query block of every head in a group is
+# handled as one set of rows, ``r = (g, q)``: grouped heads share the key
+# block in one matmul. dK and dV are accumulated transposed (``bhdk``):
+# XLA:CPU then transposes the small [rows, depth] operand instead of the
+# [rows, block_k] weights.
+_QK = "bhrd,bhkd->bhrk"
+_PV = "bhrk,bhkd->bhrd"
+_TRANSPOSED = "bhrd,bhrk->bhdk"
+
+_Q_AXIS = 3   # the length axis of queries, outputs and per-query statistics
+_K_AXIS = 2   # the length axis of keys and values
+
+
+class _Config(NamedTuple):
+  """Static description of one call (hashable: a ``custom_vjp`` argument)."""
+  q_len: int
+  kv_len: int
+  block_q: int
+  block_k: int
+  causal: bool
+  dropout_rate: float       # 0.0: no dropout
+  broadcast_dropout: bool
+  precision: Any
+
+  @property
+  def n_q(self) -> int:
+    return -(-self.q_len // self.block_q)
+
+  @property
+  def n_k(self) -> int:
+    return -(-self.kv_len // self.block_k)
+
+
+class _Operands(NamedTuple):
+  """The arrays of one call, in the internal layout (module docstring)."""
+  q: jax.Array
+  k: jax.Array
+  v: jax.Array
+  bias: jax.Array | None
+  mask: jax.Array | None
+  rng: jax.Array | None
+
+
+class _SoftmaxRows(NamedTuple):
+  """Per-query statistics the softmax forward saves: ``[B, Hkv, G, Lq]``."""
+  lse: jax.Array
+
+
+class _Softmax:
+  """The α = 1 member: ``p = exp(z - lse)``, slopes ``s = p``, ``Σ s = 1``.
+
+  The backward pass asks a rule for three things only, so that the sparse
+  members (phase 2: ``family.map(z - shift, t)``, ``family.slopes(p)`` and
+  ``delta = dO · (Σ s v / Σ s)`` from a saved per-query vector) use the same
+  pass.
+  """
+
+  @staticmethod
+  def weights(z: jax.Array, rows: _SoftmaxRows) -> jax.Array:
+    """Normalised weights of a block from its scores and the row statistics.
+
+    ``lse = +inf`` (every key masked) gives 0 for every score, ``-inf``
+    (masked) scores give 0: no NaN either way.
+    """
+    return jnp.exp(z - rows.lse[..., None])
+
+  @staticmethod
+  def slopes(p: jax.Array) -> jax.Array:
+    """``s = ∂p/∂z`` up to the row coupling: ``p^(2-α)``, here ``p``."""
+    return p
+
+  @staticmethod
+  def delta(dout: jax.Array, out: jax.Array, rows: _SoftmaxRows
+            ) -> jax.Array:
+    """``<s, dP> / Σ s = dO · (Σ s v) / Σ s``; for softmax ``dO · out``."""
+    del rows  # Σ s v / Σ s is the output itself.
+    return jnp.sum(dout * out, axis=-1)
+
+
+_SOFTMAX = _Softmax()
+
+
+# ---------------------------------------------------------------------------
+# Blocks and the block plan.
+
+
+def _block(x: jax.Array, index: jax.Array | int, size: int, axis: int
+           ) -> jax.Array:
+  return lax.dynamic_slice_in_dim(x, index * size, size, axis)
+
+
+def _put_block(x: jax.Array, update: jax.Array, index: jax.Array | int,
+               size: int, axis: int) -> jax.Array:
+  return lax.dynamic_update_slice_in_dim(x, update, index * size, axis)
+
+
+def _rows(x: jax.Array, i: jax.Array | int, cfg: _Config) -> jax.Array:
+  """Query block i of ``[B, Hkv, G, Lq, ...]`` as ``[B, Hkv, G*bq, ...]``."""
+  x = _block(x, i, cfg.block_q, _Q_AXIS)
+  return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
+
+
+def _put_rows(x: jax.Array, rows: jax.Array, i: jax.Array | int,
+              cfg: _Config) -> jax.Array:
+  rows = rows.reshape(x.shape[:3] + (cfg.block_q,) + x.shape[4:])
+  return _put_block(x, rows, i, cfg.block_q, _Q_AXIS)
+
+
+def _pair_starts(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
+                 cfg: _Config) -> tuple[Any, ...]:
+  """Start indices of block pair (i, j) in a 5-d bias/mask (or its grad)."""
+  q0 = i * cfg.block_q if x.shape[3] > 1 else 0
+  k0 = j * cfg.block_k if x.shape[4] > 1 else 0
+  return (0, 0, 0, q0, k0)
+
+
+def _pair_block(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
+                cfg: _Config) -> jax.Array:
+  """Block pair (i, j) of a bias or mask; broadcast axes stay size 1."""
+  sizes = x.shape[:3] + (cfg.block_q if x.shape[3] > 1 else 1,
+                         cfg.block_k if x.shape[4] > 1 else 1)
+  return lax.dynamic_slice(x, _pair_starts(x, i, j, cfg), sizes)
+
+
+def _pair_rows(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
+               cfg: _Config, group: int) -> jax.Array:
+  """Block pair (i, j) of a bias or mask as ``[B|1, Hkv|1, rows|1, bk|1]``."""
+  x = _pair_block(x, i, j, cfg)
+  if x.shape[2] == x.shape[3] == 1:
+    return x.reshape(x.shape[:2] + (1, x.shape[4]))
+  x = jnp.broadcast_to(x, x.shape[:2] + (group, cfg.block_q, x.shape[4]))
+  return x.reshape(x.shape[:2] + (-1, x.shape[4]))
+
+
+def _add_pair_block(acc: jax.Array, update: jax.Array, i: jax.Array | int,
+                    j: jax.Array | int, cfg: _Config) -> jax.Array:
+  """``acc[block (i, j)] += update`` summed over the axes ``acc`` broadcasts.
+
+  ``update`` is in rows form, ``[B, Hkv, rows, bk]``.
+  """
+  update = update.reshape(update.shape[:2] + (-1, cfg.block_q,
+                                              update.shape[-1]))
+  axes = tuple(a for a in range(5) if acc.shape[a] == 1 < update.shape[a])
+  update = jnp.sum(update, axis=axes, keepdims=True)
+  starts = _pair_starts(acc, i, j, cfg)
+  current = lax.dynamic_slice(acc, starts, update.shape)
+  return lax.dynamic_update_slice(acc, current + update, starts)
+
+
+class _Plan(NamedTuple):
+  """Which block pairs are visited; static, from the shapes alone.
+
+  Query block ``i`` visits key blocks ``[0, clean_end[i])`` without a
+  positional mask and ``[clean_end[i], end[i])`` with it (the causal
+  diagonal, padded keys). Key block ``j`` is visited by query blocks
+  ``[start[j], clean_start[j])`` with the positional mask and
+  ``[clean_start[j], n_q)`` without. Blocks above the causal diagonal are in
+  neither range.
+  """
+  clean_end: np.ndarray
+  end: np.ndarray
+  start: np.ndarray
+  clean_start: np.ndarray
+
+
+def _plan(cfg: _Config) -> _Plan:
+  bq, bk = cfg.block_q, cfg.block_k
+  whole_k = cfg.kv_len // bk  # key blocks without padding
+  i = np.arange(cfg.n_q)
+  if cfg.causal:
+    # Query a sees key b iff b <= a (top-left aligned, as flax.nnx).
+    last_q = np.minimum((i + 1) * bq, cfg.q_len) - 1
+    end = np.minimum(cfg.n_k, last_q // bk + 1)
+    clean_end = np.minimum(np.minimum((i * bq + 1) // bk, whole_k), end)
+  else:
+    end = np.full(cfg.n_q, cfg.n_k)
+    clean_end = np.full(cfg.n_q, whole_k)
+  # Both are nondecreasing in i, so the query blocks that see key block j
+  # (or see it whole) form a suffix; its start is a count.
+  j = np.arange(cfg.n_k)[:, None]
+  start = np.sum(end[None, :] <= j, axis=1)
+  clean_start = np.maximum(np.sum(clean_end[None, :] <= j, axis=1), start)
+  as_int = lambda a: np.asarray(a, np.int32)
+  return _Plan(as_int(clean_end), as_int(end), as_int(start),
+               as_int(clean_start))
+
+
+def _scores(cfg: _Config, ops: _Operands, q_i: jax.Array, k_j: jax.Array,
+            i: jax.Array | int, j: jax.Array | int, positional: bool
+            ) -> jax.Array:
+  """Scores of block pair (i, j), ``-inf`` where masked: ``[B,Hkv,rows,bk]``.
+
+  ``q_i`` is in rows form (:func:`_rows`). ``positional`` adds the causal
+  and padded-key mask; the plan asks for it only on the blocks that
+  straddle the diagonal or hold padding, so the others pay no per-entry
+  select.
+  """
+  group = ops.q.shape[2]
+  z = jnp.einsum(_QK, q_i, k_j, precision=cfg.precision)
+  if ops.bias is not None:
+    z = z + _pair_rows(ops.bias, i, j, cfg, group)
+  keep = None if ops.mask is None else _pair_rows(ops.mask, i, j, cfg, group)
+  if positional:
+    k_pos = j * cfg.block_k + jnp.arange(cfg.block_k)
+    ok = k_pos < cfg.kv_len
+    if cfg.causal:
+      q_pos = i * cfg.block_q + jnp.arange(cfg.block_q)
+      ok = jnp.tile(ok & (k_pos <= q_pos[:, None]), (group, 1))
+    keep = ok if keep is None else keep & ok
+  if keep is not None:
+    z = jnp.where(keep, z, -jnp.inf)
+  return z
+
+
+def _dropout_scale(cfg: _Config, rng: jax.Array, i: jax.Array | int,
+                   j: jax.Array | int, shape: tuple[int, ...], dtype: Any
+                   ) -> jax.Array:
+  """``keep / keep_prob`` for block pair (i, j).
+
+  The key is the caller's key folded with the block indices, so the
+  backward pass regenerates exactly the forward's mask without storing it.
+  """
+  key = jax.random.fold_in(jax.random.fold_in(rng, i), j)
+  keep_prob = 1.0 - cfg.dropout_rate
+  if cfg.broadcast_dropout:  # shared by the batch and the heads, as Flax
+    keep = jax.random.bernoulli(key, keep_prob, (cfg.block_q, cfg.block_k))
+    keep = jnp.tile(keep, (shape[2] // cfg.block_q, 1))
+  else:
+    keep = jax.random.bernoulli(key, keep_prob, shape)
+  return keep.astype(dtype) * (1.0 / keep_prob)
+
+
+def _filled(shape: tuple[int, ...], value: float, like: jax.Array,
+            refs: tuple[Any, ...]) -> jax.Array:
+  """An accumulator of ``shape`` filled with ``value``, typed for sharding.
+
+  ``like`` is an operand whose leading axes (batch, kv heads) ``shape``
+  shares: the result keeps its sharding along them (explicit sharding needs the
+  initial value of a loop carry sharded like its updates). Inside
+  ``shard_map`` it also varies over every mesh axis one of ``refs`` varies
+  over, as the accumulated updates do: a scalar zero taken from each adds
+  that type. Elsewhere this is ``jnp.full``.
+  """
+  dtype = like.dtype
+  if shape == like.shape:
+    x = jnp.zeros_like(like) + jnp.asarray(value, dtype)
+  else:  # shares the batch and kv-head axes
+    base = like[:, :, *(slice(0, 1),) * (like.ndim - 2)]
+    base = base.reshape(base.shape[:2] + (1,) * (len(shape) - 2))
+    x = jnp.zeros_like(base) + jnp.asarray(value, dtype)
+  for ref in refs:
+    if ref is not None:
+      x = x + jnp.zeros_like(ref, dtype=dtype, shape=())
+  return jnp.broadcast_to(x, shape)
+
+
+# ---------------------------------------------------------------------------
+# The two sweeps every pass is made of.
+
+
+def _for_key_blocks(cfg: _Config, ops: _Operands, i: jax.Array,
+                    body: Callable[[jax.Array, jax.Array, Any], Any],
+                    carry: Any) -> Any:
+  """``carry = body(j, z, carry)`` over the key blocks query block i sees.
+
+  ``z`` are the masked scores of block pair (i, j). The sweep the softmax
+  forward is made of; phase 2's row sum ``row_sum(t)`` for the threshold
+  solver and its output pass are the same sweep with another ``body``.
+  """
+  plan = _plan(cfg)
+  q_i = _rows(ops.q, i, cfg)
+
+  def visit(positional: bool) -> Callable[[jax.Array, Any], Any]:
+    def step(j: jax.Array, c: Any) -> Any:
+      k_j = _block(ops.k, j, cfg.block_k, _K_AXIS)
+      return body(j, _scores(cfg, ops, q_i, k_j, i, j, positional), c)
+    return step
+
+  clean_end = jnp.asarray(plan.clean_end)[i]
+  carry = lax.fori_loop(0, clean_end, visit(False), carry)
+  return lax.fori_loop(clean_end, jnp.asarray(plan.end)[i], visit(True),
+                       carry)
+
+
+def _for_query_blocks(cfg: _Config, ops: _Operands, j: jax.Array,
+                      body: Callable[[jax.Array, jax.Array, Any], Any],
+                      carry: Any) -> Any:
+  """``carry = body(i, z, carry)`` over the query blocks that see key block j.
+
+  The same block pairs, with the same scores and masks, as
+  :func:`_for_key_blocks` visits, so the backward recomputes exactly the
+  forward's weights.
+  """
+  plan = _plan(cfg)
+  k_j = _block(ops.k, j, cfg.block_k, _K_AXIS)
+
+  def visit(positional: bool) -> Callable[[jax.Array, Any], Any]:
+    def step(i: jax.Array, c: Any) -> Any:
+      q_i = _rows(ops.q, i, cfg)
+      return body(i, _scores(cfg, ops, q_i, k_j, i, j, positional), c)
+    return step
+
+  clean_start = jnp.asarray(plan.clean_start)[j]
+  carry = lax.fori_loop(jnp.asarray(plan.start)[j], clean_start,
+                        visit(True), carry)
+  return lax.fori_loop(clean_start, cfg.n_q, visit(False), carry)
+
+
+# ---------------------------------------------------------------------------
+# The passes.
+
+
+def _softmax_pass(cfg: _Config, ops: _Operands
+                  ) -> tuple[jax.Array, _SoftmaxRows]:
+  """Forward for α = 1: the output and ``lse``, one key sweep per q block.
+
+  Online softmax: the running maximum ``m``, sum ``total`` and output ``o`` of
+  a query block are rescaled by ``exp(m_old - m_new)`` as each key block
+  arrives. A query that has seen only masked keys keeps ``m = -inf`` and is
+  shifted by 0 instead, so its weights stay 0, not NaN.
+  """
+  batch, kv_heads, group, q_pad, _ = ops.q.shape
+  rows_shape = (batch, kv_heads, group * cfg.block_q)
+  v_depth = ops.v.shape[-1]
+  filled = lambda shape, value: _filled(shape, value, ops.q, ops[1:-1])
+
+  def query_block(i: jax.Array, bufs: tuple[jax.Array, jax.Array]
+                  ) -> tuple[jax.Array, jax.Array]:
+    def body(j, z, carry):
+      m, total, o = carry
+      m_new = jnp.maximum(m, jnp.max(z, axis=-1))
+      shift = jnp.where(m_new == -jnp.inf, 0.0, m_new)
+      p = jnp.exp(z - shift[..., None])
+      rescale = jnp.exp(m - shift)
+      total = total * rescale + jnp.sum(p, axis=-1)
+      if cfg.dropout_rate:
+        p = p * _dropout_scale(cfg, ops.rng, i, j, p.shape, p.dtype)
+      v_j = _block(ops.v, j, cfg.block_k, _K_AXIS)
+      pv = jnp.einsum(_PV, p, v_j, precision=cfg.precision)
+      return m_new, total, o * rescale[..., None] + pv
+
+    init = (filled(rows_shape, -jnp.inf), filled(rows_shape, 0.0),
+            filled(rows_shape + (v_depth,), 0.0))
+    m, total, o = _for_key_blocks(cfg, ops, i, body, init)
+    empty = total == 0  # every key of the query masked
+    out_i = o / jnp.where(empty, 1.0, total)[..., None]
+    lse_i = jnp.where(empty, jnp.inf, m + jnp.log(total))
+    out, lse = bufs
+    return _put_rows(out, out_i, i, cfg), _put_rows(lse, lse_i, i, cfg)
+
+  init = (filled((batch, kv_heads, group, q_pad, v_depth), 0.0),
+          filled((batch, kv_heads, group, q_pad), 0.0))
+  out, lse = lax.fori_loop(0, cfg.n_q, query_block, init)
+  return out, _SoftmaxRows(lse)
+
+
+def _backward_pass(cfg: _Config, rule: _Softmax, ops: _Operands, rows: Any,
+                   out: jax.Array, dout: jax.Array
+                   ) -> tuple[jax.Array, jax.Array, jax.Array,
+                              jax.Array | None]:
+  """dQ, dK, dV and dbias by recomputation, one sweep over the block pairs.
+
+  Outer loop over key blocks, inner over the query blocks that see them:
+  dK and dV of a key block are accumulated locally (transposed, see
+  ``_TRANSPOSED``), dQ (and dbias) in the carry. Per block pair, with the
+  rule's weights ``p`` and slopes ``s``:
+  ``dV += p^T dO``, ``dP = dO V^T``, ``dS = s (dP - delta)``,
+  ``dQ += dS K``, ``dK += dS^T Q`` (the scale is applied outside).
+  """
+  delta = rule.delta(dout, out, rows)
+  bk = cfg.block_k
+  zeros = lambda x: _filled(x.shape, 0.0, x, ops[:-1] + (dout,))
+
+  def key_block(j: jax.Array, grads: tuple[Any, ...]) -> tuple[Any, ...]:
+    v_j = _block(ops.v, j, bk, _K_AXIS)
+    k_j = _block(ops.k, j, bk, _K_AXIS)
+
+    def body(i, z, carry):
+      dq, dk_j, dv_j, dbias = carry
+      rows_i = jax.tree.map(lambda r: _rows(r, i, cfg), rows)
+      q_i, do_i = _rows(ops.q, i, cfg), _rows(dout, i, cfg)
+      p = rule.weights(z, rows_i)
+      s = rule.slopes(p)
+      dp = jnp.einsum(_QK, do_i, v_j, precision=cfg.precision)
+      if cfg.dropout_rate:
+        drop = _dropout_scale(cfg, ops.rng, i, j, p.shape, p.dtype)
+        p, dp = p * drop, dp * drop
+      # Phase 2, array α: accumulate Σ family.alpha_sensitivity(p_before
+      # dropout) * (dp - delta) here, reduced to α's shape (MATH.md).
+      ds = s * (dp - _rows(delta, i, cfg)[..., None])
+      dv_j = dv_j + jnp.einsum(_TRANSPOSED, do_i, p, precision=cfg.precision)
+      dk_j = dk_j + jnp.einsum(_TRANSPOSED, q_i, ds, precision=cfg.precision)
+      dq_i = jnp.einsum(_PV, ds, k_j, precision=cfg.precision)
+      dq = _put_rows(dq, _rows(dq, i, cfg) + dq_i, i, cfg)
+      if dbias is not None:
+        dbias = _add_pair_block(dbias, ds, i, j, cfg)
+      return dq, dk_j, dv_j, dbias
+
+    dq, dk, dv, dbias = grads
+    init = (dq, zeros(jnp.swapaxes(k_j, -1, -2)),
+            zeros(jnp.swapaxes(v_j, -1, -2)), dbias)
+    dq, dk_j, dv_j, dbias = _for_query_blocks(cfg, ops, j, body, init)
+    return (dq, _put_block(dk, jnp.swapaxes(dk_j, -1, -2), j, bk, _K_AXIS),
+            _put_block(dv, jnp.swapaxes(dv_j, -1, -2), j, bk, _K_AXIS),
+            dbias)
+
+  init = (zeros(ops.q), zeros(ops.k), zeros(ops.v),
+          None if ops.bias is None else zeros(ops.bias))
+  return lax.fori_loop(0, cfg.n_k, key_block, init)
+
+
+def _forward(cfg: _Config, rule: _Softmax, ops: _Operands
+             ) -> tuple[jax.Array, Any]:
+  """The output and the per-query statistics the backward pass needs."""
+  if rule is _SOFTMAX:
+    return _softmax_pass(cfg, ops)
+  # Phase 2: rows = _stats_pass(...) (the threshold of each query, from
+  # find_threshold driven by a _for_key_blocks row sum), then
+  # out, rows = _output_pass(...) (Σ p v, and Σ s v / Σ s for delta).
+  raise NotImplementedError(rule)
+
+
+def _attention(cfg: _Config, rule: _Softmax, q: jax.Array, k: jax.Array,
+               v: jax.Array, bias: jax.Array | None, mask: jax.Array | None,
+               rng: jax.Array | None) -> jax.Array:
+  return _forward(cfg, rule, _Operands(q, k, v, bias, mask, rng))[0]
+
+
+def _attention_fwd(cfg, rule, q, k, v, bias, mask, rng):
+  ops = _Operands(q, k, v, bias, mask, rng)
+  out, rows = _forward(cfg, rule, ops)
+  return out, (ops, out, rows)
+
+
+def _attention_bwd(cfg, rule, residuals, dout):
+  ops, out, rows = residuals
+  grads = _backward_pass(cfg, rule, ops, rows, out, dout)
+  # Inside shard_map an operand replicated over a mesh axis (a bias shared
+  # by the head shards) gets the sum of the shards' cotangents.
+  grads = tuple(None if g is None else match_vma(g, x)
+                for g, x in zip(grads, ops))
+  return grads + (None, None)
+
+
+_attention = jax.custom_vjp(_attention, nondiff_argnums=(0, 1))
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+# ---------------------------------------------------------------------------
+# The public function and its argument handling.
+
+
+def _block_size(length: int, requested: int | None, default: int) -> int:
+  """``requested`` (at most the length), or a default that pads little.
+
+  The default splits the length into as few blocks of at most ``default``
+  as possible, of equal size rounded up to a multiple of 8.
+  """
+  if requested is not None:
+    return min(requested, length)
+  if length <= default:
+    return length
+  n = -(-length // default)
+  return -(-length // (8 * n)) * 8
+
+
+def _check_options(alpha: Any, block_q: Any, block_k: Any, n_iter: Any,
+                   dropout_rate: Any, module: Any, einsums: tuple[Any, ...]
+                   ) -> None:
+  """Errors for the arguments that need no shapes (trace time)."""
+  if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
+    if not float(alpha) >= 1.0:
+      raise ValueError(f"`alpha` must be at least 1 (1: softmax), got {alpha}.")
+  if not (isinstance(alpha, numbers.Real) and float(alpha) == 1.0):
+    raise NotImplementedError(
+        "blockwise_attention supports only `alpha=1.0` (softmax) so far; "
+        "entmax (alpha > 1) and a per-head array alpha are the next step of "
+        "softjax issue 16. Until then use softjax.attention."
+        "dot_product_attention(..., normalizer=...) for sparse attention.")
+  for name, value in (("block_q", block_q), ("block_k", block_k),
+                      ("n_iter", n_iter)):
+    if value is not None and (isinstance(value, bool) or not isinstance(
+        value, numbers.Integral) or value < 1):
+      raise ValueError(f"`{name}` must be a positive integer or None, got "
+                       f"{value!r}.")
+  try:
+    rate = float(dropout_rate)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    raise TypeError("`dropout_rate` must be a Python float (it decides the "
+                    "shape of the computation), got a traced value.") from None
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate}.")
+  if module is not None:
+    raise ValueError(
+        "blockwise_attention never forms the attention weights, so it "
+        "cannot sow them into `module` (Flax passes `module` when called "
+        "with sow_weights=True). Call the module with sow_weights=False, or "
+        "use softjax.attention.dot_product_attention to inspect weights.")
+  if any(e is not None for e in einsums):
+    raise ValueError(
+        "`qk_attn_weights_einsum`/`attn_weights_value_einsum` (e.g. AQT "
+        "quantisation) are not supported by blockwise_attention; use "
+        "softjax.attention.dot_product_attention with them.")
+
+
+def _checked_inputs(query: Any, key: Any, value: Any, mask: Any, dtype: Any
+                    ) -> tuple[jax.Array, jax.Array, jax.Array,
+                               jax.Array | None]:
+  """Promotion, shape checks and the boolean mask, as the dense path does.
+
+  The one place this module uses ``softjax.attention``'s helpers (imported
+  here: ``softjax.attention`` re-exports this module).
+  """
+  # TODO(issue 16 merge): repoint to the shared helpers.
+  from softjax import attention  # pylint: disable=import-outside-toplevel
+  query, key, value = attention._promote((query, key, value), dtype)  # pylint: disable=protected-access
+  attention._check_shapes(query, key, value)  # pylint: disable=protected-access
+  scores_shape = query.shape[:-3] + (query.shape[-2], query.shape[-3],
+                                     key.shape[-3])
+  mask = attention._combined_mask(mask, False, scores_shape)  # pylint: disable=protected-access
+  return query, key, value, mask
+
+
+def _pairwise(x: jax.Array, name: str, batch: tuple[int, ...], heads: int,
+              kv_heads: int, lengths: tuple[int, int], padded: tuple[int, int]
+              ) -> jax.Array:
+  """A bias or mask as ``[B|1, Hkv|1, G|1, Lq|1, Lk|1]``, padded to blocks.
+
+  Batch axes that all broadcast stay size 1; otherwise they are broadcast
+  and flattened (autodiff sums a bias gradient back to the given shape).
+  """
+  full = batch + (heads,) + lengths
+  try:
+    jnp.broadcast_shapes(x.shape, full)
+  except ValueError:
+    raise ValueError(
+        f"`{name}` of shape {x.shape} is not broadcastable to the attention "
+        f"scores [batch..., heads, q_length, kv_length] = {full}.") from None
+  if x.ndim > len(full):
+    raise ValueError(f"`{name}` of shape {x.shape} has more dimensions than "
+                     f"the attention scores {full}.")
+  x = x.reshape((1,) * (len(full) - x.ndim) + x.shape)
+  nb = len(batch)
+  if all(n == 1 for n in x.shape[:nb]):
+    x = x.reshape((1,) + x.shape[nb:])
+  else:
+    x = jnp.broadcast_to(x, batch + x.shape[nb:])
+    x = x.reshape((math.prod(batch),) + x.shape[nb:])
+  split = (kv_heads, heads // kv_heads) if x.shape[1] > 1 else (1, 1)
+  x = x.reshape(x.shape[:1] + split + x.shape[2:])
+  pads = [(0, 0)] * 3 + [(0, p - n if m > 1 else 0) for p, n, m in
+                         zip(padded, lengths, x.shape[3:])]
+  return jnp.pad(x, pads)
+
+
+def _to_blocks(query: jax.Array, key: jax.Array, value: jax.Array,
+               bias: Any, mask: jax.Array | None, scale: Any,
+               cfg: _Config, compute: Any
+               ) -> tuple[jax.Array, ...]:
+  """The operands in the internal layout (module docstring), padded."""
+  batch = query.shape[:-3]
+  n = math.prod(batch)
+  q_len, heads, depth = query.shape[-3:]
+  kv_len, kv_heads = key.shape[-3:-1]
+  q_pad, k_pad = cfg.n_q * cfg.block_q, cfg.n_k * cfg.block_k
+  q = query.astype(compute).reshape(
+      (n, q_len, kv_heads, heads // kv_heads, depth))
+  q = jnp.transpose(q, (0, 2, 3, 1, 4)) * jnp.asarray(scale, compute)
+  q = jnp.pad(q, [(0, 0)] * 3 + [(0, q_pad - q_len), (0, 0)])
+  kv = []
+  for x in (key, value):
+    x = x.astype(compute).reshape((n,) + x.shape[-3:])
+    x = jnp.transpose(x, (0, 2, 1, 3))
+    kv.append(jnp.pad(x, [(0, 0), (0, 0), (0, k_pad - kv_len), (0, 0)]))
+  geometry = (batch, heads, kv_heads, (q_len, kv_len), (q_pad, k_pad))
+  if bias is not None:
+    bias = _pairwise(jnp.asarray(bias).astype(compute), "bias", *geometry)
+  if mask is not None:
+    mask = _pairwise(mask, "mask", *geometry)
+  return q, kv[0], kv[1], bias, mask
+
+
+def blockwise_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    *,
+    alpha: float | jax.Array = 1.0,
+    is_causal: bool = False,
+    scale: float | jax.Array | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+    n_iter: int | None = None,
+    broadcast_dropout: bool = True,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    deterministic: bool = False,
+    dtype: Any = None,
+    precision: Any = None,
+    module: Any = None,
+    force_fp32_for_softmax: bool = False,
+    qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
+    attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
+) -> jax.Array:
+  r"""Dot-product attention computed block by block, in linear memory.
+
+  The same result as :func:`softjax.attention.dot_product_attention` with
+  ``normalizer=softjax.softmax`` (to float32 rounding, values and
+  gradients), without ever holding the ``[heads, q_length, kv_length]``
+  scores, weights or their gradients: the keys are visited ``block_k`` at a
+  time for each block of ``block_q`` queries, with a running maximum and sum
+  (online softmax), and the backward pass recomputes each block's scores
+  from the saved per-query log-sum-exp
+  :math:`\mathrm{lse}_q = \log \sum_k e^{z_{qk}}` and
+  :math:`\delta_q = \sum_d dO_{qd}\, O_{qd}`:
+
+  .. math::
+    P = e^{Z - \mathrm{lse}},\quad dV = P^\top dO,\quad
+    dZ = P \odot (dO\, V^\top - \delta),\quad
+    dQ = s\, dZ\, K,\quad dK = s\, dZ^\top Q,
+
+  with :math:`Z = s\, Q K^\top + \text{bias}` and :math:`s` the ``scale``.
+  Memory is linear in the sequence length: per call a few
+  ``[batch, heads, block_q, block_k]`` blocks and per-query vectors.
+
+  Layout and masks are those of ``dot_product_attention``
+  (``[batch..., length, heads, depth]``, grouped-query attention with fewer
+  key/value heads dividing the query heads, nonzero ``mask`` entries
+  attend); masked keys get exactly zero weight and zero gradient, and a
+  query whose keys are all masked gets a zero output and zero gradients.
+  ``is_causal`` needs no mask array and skips the key blocks above the
+  diagonal in both passes (about half the work). With
+  ``functools.partial`` it is a drop-in ``attention_fn`` for
+  ``flax.linen.MultiHeadDotProductAttention`` and
+  ``flax.nnx.MultiHeadAttention``.
+
+  Dropout works block-wise: the mask of each block pair comes from
+  ``dropout_rng`` folded with the block indices and is regenerated in the
+  backward pass, never stored. It has the distribution of Flax's dropout
+  (each weight kept with probability ``1 - dropout_rate`` and scaled by its
+  inverse; shared by batch and heads with ``broadcast_dropout``), not its
+  bits. The attention weights are never formed, so they cannot be sown into
+  a Flax module: ``module`` must be None. Only first-order reverse-mode
+  derivatives exist (``jax.grad``, ``jax.vjp``), as for flash attention.
+
+  Args:
+    query: queries, ``[batch..., q_length, num_heads, qk_depth]``.
+    key: keys, ``[batch..., kv_length, num_kv_heads, qk_depth]``;
+      ``num_kv_heads`` divides ``num_heads``.
+    value: values, ``[batch..., kv_length, num_kv_heads, v_depth]``.
+    bias: optional scores added before normalising, broadcastable to
+      ``[batch..., num_heads, q_length, kv_length]``; its gradient is
+      returned in its own shape. A bias with a ``q_length`` or
+      ``kv_length`` axis costs memory of that size.
+    mask: optional mask broadcastable to the same shape, ``True``
+      (nonzero) meaning attend. A key-padding mask ``[batch, 1, 1, kv]``
+      costs ``O(kv)``.
+    alpha: the map from scores to weights, as in ``softjax.entmax``:
+      1 is softmax (the only value supported so far); larger values and an
+      array of one α per head (for sparse entmax attention) are planned and
+      raise ``NotImplementedError`` for now.
+    is_causal: mask the keys after each query position (``tril`` aligned
+      at the top-left, as in ``flax.nnx``), without a mask array.
+    scale: factor of the scores (default ``1 / sqrt(qk_depth)``).
+    block_q: queries per block (default 256, or the whole length if
+      shorter); lengths that are not a multiple are padded and masked.
+    block_k: keys per block (default 256, likewise).
+    n_iter: threshold-solver iterations of the sparse maps (unused for
+      softmax).
+    broadcast_dropout: share the dropout mask across batch and heads.
+    dropout_rng: PRNG key for dropout; needed when dropout is applied.
+    dropout_rate: probability of dropping an attention weight (a Python
+      float in [0, 1)).
+    deterministic: if True, no dropout.
+    dtype: the dtype of the result and of the inputs' promotion (default:
+      inferred from ``query``, ``key``, ``value``). Half-precision inputs are
+      computed in float32 blocks and the result returned in ``dtype``.
+    precision: ``jax.lax.Precision`` of every block matmul.
+    module: must be None (the weights are never formed, so they cannot be
+      sown; Flax passes a module only with ``sow_weights=True``).
+    force_fp32_for_softmax: accepted for Flax; the statistics are always
+      computed in float32 or wider.
+    qk_attn_weights_einsum: must be None (custom einsums are not
+      supported); accepted so that Flax does not drop it silently.
+    attn_weights_value_einsum: must be None, likewise.
+
+  Returns:
+    The attended values, ``[batch..., q_length, num_heads, v_depth]``.
+
+  Raises:
+    TypeError: an unknown keyword, a traced ``dropout_rate``.
+    ValueError: mismatched shapes, a ``bias`` or ``mask`` not broadcastable
+      to the scores, ``alpha < 1``, a bad block size, dropout without
+      ``dropout_rng``, a ``module`` to sow into, custom einsums.
+    NotImplementedError: ``alpha`` other than 1 (for now).
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import softjax
+    >>> q, k, v = jax.random.normal(jax.random.key(0), (3, 2, 300, 4, 8))
+    >>> out = softjax.attention.blockwise_attention(
+    ...     q, k, v, is_causal=True, block_q=128, block_k=128)
+    >>> dense = softjax.attention.dot_product_attention(q, k, v,
+    ...                                                 is_causal=True)
+    >>> out.shape, bool(jnp.allclose(out, dense, atol=1e-5))
+    ((2, 300, 4, 8), True)
+
+  References:
+    T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Ré. "FlashAttention: Fast and
+    Memory-Efficient Exact Attention with IO-Awareness". NeurIPS 2022.
+    M. N. Rabe, C. Staats. "Self-attention Does Not Need O(n²) Memory".
+    arXiv:2112.05682, 2021.
+  """
+  del force_fp32_for_softmax  # always: see the docstring
+  _check_options(alpha, block_q, block_k, n_iter, dropout_rate, module,
+                 (qk_attn_weights_einsum, attn_weights_value_einsum))
+  query, key, value, mask = _checked_inputs(query, key, value, mask, dtype)
+  out_dtype = query.dtype
+  compute = jnp.promote_types(out_dtype, jnp.float32)
+  batch, (q_len, heads, _) = query.shape[:-3], query.shape[-3:]
+  kv_len, v_depth = key.shape[-3], value.shape[-1]
+  out_shape = batch + (q_len, heads, v_depth)
+  if q_len == 0 or kv_len == 0:
+    return jnp.zeros(out_shape, out_dtype)
+
+  dropping = not deterministic and float(dropout_rate) > 0.0
+  if dropping and dropout_rng is None:
+    raise ValueError("`dropout_rng` is required when `dropout_rate` > 0 and "
+                     "`deterministic` is False.")
+  if isinstance(precision, list):
+    precision = tuple(precision)  # hashable: part of the static config
+  cfg = _Config(q_len=q_len, kv_len=kv_len,
+                block_q=_block_size(q_len, block_q, BLOCK_Q),
+                block_k=_block_size(kv_len, block_k, BLOCK_K),
+                causal=bool(is_causal),
+                dropout_rate=float(dropout_rate) if dropping else 0.0,
+                broadcast_dropout=bool(broadcast_dropout),
+                precision=precision)
+  if scale is None:
+    scale = 1.0 / math.sqrt(query.shape[-1])
+  q, k, v, bias, mask = _to_blocks(query, key, value, bias, mask, scale, cfg,
+                                   compute)
+  out = _attention(cfg, _SOFTMAX, q, k, v, bias, mask,
+                   dropout_rng if dropping else None)
+  out = jnp.transpose(out[:, :, :, :q_len], (0, 3, 1, 2, 4))
+  return out.reshape(out_shape).astype(out_dtype)
