@@ -27,7 +27,8 @@ measured (compiled, not run) and the time column says "does not fit".
 Results accumulate in ``<out>/attention.json`` (one entry per length, α and
 measurement, replaced when measured again), so long runs can be split by
 length or α; each run re-renders ``<out>/attention.md`` from all entries
-and the memory figure ``docs/img/attention_memory.png``. ``--quick`` (a
+(the docs build draws the memory figure from ``attention.json``:
+``attention_memory`` in ``docs/figures.py``). ``--quick`` (a
 smoke test: L = 1024, 2 repeats) prints but writes nothing unless ``--out``
 is given. ``--blocks`` times block sizes against each other (and dense) to
 choose the defaults, and only prints.
@@ -173,6 +174,10 @@ def paired_ratio(a: list[float], b: list[float]) -> float:
 # Measurements (each returns a JSON-able row).
 
 
+def _machine_bytes() -> int:
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def _fits(temp_bytes: int, args: Sequence[jax.Array], max_bytes: float
           ) -> bool:
   return temp_bytes + sum(a.nbytes for a in args) * 2 < max_bytes
@@ -190,6 +195,7 @@ def measure_pair(length: int, alpha: str, repeats: int | None,
   row["dense_temp"] = dense.temp_bytes
   row["dense_fits"] = _fits(dense.temp_bytes, args, max_bytes)
   row["max_bytes"] = max_bytes
+  row["machine_bytes"] = _machine_bytes()
   if memory_only:
     return row
   thunks = {"block": ours}
@@ -306,7 +312,7 @@ def render(rows: list[dict]) -> str:
     table.append([r["alpha"], str(r["length"]), block_ms, dense_ms, ratio,
                   _mib(r["block_temp"]), _mib(r.get("dense_temp")), mem,
                   str(r.get("n", "—"))])
-  parts = ["## Time and memory", "", bench.markdown_table(header, table), ""]
+  parts = ["### Time and memory", "", bench.markdown_table(header, table), ""]
 
   growth = []
   by_alpha: dict[str, dict[int, dict]] = {}
@@ -326,7 +332,7 @@ def render(rows: list[dict]) -> str:
              for x, y in zip(lengths, lengths[1:])]
     cells.append(", ".join(f"{s:.2f}" for s in steps) or "—")
     growth.append(cells)
-  parts += ["## Growth with L", "",
+  parts += ["### Growth with L", "",
             "Time: blockwise fwd+bwd at 16384 over 4096 (L² growth is 16, "
             "exponent 2). Memory: temp bytes per unit length at each length "
             "over the previous one (1.00 is exactly linear).", "",
@@ -339,51 +345,12 @@ def render(rows: list[dict]) -> str:
                f"{r['ratio']:.2f} (≤ {CAUSAL_TARGET:g}) "
                f"{_verdict(r['ratio'] <= CAUSAL_TARGET)}",
                _mib(r["causal_temp"]), str(r["n"])] for r in causal]
-    parts += ["## Causal", "", bench.markdown_table(
+    parts += ["### Causal", "", bench.markdown_table(
         ["α", "L", "non-causal fwd+bwd (ms)", "causal fwd+bwd (ms)",
          "ratio (target)", "causal temp (MiB)", "n"], rows_c), ""]
   runs = sorted({r["env"] for r in rows})
   parts += ["**Runs.**", ""] + [f"- {e}" for e in runs] + [""]
   return "\n".join(parts)
-
-
-def memory_figure(rows: list[dict], path: Path) -> None:
-  """Log-log plot of XLA temp bytes against L, blockwise and dense."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  pairs = sorted((r for r in rows if r["kind"] == "pair"), key=_sort_key)
-  fig, ax = plt.subplots(figsize=(6.0, 3.6))
-  alphas = sorted({r["alpha"] for r in pairs}, key=lambda a: (
-      a == "learned", 0 if a == "learned" else float(a)))
-  for alpha in alphas:
-    at = [r for r in pairs if r["alpha"] == alpha]
-    label = "α = " + alpha if alpha != "learned" else "learned α per head"
-    ax.plot([r["length"] for r in at], [r["block_temp"] / 2**20 for r in at],
-            "o-", lw=2, label=f"blockwise, {label}")
-    dense = [r for r in at if "dense_temp" in r]
-    if dense:
-      ax.plot([r["length"] for r in dense],
-              [r["dense_temp"] / 2**20 for r in dense], "s--", lw=1.5,
-              label=f"dense, {label}")
-  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  ax.axhline(total / 2**20, color="gray", lw=1, ls=":")
-  ax.text(1024, total / 2**20 * 1.15, "this machine's memory", fontsize=8,
-          color="gray")
-  ax.set_xscale("log", base=2)
-  lengths = sorted({r["length"] for r in pairs})
-  ax.set_xticks(lengths, [str(n) for n in lengths])
-  ax.minorticks_off()
-  ax.set_yscale("log")
-  ax.set_xlabel("sequence length L (batch 1, 8 heads, depth 64)")
-  ax.set_ylabel("XLA temp memory, fwd+bwd (MiB)")
-  ax.set_title("Attention memory: dense grows as L², blockwise as L")
-  ax.grid(alpha=0.3, which="both")
-  ax.legend(fontsize=8)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, format="png", dpi=110, metadata={"Software": None},
-              bbox_inches="tight")
-  plt.close(fig)
 
 
 def _load(path: Path) -> list[dict]:
@@ -397,10 +364,11 @@ def _store(path: Path, old: list[dict], new: list[dict]) -> list[dict]:
   merged = {key(r): r for r in old}
   for r in new:
     previous = merged.get(key(r), {})
-    if r["kind"] == "pair" and "block_ms" not in r:
-      # A memory-only run keeps the times an earlier run measured.
-      r = {**{k: v for k, v in previous.items() if k.endswith("_ms")
-              or k in ("ratio", "n")}, **r}
+    if r["kind"] == "pair" and "block_ms" not in r and "block_ms" in previous:
+      # A memory-only run keeps the times an earlier run measured, and the
+      # line saying when and how (memory is deterministic).
+      r = {**r, **{k: v for k, v in previous.items() if k.endswith("_ms")
+                   or k in ("ratio", "n", "env")}}
     merged[key(r)] = r
   rows = list(merged.values())
   path.parent.mkdir(parents=True, exist_ok=True)
@@ -425,14 +393,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                       "of physical memory)")
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", type=Path, default=None)
-  p.add_argument("--figure", type=Path,
-                 default=_ROOT / "docs" / "img" / "attention_memory.png")
   args = p.parse_args(argv)
   for a in args.alphas:
     if a != "learned":
       float(a)  # a clear error for anything else
-  total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  max_bytes = (args.max_gib * 2**30 if args.max_gib else total / 2)
+  max_bytes = args.max_gib * 2**30 if args.max_gib else _machine_bytes() / 2
   repeats = args.repeats or (QUICK_REPEATS if args.quick else None)
   lengths = args.lengths or ([1024] if args.quick else LENGTHS)
   causal_lengths = args.causal_lengths
@@ -486,8 +451,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   print(text, flush=True)
   if out_dir is not None:
     (out_dir / "attention.md").write_text(text, encoding="utf-8")
-    memory_figure(rows, args.figure)
-    print(f"[written to {out_dir / 'attention.md'} and {args.figure}]")
+    print(f"[written to {out_dir / 'attention.md'} and attention.json; the "
+          "docs build draws the memory figure from the json "
+          "(attention_memory in docs/figures.py)]")
 
 
 if __name__ == "__main__":

@@ -279,6 +279,11 @@ def _scores(cfg: _Config, ops: _Operands, q_i: jax.Array, k_j: jax.Array,
   z = jnp.einsum(_QK, q_i, k_j, precision=cfg.precision)
   if ops.bias is not None:
     z = z + _pair_rows(ops.bias, i, j, cfg, group)
+  # +inf scores become the largest float: a row holding them shares its
+  # mass among them and gives every finite score exp(finite - max) = 0, the
+  # limit the dense normalisers give, instead of inf - inf = NaN. One
+  # vectorised `min` per entry (no select); NaN stays NaN.
+  z = jnp.minimum(z, jnp.finfo(z.dtype).max)
   keep = None if ops.mask is None else _pair_rows(ops.mask, i, j, cfg, group)
   if positional:
     k_pos = j * cfg.block_k + jnp.arange(cfg.block_k)
