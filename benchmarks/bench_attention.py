@@ -37,14 +37,15 @@ choose the defaults, and only prints.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from collections.abc import Sequence
 import json
 import math
 import os
+from pathlib import Path
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -55,6 +56,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
 import bench  # noqa: E402  (benchmarks/: timing and report helpers)
+
 import softjax  # noqa: E402
 from softjax import attention  # noqa: E402
 
@@ -64,24 +66,25 @@ CAUSAL_LENGTHS = [16384]
 TIME_TARGETS = {"1": 1.5, "1.5": 2.0, "2": 2.0}
 MEMORY_TARGET = 1 / 8
 CAUSAL_TARGET = 0.6
-BUDGET_S = 2.0     # per candidate, when --repeats is not given
+BUDGET_S = 2.0  # per candidate, when --repeats is not given
 MIN_REPEATS = 5
 MAX_REPEATS = 30
 QUICK_REPEATS = 2
 
 METHOD = (
-    "Inputs `q, k, v` of shape `(1, L, 8, 64)` (batch, length, heads, depth), "
-    "float32 standard normal; *fwd+bwd* is one jitted "
-    "`lambda g, *a: jax.vjp(f, *a)[1](g)` returning the cotangents of q, k, "
-    "v (and of α for the learned row) for a fixed random cotangent `g`. "
-    "Each function is compiled and run before timing; the candidates of a "
-    "row are timed **interleaved** (each repeat times each once, the start "
-    "rotating), and a ratio is the median over repeats of the two times in "
-    "the same repeat. *Temp* is XLA's `memory_analysis().temp_size_in_bytes` "
-    "of the compiled fwd+bwd (deterministic; inputs and outputs excluded). "
-    "Dense rows that would not fit in memory are compiled but not run. Rows "
-    "may come from different runs (each carries its own date and commit in "
-    "`attention.json`); the time exponent compares rows of different runs.")
+  "Inputs `q, k, v` of shape `(1, L, 8, 64)` (batch, length, heads, depth), "
+  "float32 standard normal; *fwd+bwd* is one jitted "
+  "`lambda g, *a: jax.vjp(f, *a)[1](g)` returning the cotangents of q, k, "
+  "v (and of α for the learned row) for a fixed random cotangent `g`. "
+  "Each function is compiled and run before timing; the candidates of a "
+  "row are timed **interleaved** (each repeat times each once, the start "
+  "rotating), and a ratio is the median over repeats of the two times in "
+  "the same repeat. *Temp* is XLA's `memory_analysis().temp_size_in_bytes` "
+  "of the compiled fwd+bwd (deterministic; inputs and outputs excluded). "
+  "Dense rows that would not fit in memory are compiled but not run. Rows "
+  "may come from different runs (each carries its own date and commit in "
+  "`attention.json`); the time exponent compares rows of different runs."
+)
 
 
 # ---------------------------------------------------------------------------
@@ -92,8 +95,9 @@ def _alpha_key(alpha: str) -> str:
   return "learned" if alpha == "learned" else f"{float(alpha):g}"
 
 
-def _dense_normalizer(alpha: str, alpha_array: jax.Array | None
-                      ) -> Callable[..., jax.Array]:
+def _dense_normalizer(
+  alpha: str, alpha_array: jax.Array | None
+) -> Callable[..., jax.Array]:
   if alpha == "learned":
     return lambda s, **kw: softjax.entmax(s, alpha_array[:, None, None], **kw)
   a = float(alpha)
@@ -106,31 +110,37 @@ def _dense_normalizer(alpha: str, alpha_array: jax.Array | None
   return lambda s, **kw: softjax.entmax(s, a, **kw)
 
 
-def blockwise_fn(alpha: str, causal: bool = False,
-                 blocks: tuple[int, int] | None = None) -> Callable[..., Any]:
+def blockwise_fn(
+  alpha: str, causal: bool = False, blocks: tuple[int, int] | None = None
+) -> Callable[..., Any]:
   bq, bk = blocks or (None, None)
   kw = dict(is_causal=causal, block_q=bq, block_k=bk)
   if alpha == "learned":
-    return lambda q, k, v, a: attention.blockwise_attention(q, k, v, alpha=a,
-                                                            **kw)
+    return lambda q, k, v, a: attention.blockwise_attention(
+      q, k, v, alpha=a, **kw
+    )
   return lambda q, k, v: attention.blockwise_attention(
-      q, k, v, alpha=float(alpha), **kw)
+    q, k, v, alpha=float(alpha), **kw
+  )
 
 
 def dense_fn(alpha: str, causal: bool = False) -> Callable[..., Any]:
   if alpha == "learned":
     return lambda q, k, v, a: attention.dot_product_attention(
-        q, k, v, is_causal=causal, normalizer=_dense_normalizer(alpha, a))
+      q, k, v, is_causal=causal, normalizer=_dense_normalizer(alpha, a)
+    )
   return lambda q, k, v: attention.dot_product_attention(
-      q, k, v, is_causal=causal, normalizer=_dense_normalizer(alpha, None))
+    q, k, v, is_causal=causal, normalizer=_dense_normalizer(alpha, None)
+  )
 
 
 def inputs(length: int, alpha: str) -> tuple[jax.Array, ...]:
   """``(g, q, k, v[, α])``: the cotangent first, then the arguments."""
   rng = np.random.default_rng(0)
   shape = (1, length, HEADS, DEPTH)
-  arrays = [jnp.asarray(rng.standard_normal(shape, np.float32))
-            for _ in range(4)]
+  arrays = [
+    jnp.asarray(rng.standard_normal(shape, np.float32)) for _ in range(4)
+  ]
   if alpha == "learned":
     arrays.append(jnp.linspace(1.2, 1.8, HEADS, dtype=jnp.float32))
   return tuple(arrays)
@@ -142,16 +152,16 @@ class Compiled:
   def __init__(self, f: Callable[..., Any], args: Sequence[jax.Array]):
     fwd_bwd = jax.jit(lambda g, *a: jax.vjp(f, *a)[1](g))
     self.executable = fwd_bwd.lower(*args).compile()
-    self.temp_bytes = int(self.executable.memory_analysis()
-                          .temp_size_in_bytes)
+    self.temp_bytes = int(self.executable.memory_analysis().temp_size_in_bytes)
     self.args = args
 
   def __call__(self) -> Any:
     return jax.block_until_ready(self.executable(*self.args))
 
 
-def warm_and_count(thunks: dict[str, Callable[[], Any]],
-                   repeats: int | None) -> int:
+def warm_and_count(
+  thunks: dict[str, Callable[[], Any]], repeats: int | None
+) -> int:
   """Runs each thunk (twice if fast); the repeats that fill the budget."""
   slowest = 0.0
   for thunk in thunks.values():
@@ -178,17 +188,23 @@ def _machine_bytes() -> int:
   return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _fits(temp_bytes: int, args: Sequence[jax.Array], max_bytes: float
-          ) -> bool:
+def _fits(temp_bytes: int, args: Sequence[jax.Array], max_bytes: float) -> bool:
   return temp_bytes + sum(a.nbytes for a in args) * 2 < max_bytes
 
 
-def measure_pair(length: int, alpha: str, repeats: int | None,
-                 max_bytes: float, memory_only: bool, env: str) -> dict:
+def measure_pair(
+  length: int,
+  alpha: str,
+  repeats: int | None,
+  max_bytes: float,
+  memory_only: bool,
+  env: str,
+) -> dict:
   """Blockwise against dense at one length: temp bytes, and times."""
   args = inputs(length, alpha)
-  row: dict[str, Any] = dict(kind="pair", length=length,
-                             alpha=_alpha_key(alpha), env=env)
+  row: dict[str, Any] = dict(
+    kind="pair", length=length, alpha=_alpha_key(alpha), env=env
+  )
   ours = Compiled(blockwise_fn(alpha), args)
   row["block_temp"] = ours.temp_bytes
   dense = Compiled(dense_fn(alpha), args)
@@ -211,8 +227,9 @@ def measure_pair(length: int, alpha: str, repeats: int | None,
   return row
 
 
-def measure_causal(length: int, alpha: str, repeats: int | None, env: str
-                   ) -> dict:
+def measure_causal(
+  length: int, alpha: str, repeats: int | None, env: str
+) -> dict:
   """Causal against non-causal blockwise attention at one length."""
   args = inputs(length, alpha)
   plain = Compiled(blockwise_fn(alpha), args)
@@ -220,15 +237,27 @@ def measure_causal(length: int, alpha: str, repeats: int | None, env: str
   thunks = {"plain": plain, "causal": causal}
   n = warm_and_count(thunks, repeats)
   samples = bench.time_interleaved(thunks, n)
-  return dict(kind="causal", length=length, alpha=_alpha_key(alpha), env=env,
-              n=n, plain_ms=statistics.median(samples["plain"]) * 1e3,
-              causal_ms=statistics.median(samples["causal"]) * 1e3,
-              ratio=paired_ratio(samples["causal"], samples["plain"]),
-              causal_temp=causal.temp_bytes, plain_temp=plain.temp_bytes)
+  return dict(
+    kind="causal",
+    length=length,
+    alpha=_alpha_key(alpha),
+    env=env,
+    n=n,
+    plain_ms=statistics.median(samples["plain"]) * 1e3,
+    causal_ms=statistics.median(samples["causal"]) * 1e3,
+    ratio=paired_ratio(samples["causal"], samples["plain"]),
+    causal_temp=causal.temp_bytes,
+    plain_temp=plain.temp_bytes,
+  )
 
 
-def sweep_blocks(length: int, alpha: str, blocks: list[tuple[int, int]],
-                 repeats: int | None, max_bytes: float) -> str:
+def sweep_blocks(
+  length: int,
+  alpha: str,
+  blocks: list[tuple[int, int]],
+  repeats: int | None,
+  max_bytes: float,
+) -> str:
   """Block sizes timed interleaved with each other (and dense if it fits).
 
   Also reports CPU seconds (``time.process_time``, all threads): on a
@@ -247,21 +276,37 @@ def sweep_blocks(length: int, alpha: str, blocks: list[tuple[int, int]],
   cpu: dict[str, list[float]] = {name: [] for name in thunks}
   names = list(thunks)
   for r in range(n):
-    for name in names[r % len(names):] + names[:r % len(names)]:
+    for name in names[r % len(names) :] + names[: r % len(names)]:
       start_wall, start_cpu = time.perf_counter(), time.process_time()
       thunks[name]()
       wall[name].append(time.perf_counter() - start_wall)
       cpu[name].append(time.process_time() - start_cpu)
   base = "dense" if "dense" in wall else names[0]
-  rows = [[name, bench._ms(statistics.median(wall[name])),  # pylint: disable=protected-access
-           f"{paired_ratio(wall[name], wall[base]):.2f}",
-           f"{statistics.median(cpu[name]):.2f}",
-           f"{paired_ratio(cpu[name], cpu[base]):.2f}", _mib(temps[name])]
-          for name in names]
-  return (f"### L = {length}, α = {_alpha_key(alpha)} (n = {n})\n\n" +
-          bench.markdown_table(
-              ["blocks (q x k)", "fwd+bwd wall (ms)", f"ratio to {base}",
-               "CPU (s)", f"CPU ratio to {base}", "temp (MiB)"], rows))
+  rows = [
+    [
+      name,
+      bench._ms(statistics.median(wall[name])),  # pylint: disable=protected-access
+      f"{paired_ratio(wall[name], wall[base]):.2f}",
+      f"{statistics.median(cpu[name]):.2f}",
+      f"{paired_ratio(cpu[name], cpu[base]):.2f}",
+      _mib(temps[name]),
+    ]
+    for name in names
+  ]
+  return (
+    f"### L = {length}, α = {_alpha_key(alpha)} (n = {n})\n\n"
+    + bench.markdown_table(
+      [
+        "blocks (q x k)",
+        "fwd+bwd wall (ms)",
+        f"ratio to {base}",
+        "CPU (s)",
+        f"CPU ratio to {base}",
+        "temp (MiB)",
+      ],
+      rows,
+    )
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -278,22 +323,35 @@ def _verdict(ok: bool) -> str:
 
 def _sort_key(row: dict) -> tuple:
   alpha = row["alpha"]
-  return (row["kind"], alpha == "learned",
-          0.0 if alpha == "learned" else float(alpha), row["length"])
+  return (
+    row["kind"],
+    alpha == "learned",
+    0.0 if alpha == "learned" else float(alpha),
+    row["length"],
+  )
 
 
 def render(rows: list[dict]) -> str:
   pairs = sorted((r for r in rows if r["kind"] == "pair"), key=_sort_key)
   causal = sorted((r for r in rows if r["kind"] == "causal"), key=_sort_key)
-  header = ["α", "L", "blockwise fwd+bwd (ms)", "dense fwd+bwd (ms)",
-            "time ratio (target)", "blockwise temp (MiB)", "dense temp (MiB)",
-            "memory ratio", "n"]
+  header = [
+    "α",
+    "L",
+    "blockwise fwd+bwd (ms)",
+    "dense fwd+bwd (ms)",
+    "time ratio (target)",
+    "blockwise temp (MiB)",
+    "dense temp (MiB)",
+    "memory ratio",
+    "n",
+  ]
   table = []
   for r in pairs:
     target = TIME_TARGETS.get(r["alpha"], 2.0)
     if "ratio" in r:
-      ratio = (f"{r['ratio']:.2f} (≤ {target:g}) "
-               f"{_verdict(r['ratio'] <= target)}")
+      ratio = (
+        f"{r['ratio']:.2f} (≤ {target:g}) {_verdict(r['ratio'] <= target)}"
+      )
     else:
       ratio = "—"
     if "dense_temp" not in r:
@@ -309,9 +367,19 @@ def render(rows: list[dict]) -> str:
       if r["length"] == 4096:
         mem += f" (≤ 1/8) {_verdict(m <= MEMORY_TARGET)}"
     block_ms = bench._ms(r["block_ms"] / 1e3) if "block_ms" in r else "—"  # pylint: disable=protected-access
-    table.append([r["alpha"], str(r["length"]), block_ms, dense_ms, ratio,
-                  _mib(r["block_temp"]), _mib(r.get("dense_temp")), mem,
-                  str(r.get("n", "—"))])
+    table.append(
+      [
+        r["alpha"],
+        str(r["length"]),
+        block_ms,
+        dense_ms,
+        ratio,
+        _mib(r["block_temp"]),
+        _mib(r.get("dense_temp")),
+        mem,
+        str(r.get("n", "—")),
+      ]
+    )
   parts = ["### Time and memory", "", bench.markdown_table(header, table), ""]
 
   growth = []
@@ -323,31 +391,62 @@ def render(rows: list[dict]) -> str:
     a, b = at.get(4096, {}), at.get(16384, {})
     if "block_ms" in a and "block_ms" in b:
       e = math.log(b["block_ms"] / a["block_ms"]) / math.log(4)
-      cells.append(f"{b['block_ms'] / a['block_ms']:.1f} (exponent {e:.2f}, "
-                   f"≤ 2) {_verdict(e <= 2.0)}")
+      cells.append(
+        f"{b['block_ms'] / a['block_ms']:.1f} (exponent {e:.2f}, "
+        f"≤ 2) {_verdict(e <= 2.0)}"
+      )
     else:
       cells.append("—")
     lengths = sorted(at)
-    steps = [at[y]["block_temp"] / at[x]["block_temp"] * x / y
-             for x, y in zip(lengths, lengths[1:])]
+    steps = [
+      at[y]["block_temp"] / at[x]["block_temp"] * x / y
+      for x, y in zip(lengths, lengths[1:])
+    ]
     cells.append(", ".join(f"{s:.2f}" for s in steps) or "—")
     growth.append(cells)
-  parts += ["### Growth with L", "",
-            "Time: blockwise fwd+bwd at 16384 over 4096 (L² growth is 16, "
-            "exponent 2). Memory: temp bytes per unit length at each length "
-            "over the previous one (1.00 is exactly linear).", "",
-            bench.markdown_table(["α", "time 16384 / 4096",
-                                  "temp per length, step to step"], growth),
-            ""]
+  parts += [
+    "### Growth with L",
+    "",
+    "Time: blockwise fwd+bwd at 16384 over 4096 (L² growth is 16, "
+    "exponent 2). Memory: temp bytes per unit length at each length "
+    "over the previous one (1.00 is exactly linear).",
+    "",
+    bench.markdown_table(
+      ["α", "time 16384 / 4096", "temp per length, step to step"], growth
+    ),
+    "",
+  ]
   if causal:
-    rows_c = [[r["alpha"], str(r["length"]), bench._ms(r["plain_ms"] / 1e3),  # pylint: disable=protected-access
-               bench._ms(r["causal_ms"] / 1e3),  # pylint: disable=protected-access
-               f"{r['ratio']:.2f} (≤ {CAUSAL_TARGET:g}) "
-               f"{_verdict(r['ratio'] <= CAUSAL_TARGET)}",
-               _mib(r["causal_temp"]), str(r["n"])] for r in causal]
-    parts += ["### Causal", "", bench.markdown_table(
-        ["α", "L", "non-causal fwd+bwd (ms)", "causal fwd+bwd (ms)",
-         "ratio (target)", "causal temp (MiB)", "n"], rows_c), ""]
+    rows_c = [
+      [
+        r["alpha"],
+        str(r["length"]),
+        bench._ms(r["plain_ms"] / 1e3),  # pylint: disable=protected-access
+        bench._ms(r["causal_ms"] / 1e3),  # pylint: disable=protected-access
+        f"{r['ratio']:.2f} (≤ {CAUSAL_TARGET:g}) "
+        f"{_verdict(r['ratio'] <= CAUSAL_TARGET)}",
+        _mib(r["causal_temp"]),
+        str(r["n"]),
+      ]
+      for r in causal
+    ]
+    parts += [
+      "### Causal",
+      "",
+      bench.markdown_table(
+        [
+          "α",
+          "L",
+          "non-causal fwd+bwd (ms)",
+          "causal fwd+bwd (ms)",
+          "ratio (target)",
+          "causal temp (MiB)",
+          "n",
+        ],
+        rows_c,
+      ),
+      "",
+    ]
   runs = sorted({r["env"] for r in rows})
   parts += ["**Runs.**", ""] + [f"- {e}" for e in runs] + [""]
   return "\n".join(parts)
@@ -367,30 +466,49 @@ def _store(path: Path, old: list[dict], new: list[dict]) -> list[dict]:
     if r["kind"] == "pair" and "block_ms" not in r and "block_ms" in previous:
       # A memory-only run keeps the times an earlier run measured, and the
       # line saying when and how (memory is deterministic).
-      r = {**r, **{k: v for k, v in previous.items() if k.endswith("_ms")
-                   or k in ("ratio", "n", "env")}}
+      r = {
+        **r,
+        **{
+          k: v
+          for k, v in previous.items()
+          if k.endswith("_ms") or k in ("ratio", "n", "env")
+        },
+      }
     merged[key(r)] = r
   rows = list(merged.values())
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps({"rows": rows}, indent=1) + "\n",
-                  encoding="utf-8")
+  path.write_text(json.dumps({"rows": rows}, indent=1) + "\n", encoding="utf-8")
   return rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--lengths", type=int, nargs="+", default=None)
-  p.add_argument("--alphas", nargs="+", default=["1"],
-                 help="α values (1, 1.5, 2, ...) and/or 'learned'")
+  p.add_argument(
+    "--alphas",
+    nargs="+",
+    default=["1"],
+    help="α values (1, 1.5, 2, ...) and/or 'learned'",
+  )
   p.add_argument("--causal-lengths", type=int, nargs="*", default=None)
   p.add_argument("--repeats", type=int, default=None)
-  p.add_argument("--memory-only", action="store_true",
-                 help="compile only: temp bytes, no timing")
-  p.add_argument("--blocks", default=None,
-                 help="comma-separated QxK block sizes to compare (prints)")
-  p.add_argument("--max-gib", type=float, default=None,
-                 help="run dense only below this many GiB (default: half "
-                      "of physical memory)")
+  p.add_argument(
+    "--memory-only",
+    action="store_true",
+    help="compile only: temp bytes, no timing",
+  )
+  p.add_argument(
+    "--blocks",
+    default=None,
+    help="comma-separated QxK block sizes to compare (prints)",
+  )
+  p.add_argument(
+    "--max-gib",
+    type=float,
+    default=None,
+    help="run dense only below this many GiB (default: half "
+    "of physical memory)",
+  )
   p.add_argument("--quick", action="store_true")
   p.add_argument("--out", type=Path, default=None)
   args = p.parse_args(argv)
@@ -404,24 +522,30 @@ def main(argv: Sequence[str] | None = None) -> None:
   if causal_lengths is None:
     causal_lengths = [] if args.quick else CAUSAL_LENGTHS
   env = bench.environment_line(
-      repeats or f"auto (≥{MIN_REPEATS}, ~{BUDGET_S:g} s per candidate; "
-      "column n)", args.quick)
+    repeats
+    or f"auto (≥{MIN_REPEATS}, ~{BUDGET_S:g} s per candidate; column n)",
+    args.quick,
+  )
 
   if args.blocks:
-    blocks = [tuple(int(n) for n in b.split("x"))
-              for b in args.blocks.split(",")]
+    blocks = [
+      tuple(int(n) for n in b.split("x")) for b in args.blocks.split(",")
+    ]
     for length in lengths:
       for alpha in args.alphas:
-        print(sweep_blocks(length, alpha, blocks, repeats, max_bytes) + "\n",
-              flush=True)
+        print(
+          sweep_blocks(length, alpha, blocks, repeats, max_bytes) + "\n",
+          flush=True,
+        )
     return
 
   new = []
   for alpha in args.alphas:
     for length in lengths:
       try:
-        new.append(measure_pair(length, alpha, repeats, max_bytes,
-                                args.memory_only, env))
+        new.append(
+          measure_pair(length, alpha, repeats, max_bytes, args.memory_only, env)
+        )
       except NotImplementedError as e:
         print(f"α = {alpha}: skipped ({e})", file=sys.stderr)
         break
@@ -433,27 +557,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         new.append(measure_causal(length, alpha, repeats, env))
       except NotImplementedError:
         break
-      print(f"  causal α={alpha} L={length} done", file=sys.stderr,
-            flush=True)
+      print(f"  causal α={alpha} L={length} done", file=sys.stderr, flush=True)
 
   out_dir = args.out
   if out_dir is None and not args.quick:
     out_dir = _ROOT / "docs" / "benchmarks"
   rows = new
   if out_dir is not None:
-    rows = _store(out_dir / "attention.json", _load(out_dir / "attention.json"),
-                  new)
-  text = "\n".join([
-      "# softjax block-wise attention benchmarks", "",
-      "Command (latest run): `" + " ".join(
-          ["python benchmarks/bench_attention.py", *sys.argv[1:]]) + "`", "",
-      f"**Method.** {METHOD}", "", render(rows)])
+    rows = _store(
+      out_dir / "attention.json", _load(out_dir / "attention.json"), new
+    )
+  text = "\n".join(
+    [
+      "# softjax block-wise attention benchmarks",
+      "",
+      "Command (latest run): `"
+      + " ".join(["python benchmarks/bench_attention.py", *sys.argv[1:]])
+      + "`",
+      "",
+      f"**Method.** {METHOD}",
+      "",
+      render(rows),
+    ]
+  )
   print(text, flush=True)
   if out_dir is not None:
     (out_dir / "attention.md").write_text(text, encoding="utf-8")
-    print(f"[written to {out_dir / 'attention.md'} and attention.json; the "
-          "docs build draws the memory figure from the json "
-          "(attention_memory in docs/figures.py)]")
+    print(
+      f"[written to {out_dir / 'attention.md'} and attention.json; the "
+      "docs build draws the memory figure from the json "
+      "(attention_memory in docs/figures.py)]"
+    )
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ folder, e.g. to refresh the README figure ``docs/img/normalisers.png``::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import io
 import json
-import sys
-from collections.abc import Callable
 from pathlib import Path
+import sys
 
 import matplotlib
 
@@ -38,8 +38,9 @@ METADATA = {"Software": None}
 
 def _png(fig: plt.Figure) -> bytes:
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=DPI, metadata=METADATA,
-              bbox_inches="tight")
+  fig.savefig(
+    buf, format="png", dpi=DPI, metadata=METADATA, bbox_inches="tight"
+  )
   plt.close(fig)
   return buf.getvalue()
 
@@ -51,16 +52,22 @@ def normalisers() -> bytes:
   fig, ax = plt.subplots(figsize=(6.0, 3.6))
   # Jitted (compiling is cheaper than running the solver op by op); the two
   # extra α share one call with an array α of shape (2, 1, 1).
-  other = np.asarray(jax.jit(softjax.entmax)(
-      jnp.broadcast_to(x, (2,) + x.shape), jnp.array([1.25, 4.0])[:, None, None]))
+  other = np.asarray(
+    jax.jit(softjax.entmax)(
+      jnp.broadcast_to(x, (2,) + x.shape), jnp.array([1.25, 4.0])[:, None, None]
+    )
+  )
   curves = [
-      ("softmax", jax.jit(softjax.softmax)(x), "-", COLORS["softmax"]),
-      ("entmax(α=1.25)", other[0], ":", "#17becf"),
-      ("entmax15 (α=1.5)", jax.jit(softjax.entmax15)(x), "-",
-       COLORS["entmax15"]),
-      ("sparsemax (α=2)", jax.jit(softjax.sparsemax)(x), "-",
-       COLORS["sparsemax"]),
-      ("entmax(α=4)", other[1], ":", "#9467bd"),
+    ("softmax", jax.jit(softjax.softmax)(x), "-", COLORS["softmax"]),
+    ("entmax(α=1.25)", other[0], ":", "#17becf"),
+    ("entmax15 (α=1.5)", jax.jit(softjax.entmax15)(x), "-", COLORS["entmax15"]),
+    (
+      "sparsemax (α=2)",
+      jax.jit(softjax.sparsemax)(x),
+      "-",
+      COLORS["sparsemax"],
+    ),
+    ("entmax(α=4)", other[1], ":", "#9467bd"),
   ]
   for label, p, style, color in curves:
     ax.plot(t, np.asarray(p)[:, 0], style, color=color, label=label, lw=2)
@@ -80,14 +87,18 @@ def support() -> bytes:
   # One jitted call: axis 0 the temperature, axis 1 α (array arguments with
   # size 1 along the normalised axis broadcast against the scores).
   p = jax.jit(softjax.entmax)(
-      jnp.broadcast_to(x, (len(temperatures), alphas.size, x.size)),
-      jnp.asarray(alphas, jnp.float32)[None, :, None],
-      temperature=jnp.asarray(temperatures)[:, None, None])
+    jnp.broadcast_to(x, (len(temperatures), alphas.size, x.size)),
+    jnp.asarray(alphas, jnp.float32)[None, :, None],
+    temperature=jnp.asarray(temperatures)[:, None, None],
+  )
   all_sizes = np.asarray(jnp.sum(p > 0, axis=-1))
   fig, ax = plt.subplots(figsize=(6.0, 3.4))
-  for temperature, sizes, color in zip(temperatures, all_sizes,
-                                       ["#d62728", "#2ca02c", "#1f77b4"]):
-    ax.plot(alphas, sizes, color=color, lw=2, label=f"temperature {temperature}")
+  for temperature, sizes, color in zip(
+    temperatures, all_sizes, ["#d62728", "#2ca02c", "#1f77b4"]
+  ):
+    ax.plot(
+      alphas, sizes, color=color, lw=2, label=f"temperature {temperature}"
+    )
   ax.set_xlabel("α")
   ax.set_ylabel("entries > 0 (of 64)")
   ax.set_title("Support of α-entmax on 64 standard-normal scores")
@@ -102,12 +113,14 @@ def temperature() -> bytes:
   x = jnp.array([1.0, 3.0, 2.0])
   temps = np.geomspace(0.1, 10.0, 200)
   fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2), sharey=True)
-  for ax, (name, f) in zip(axes, [("softmax", softjax.softmax),
-                                  ("sparsemax", softjax.sparsemax)]):
+  for ax, (name, f) in zip(
+    axes, [("softmax", softjax.softmax), ("sparsemax", softjax.sparsemax)]
+  ):
     # One call: a row per temperature (an array temperature broadcasts).
     rows = jnp.broadcast_to(x, (temps.size, x.size))
-    p = np.asarray(jax.jit(f)(
-        rows, temperature=jnp.asarray(temps[:, None], jnp.float32)))
+    p = np.asarray(
+      jax.jit(f)(rows, temperature=jnp.asarray(temps[:, None], jnp.float32))
+    )
     for i, style in enumerate(["-", "--", ":"]):
       ax.plot(temps, p[:, i], style, lw=2, label=f"x = {float(x[i]):g}")
     ax.set_xscale("log")
@@ -119,8 +132,9 @@ def temperature() -> bytes:
   return _png(fig)
 
 
-ATTENTION_JSON = (Path(__file__).resolve().parent / "benchmarks"
-                  / "attention.json")
+ATTENTION_JSON = (
+  Path(__file__).resolve().parent / "benchmarks" / "attention.json"
+)
 
 
 def _alpha_label(alpha: str) -> str:
@@ -133,26 +147,42 @@ def attention_memory() -> bytes:
   Drawn from the measurements ``benchmarks/bench_attention.py`` stored in
   ``docs/benchmarks/attention.json`` (nothing is compiled here).
   """
-  rows = [r for r in json.loads(ATTENTION_JSON.read_text(encoding="utf-8"))
-          ["rows"] if r["kind"] == "pair"]
+  rows = [
+    r
+    for r in json.loads(ATTENTION_JSON.read_text(encoding="utf-8"))["rows"]
+    if r["kind"] == "pair"
+  ]
   rows.sort(key=lambda r: r["length"])
-  alphas = sorted({r["alpha"] for r in rows},
-                  key=lambda a: (a == "learned", a))
+  alphas = sorted({r["alpha"] for r in rows}, key=lambda a: (a == "learned", a))
   fig, ax = plt.subplots(figsize=(6.0, 3.6))
   for alpha in alphas:
     at = [r for r in rows if r["alpha"] == alpha]
-    ax.plot([r["length"] for r in at], [r["block_temp"] / 2**20 for r in at],
-            "o-", lw=2, label=f"blockwise, {_alpha_label(alpha)}")
+    ax.plot(
+      [r["length"] for r in at],
+      [r["block_temp"] / 2**20 for r in at],
+      "o-",
+      lw=2,
+      label=f"blockwise, {_alpha_label(alpha)}",
+    )
     dense = [r for r in at if "dense_temp" in r]
-    ax.plot([r["length"] for r in dense],
-            [r["dense_temp"] / 2**20 for r in dense], "s--", lw=1.5,
-            label=f"dense, {_alpha_label(alpha)}")
+    ax.plot(
+      [r["length"] for r in dense],
+      [r["dense_temp"] / 2**20 for r in dense],
+      "s--",
+      lw=1.5,
+      label=f"dense, {_alpha_label(alpha)}",
+    )
   machine = max((r.get("machine_bytes", 0) for r in rows), default=0)
   if machine:
     ax.axhline(machine / 2**20, color="gray", lw=1, ls=":")
-    ax.annotate("memory of the benchmark machine", (rows[0]["length"],
-                machine / 2**20), textcoords="offset points", xytext=(0, 4),
-                fontsize=8, color="gray")
+    ax.annotate(
+      "memory of the benchmark machine",
+      (rows[0]["length"], machine / 2**20),
+      textcoords="offset points",
+      xytext=(0, 4),
+      fontsize=8,
+      color="gray",
+    )
   lengths = sorted({r["length"] for r in rows})
   ax.set_xscale("log", base=2)
   ax.set_xticks(lengths, [str(n) for n in lengths])
@@ -167,17 +197,18 @@ def attention_memory() -> bytes:
 
 
 FIGURES: dict[str, Callable[[], bytes]] = {
-    "normalisers": normalisers,
-    "support": support,
-    "temperature": temperature,
-    "attention_memory": attention_memory,
+  "normalisers": normalisers,
+  "support": support,
+  "temperature": temperature,
+  "attention_memory": attention_memory,
 }
 
 
 def render(names: list[str] | None = None) -> dict[str, bytes]:
   """``{"img/<name>.png": png bytes}`` for the given figures (default all)."""
-  return {f"img/{name}.png": FIGURES[name]()
-          for name in (names or list(FIGURES))}
+  return {
+    f"img/{name}.png": FIGURES[name]() for name in (names or list(FIGURES))
+  }
 
 
 def main(argv: list[str]) -> None:

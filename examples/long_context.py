@@ -68,16 +68,22 @@ def parse_alpha(text: str) -> float | str:
   return "learned" if text == "learned" else float(text)
 
 
-def init_params(key: jax.Array, vocab: int, length: int, alpha: Any,
-                alpha_init: float) -> dict:
+def init_params(
+  key: jax.Array, vocab: int, length: int, alpha: Any, alpha_init: float
+) -> dict:
   keys = iter(jax.random.split(key, 4 + 4 * LAYERS))
   dense = lambda k, n, m: jax.random.normal(k, (n, m)) / np.sqrt(n)
-  params = {"embed": jax.random.normal(next(keys), (vocab, WIDTH)) * 0.5,
-            "pos": jax.random.normal(next(keys), (length, WIDTH)) * 0.5,
-            "unembed": dense(next(keys), WIDTH, vocab), "layers": []}
+  params = {
+    "embed": jax.random.normal(next(keys), (vocab, WIDTH)) * 0.5,
+    "pos": jax.random.normal(next(keys), (length, WIDTH)) * 0.5,
+    "unembed": dense(next(keys), WIDTH, vocab),
+    "layers": [],
+  }
   for _ in range(LAYERS):
-    layer = {name: dense(next(keys), WIDTH, HEADS * HEAD_DIM)
-             for name in ("wq", "wk", "wv")}
+    layer = {
+      name: dense(next(keys), WIDTH, HEADS * HEAD_DIM)
+      for name in ("wq", "wk", "wv")
+    }
     layer["wo"] = dense(next(keys), HEADS * HEAD_DIM, WIDTH)
     if alpha == "learned":
       # α = 1 + softplus(raw) > 1: start at alpha_init.
@@ -99,9 +105,11 @@ def _normalizer(alpha: Any):
 def attend(q, k, v, alpha, kind: str, block: int | None):
   if kind == "blockwise":
     return softjax.attention.blockwise_attention(
-        q, k, v, alpha=alpha, is_causal=True, block_q=block, block_k=block)
+      q, k, v, alpha=alpha, is_causal=True, block_q=block, block_k=block
+    )
   return softjax.attention.dot_product_attention(
-      q, k, v, is_causal=True, normalizer=_normalizer(alpha))
+    q, k, v, is_causal=True, normalizer=_normalizer(alpha)
+  )
 
 
 def _norm(x: jax.Array) -> jax.Array:
@@ -112,19 +120,22 @@ def _norm(x: jax.Array) -> jax.Array:
 def alphas(params: dict, alpha: Any) -> list[Any]:
   if alpha != "learned":
     return [alpha] * LAYERS
-  return [1.0 + jax.nn.softplus(layer["alpha_raw"])
-          for layer in params["layers"]]
+  return [
+    1.0 + jax.nn.softplus(layer["alpha_raw"]) for layer in params["layers"]
+  ]
 
 
-def logits_fn(params: dict, tokens: jax.Array, alpha: Any, kind: str,
-              block: int | None) -> jax.Array:
+def logits_fn(
+  params: dict, tokens: jax.Array, alpha: Any, kind: str, block: int | None
+) -> jax.Array:
   batch, length = tokens.shape
   x = params["embed"][tokens] + params["pos"][:length]
   for layer, a in zip(params["layers"], alphas(params, alpha)):
     h = _norm(x)
     q, k, v = (
-        (h @ layer[w]).reshape(batch, length, HEADS, HEAD_DIM)
-        for w in ("wq", "wk", "wv"))
+      (h @ layer[w]).reshape(batch, length, HEADS, HEAD_DIM)
+      for w in ("wq", "wk", "wv")
+    )
     out = attend(q, k, v, a, kind, block)
     x = x + out.reshape(batch, length, HEADS * HEAD_DIM) @ layer["wo"]
   return _norm(x) @ params["unembed"]
@@ -149,10 +160,12 @@ def sample(key: jax.Array, batch: int, length: int, vocab: int) -> jax.Array:
 
 def make_step(optimizer, alpha, kind, block):
   def step(params, state, tokens):
-    (loss, acc), grads = jax.value_and_grad(
-        loss_and_accuracy, has_aux=True)(params, tokens, alpha, kind, block)
+    (loss, acc), grads = jax.value_and_grad(loss_and_accuracy, has_aux=True)(
+      params, tokens, alpha, kind, block
+    )
     updates, state = optimizer.update(grads, state, params)
     return optax.apply_updates(params, updates), state, loss, acc
+
   return jax.jit(step)
 
 
@@ -161,50 +174,73 @@ def report_memory(args, compiled, optimizer, params, state, tokens) -> None:
   other = "dense" if args.attention == "blockwise" else "blockwise"
   sizes = {args.attention: compiled.memory_analysis().temp_size_in_bytes}
   try:
-    sizes[other] = make_step(optimizer, args.alpha, other, args.block).lower(
-        params, state, tokens).compile().memory_analysis().temp_size_in_bytes
+    sizes[other] = (
+      make_step(optimizer, args.alpha, other, args.block)
+      .lower(params, state, tokens)
+      .compile()
+      .memory_analysis()
+      .temp_size_in_bytes
+    )
   except NotImplementedError:
     sizes[other] = None
   total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  print(f"memory of one training step at L = {args.length} (batch "
-        f"{args.batch}, {LAYERS} layers x {HEADS} heads), XLA temp bytes:")
+  print(
+    f"memory of one training step at L = {args.length} (batch "
+    f"{args.batch}, {LAYERS} layers x {HEADS} heads), XLA temp bytes:"
+  )
   for kind in ("blockwise", "dense"):
     size = sizes[kind]
     text = "n/a" if size is None else f"{size / 2**20:10,.1f} MiB"
-    fits = "" if size is None else (
-        "  (fits)" if size < total else "  (does NOT fit in this machine's "
-        f"{total / 2**30:.0f} GiB)")
+    fits = (
+      ""
+      if size is None
+      else (
+        "  (fits)"
+        if size < total
+        else f"  (does NOT fit in this machine's {total / 2**30:.0f} GiB)"
+      )
+    )
     print(f"  {kind:9s} attention: {text}{fits}")
 
 
 def train(args) -> None:
   key = jax.random.key(args.seed)
-  params = init_params(key, args.vocab, args.length, args.alpha,
-                       args.alpha_init)
+  params = init_params(
+    key, args.vocab, args.length, args.alpha, args.alpha_init
+  )
   optimizer = optax.adam(args.lr)
   state = optimizer.init(params)
   tokens = jax.ShapeDtypeStruct((args.batch, args.length + 1), jnp.int32)
   # Compiled once: its memory is reported, then it trains.
-  step = make_step(optimizer, args.alpha, args.attention, args.block).lower(
-      params, state, tokens).compile()
+  step = (
+    make_step(optimizer, args.alpha, args.attention, args.block)
+    .lower(params, state, tokens)
+    .compile()
+  )
   if not args.no_memory:
     report_memory(args, step, optimizer, params, state, tokens)
   if args.steps == 0:
     return
-  evaluate = jax.jit(functools.partial(
-      loss_and_accuracy, alpha=args.alpha, kind=args.attention,
-      block=args.block))
-  test = sample(jax.random.key(args.seed + 1000), args.batch, args.length + 1,
-                args.vocab)
-  print(f"training: {args.attention} attention, alpha {args.alpha}, "
-        f"L = {args.length}, batch {args.batch}, {args.steps} steps; chance "
-        f"accuracy {1 / args.vocab:.3f}, chance loss "
-        f"{np.log(args.vocab):.2f}")
+  evaluate = jax.jit(
+    functools.partial(
+      loss_and_accuracy, alpha=args.alpha, kind=args.attention, block=args.block
+    )
+  )
+  test = sample(
+    jax.random.key(args.seed + 1000), args.batch, args.length + 1, args.vocab
+  )
+  print(
+    f"training: {args.attention} attention, alpha {args.alpha}, "
+    f"L = {args.length}, batch {args.batch}, {args.steps} steps; chance "
+    f"accuracy {1 / args.vocab:.3f}, chance loss "
+    f"{np.log(args.vocab):.2f}"
+  )
   start, first = time.perf_counter(), None
   every = max(1, args.steps // 10)
   for i in range(args.steps):
-    tokens = sample(jax.random.fold_in(key, i), args.batch, args.length + 1,
-                    args.vocab)
+    tokens = sample(
+      jax.random.fold_in(key, i), args.batch, args.length + 1, args.vocab
+    )
     params, state, loss, acc = step(params, state, tokens)
     if first is None:
       first = float(loss)
@@ -212,38 +248,67 @@ def train(args) -> None:
       extra = ""
       if args.alpha == "learned":
         extra = "  alpha " + " | ".join(
-            " ".join(f"{a:.2f}" for a in np.asarray(layer))
-            for layer in alphas(params, args.alpha))
-      print(f"  step {i + 1:5d}  loss {float(loss):.3f}  accuracy "
-            f"{float(acc):.3f}  ({time.perf_counter() - start:.0f} s){extra}",
-            flush=True)
+          " ".join(f"{a:.2f}" for a in np.asarray(layer))
+          for layer in alphas(params, args.alpha)
+        )
+      print(
+        f"  step {i + 1:5d}  loss {float(loss):.3f}  accuracy "
+        f"{float(acc):.3f}  ({time.perf_counter() - start:.0f} s){extra}",
+        flush=True,
+      )
   test_loss, test_acc = evaluate(params, test)
-  print(f"final: train loss {first:.3f} -> {float(loss):.3f}, test loss "
-        f"{float(test_loss):.3f}, test accuracy {float(test_acc):.3f}")
+  print(
+    f"final: train loss {first:.3f} -> {float(loss):.3f}, test loss "
+    f"{float(test_loss):.3f}, test accuracy {float(test_acc):.3f}"
+  )
 
 
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--fast", action="store_true",
-                 help="a small run for the test suite (also SOFTJAX_FAST=1)")
-  p.add_argument("--length", type=int, default=None,
-                 help="sequence length (default 32768; 512 with --fast)")
+  p.add_argument(
+    "--fast",
+    action="store_true",
+    help="a small run for the test suite (also SOFTJAX_FAST=1)",
+  )
+  p.add_argument(
+    "--length",
+    type=int,
+    default=None,
+    help="sequence length (default 32768; 512 with --fast)",
+  )
   p.add_argument("--batch", type=int, default=1)
-  p.add_argument("--steps", type=int, default=None,
-                 help="training steps (default 10; 6 with --fast; 0: only "
-                      "print the memory)")
+  p.add_argument(
+    "--steps",
+    type=int,
+    default=None,
+    help="training steps (default 10; 6 with --fast; 0: only print the memory)",
+  )
   p.add_argument("--vocab", type=int, default=32)
   p.add_argument("--lr", type=float, default=3e-3)
-  p.add_argument("--alpha", type=parse_alpha, default=1.0,
-                 help="1 (softmax), 1.5, 2, any value >= 1, or 'learned'")
-  p.add_argument("--alpha-init", type=float, default=1.01,
-                 help="starting α of --alpha learned")
-  p.add_argument("--attention", choices=["blockwise", "dense"],
-                 default="blockwise")
-  p.add_argument("--block", type=int, default=None,
-                 help="block size (default: blockwise_attention's)")
-  p.add_argument("--no-memory", action="store_true",
-                 help="skip the memory comparison")
+  p.add_argument(
+    "--alpha",
+    type=parse_alpha,
+    default=1.0,
+    help="1 (softmax), 1.5, 2, any value >= 1, or 'learned'",
+  )
+  p.add_argument(
+    "--alpha-init",
+    type=float,
+    default=1.01,
+    help="starting α of --alpha learned",
+  )
+  p.add_argument(
+    "--attention", choices=["blockwise", "dense"], default="blockwise"
+  )
+  p.add_argument(
+    "--block",
+    type=int,
+    default=None,
+    help="block size (default: blockwise_attention's)",
+  )
+  p.add_argument(
+    "--no-memory", action="store_true", help="skip the memory comparison"
+  )
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
   args.fast = args.fast or os.environ.get("SOFTJAX_FAST") == "1"
@@ -255,8 +320,10 @@ def main(argv: list[str] | None = None) -> None:
   try:
     train(args)
   except NotImplementedError as e:
-    sys.exit(f"{e}\n(--attention dense runs every alpha at lengths where "
-             "the dense scores fit.)")
+    sys.exit(
+      f"{e}\n(--attention dense runs every alpha at lengths where "
+      "the dense scores fit.)"
+    )
 
 
 if __name__ == "__main__":

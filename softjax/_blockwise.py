@@ -58,16 +58,18 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import math
 import numbers
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from softjax import _attention_steps as steps
 from softjax._core import match_vma
 
 # Default block sizes, measured on XLA:CPU (2 shared cores, batch 1, 8 heads,
@@ -87,18 +89,19 @@ _QK = "bhrd,bhkd->bhrk"
 _PV = "bhrk,bhkd->bhrd"
 _TRANSPOSED = "bhrd,bhrk->bhdk"
 
-_Q_AXIS = 3   # the length axis of queries, outputs and per-query statistics
-_K_AXIS = 2   # the length axis of keys and values
+_Q_AXIS = 3  # the length axis of queries, outputs and per-query statistics
+_K_AXIS = 2  # the length axis of keys and values
 
 
 class _Config(NamedTuple):
   """Static description of one call (hashable: a ``custom_vjp`` argument)."""
+
   q_len: int
   kv_len: int
   block_q: int
   block_k: int
   causal: bool
-  dropout_rate: float       # 0.0: no dropout
+  dropout_rate: float  # 0.0: no dropout
   broadcast_dropout: bool
   precision: Any
 
@@ -113,6 +116,7 @@ class _Config(NamedTuple):
 
 class _Operands(NamedTuple):
   """The arrays of one call, in the internal layout (module docstring)."""
+
   q: jax.Array
   k: jax.Array
   v: jax.Array
@@ -123,6 +127,7 @@ class _Operands(NamedTuple):
 
 class _SoftmaxRows(NamedTuple):
   """Per-query statistics the softmax forward saves: ``[B, Hkv, G, Lq]``."""
+
   lse: jax.Array
 
 
@@ -150,8 +155,7 @@ class _Softmax:
     return p
 
   @staticmethod
-  def delta(dout: jax.Array, out: jax.Array, rows: _SoftmaxRows
-            ) -> jax.Array:
+  def delta(dout: jax.Array, out: jax.Array, rows: _SoftmaxRows) -> jax.Array:
     """``<s, dP> / Σ s = dO · (Σ s v) / Σ s``; for softmax ``dO · out``."""
     del rows  # Σ s v / Σ s is the output itself.
     return jnp.sum(dout * out, axis=-1)
@@ -164,13 +168,15 @@ _SOFTMAX = _Softmax()
 # Blocks and the block plan.
 
 
-def _block(x: jax.Array, index: jax.Array | int, size: int, axis: int
-           ) -> jax.Array:
+def _block(
+  x: jax.Array, index: jax.Array | int, size: int, axis: int
+) -> jax.Array:
   return lax.dynamic_slice_in_dim(x, index * size, size, axis)
 
 
-def _put_block(x: jax.Array, update: jax.Array, index: jax.Array | int,
-               size: int, axis: int) -> jax.Array:
+def _put_block(
+  x: jax.Array, update: jax.Array, index: jax.Array | int, size: int, axis: int
+) -> jax.Array:
   return lax.dynamic_update_slice_in_dim(x, update, index * size, axis)
 
 
@@ -180,30 +186,36 @@ def _rows(x: jax.Array, i: jax.Array | int, cfg: _Config) -> jax.Array:
   return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
 
 
-def _put_rows(x: jax.Array, rows: jax.Array, i: jax.Array | int,
-              cfg: _Config) -> jax.Array:
+def _put_rows(
+  x: jax.Array, rows: jax.Array, i: jax.Array | int, cfg: _Config
+) -> jax.Array:
   rows = rows.reshape(x.shape[:3] + (cfg.block_q,) + x.shape[4:])
   return _put_block(x, rows, i, cfg.block_q, _Q_AXIS)
 
 
-def _pair_starts(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
-                 cfg: _Config) -> tuple[Any, ...]:
+def _pair_starts(
+  x: jax.Array, i: jax.Array | int, j: jax.Array | int, cfg: _Config
+) -> tuple[Any, ...]:
   """Start indices of block pair (i, j) in a 5-d bias/mask (or its grad)."""
   q0 = i * cfg.block_q if x.shape[3] > 1 else 0
   k0 = j * cfg.block_k if x.shape[4] > 1 else 0
   return (0, 0, 0, q0, k0)
 
 
-def _pair_block(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
-                cfg: _Config) -> jax.Array:
+def _pair_block(
+  x: jax.Array, i: jax.Array | int, j: jax.Array | int, cfg: _Config
+) -> jax.Array:
   """Block pair (i, j) of a bias or mask; broadcast axes stay size 1."""
-  sizes = x.shape[:3] + (cfg.block_q if x.shape[3] > 1 else 1,
-                         cfg.block_k if x.shape[4] > 1 else 1)
+  sizes = x.shape[:3] + (
+    cfg.block_q if x.shape[3] > 1 else 1,
+    cfg.block_k if x.shape[4] > 1 else 1,
+  )
   return lax.dynamic_slice(x, _pair_starts(x, i, j, cfg), sizes)
 
 
-def _pair_rows(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
-               cfg: _Config, group: int) -> jax.Array:
+def _pair_rows(
+  x: jax.Array, i: jax.Array | int, j: jax.Array | int, cfg: _Config, group: int
+) -> jax.Array:
   """Block pair (i, j) of a bias or mask as ``[B|1, Hkv|1, rows|1, bk|1]``."""
   x = _pair_block(x, i, j, cfg)
   if x.shape[2] == x.shape[3] == 1:
@@ -212,14 +224,20 @@ def _pair_rows(x: jax.Array, i: jax.Array | int, j: jax.Array | int,
   return x.reshape(x.shape[:2] + (-1, x.shape[4]))
 
 
-def _add_pair_block(acc: jax.Array, update: jax.Array, i: jax.Array | int,
-                    j: jax.Array | int, cfg: _Config) -> jax.Array:
+def _add_pair_block(
+  acc: jax.Array,
+  update: jax.Array,
+  i: jax.Array | int,
+  j: jax.Array | int,
+  cfg: _Config,
+) -> jax.Array:
   """``acc[block (i, j)] += update`` summed over the axes ``acc`` broadcasts.
 
   ``update`` is in rows form, ``[B, Hkv, rows, bk]``.
   """
-  update = update.reshape(update.shape[:2] + (-1, cfg.block_q,
-                                              update.shape[-1]))
+  update = update.reshape(
+    update.shape[:2] + (-1, cfg.block_q, update.shape[-1])
+  )
   axes = tuple(a for a in range(5) if acc.shape[a] == 1 < update.shape[a])
   update = jnp.sum(update, axis=axes, keepdims=True)
   starts = _pair_starts(acc, i, j, cfg)
@@ -237,6 +255,7 @@ class _Plan(NamedTuple):
   ``[clean_start[j], n_q)`` without. Blocks above the causal diagonal are in
   neither range.
   """
+
   clean_end: np.ndarray
   end: np.ndarray
   start: np.ndarray
@@ -261,13 +280,20 @@ def _plan(cfg: _Config) -> _Plan:
   start = np.sum(end[None, :] <= j, axis=1)
   clean_start = np.maximum(np.sum(clean_end[None, :] <= j, axis=1), start)
   as_int = lambda a: np.asarray(a, np.int32)
-  return _Plan(as_int(clean_end), as_int(end), as_int(start),
-               as_int(clean_start))
+  return _Plan(
+    as_int(clean_end), as_int(end), as_int(start), as_int(clean_start)
+  )
 
 
-def _scores(cfg: _Config, ops: _Operands, q_i: jax.Array, k_j: jax.Array,
-            i: jax.Array | int, j: jax.Array | int, positional: bool
-            ) -> jax.Array:
+def _scores(
+  cfg: _Config,
+  ops: _Operands,
+  q_i: jax.Array,
+  k_j: jax.Array,
+  i: jax.Array | int,
+  j: jax.Array | int,
+  positional: bool,
+) -> jax.Array:
   """Scores of block pair (i, j), ``-inf`` where masked: ``[B,Hkv,rows,bk]``.
 
   ``q_i`` is in rows form (:func:`_rows`). ``positional`` adds the causal
@@ -297,9 +323,14 @@ def _scores(cfg: _Config, ops: _Operands, q_i: jax.Array, k_j: jax.Array,
   return z
 
 
-def _dropout_scale(cfg: _Config, rng: jax.Array, i: jax.Array | int,
-                   j: jax.Array | int, shape: tuple[int, ...], dtype: Any
-                   ) -> jax.Array:
+def _dropout_scale(
+  cfg: _Config,
+  rng: jax.Array,
+  i: jax.Array | int,
+  j: jax.Array | int,
+  shape: tuple[int, ...],
+  dtype: Any,
+) -> jax.Array:
   """``keep / keep_prob`` for block pair (i, j).
 
   The key is the caller's key folded with the block indices, so the
@@ -315,8 +346,9 @@ def _dropout_scale(cfg: _Config, rng: jax.Array, i: jax.Array | int,
   return keep.astype(dtype) * (1.0 / keep_prob)
 
 
-def _filled(shape: tuple[int, ...], value: float, like: jax.Array,
-            refs: tuple[Any, ...]) -> jax.Array:
+def _filled(
+  shape: tuple[int, ...], value: float, like: jax.Array, refs: tuple[Any, ...]
+) -> jax.Array:
   """An accumulator of ``shape`` filled with ``value``, typed for sharding.
 
   ``like`` is an operand whose leading axes (batch, kv heads) ``shape``
@@ -343,9 +375,13 @@ def _filled(shape: tuple[int, ...], value: float, like: jax.Array,
 # The two sweeps every pass is made of.
 
 
-def _for_key_blocks(cfg: _Config, ops: _Operands, i: jax.Array,
-                    body: Callable[[jax.Array, jax.Array, Any], Any],
-                    carry: Any) -> Any:
+def _for_key_blocks(
+  cfg: _Config,
+  ops: _Operands,
+  i: jax.Array,
+  body: Callable[[jax.Array, jax.Array, Any], Any],
+  carry: Any,
+) -> Any:
   """``carry = body(j, z, carry)`` over the key blocks query block i sees.
 
   ``z`` are the masked scores of block pair (i, j). The sweep the softmax
@@ -359,17 +395,21 @@ def _for_key_blocks(cfg: _Config, ops: _Operands, i: jax.Array,
     def step(j: jax.Array, c: Any) -> Any:
       k_j = _block(ops.k, j, cfg.block_k, _K_AXIS)
       return body(j, _scores(cfg, ops, q_i, k_j, i, j, positional), c)
+
     return step
 
   clean_end = jnp.asarray(plan.clean_end)[i]
   carry = lax.fori_loop(0, clean_end, visit(False), carry)
-  return lax.fori_loop(clean_end, jnp.asarray(plan.end)[i], visit(True),
-                       carry)
+  return lax.fori_loop(clean_end, jnp.asarray(plan.end)[i], visit(True), carry)
 
 
-def _for_query_blocks(cfg: _Config, ops: _Operands, j: jax.Array,
-                      body: Callable[[jax.Array, jax.Array, Any], Any],
-                      carry: Any) -> Any:
+def _for_query_blocks(
+  cfg: _Config,
+  ops: _Operands,
+  j: jax.Array,
+  body: Callable[[jax.Array, jax.Array, Any], Any],
+  carry: Any,
+) -> Any:
   """``carry = body(i, z, carry)`` over the query blocks that see key block j.
 
   The same block pairs, with the same scores and masks, as
@@ -383,11 +423,13 @@ def _for_query_blocks(cfg: _Config, ops: _Operands, j: jax.Array,
     def step(i: jax.Array, c: Any) -> Any:
       q_i = _rows(ops.q, i, cfg)
       return body(i, _scores(cfg, ops, q_i, k_j, i, j, positional), c)
+
     return step
 
   clean_start = jnp.asarray(plan.clean_start)[j]
-  carry = lax.fori_loop(jnp.asarray(plan.start)[j], clean_start,
-                        visit(True), carry)
+  carry = lax.fori_loop(
+    jnp.asarray(plan.start)[j], clean_start, visit(True), carry
+  )
   return lax.fori_loop(clean_start, cfg.n_q, visit(False), carry)
 
 
@@ -395,8 +437,9 @@ def _for_query_blocks(cfg: _Config, ops: _Operands, j: jax.Array,
 # The passes.
 
 
-def _softmax_pass(cfg: _Config, ops: _Operands
-                  ) -> tuple[jax.Array, _SoftmaxRows]:
+def _softmax_pass(
+  cfg: _Config, ops: _Operands
+) -> tuple[jax.Array, _SoftmaxRows]:
   """Forward for α = 1: the output and ``lse``, one key sweep per q block.
 
   Online softmax: the running maximum ``m``, sum ``total`` and output ``o`` of
@@ -409,8 +452,9 @@ def _softmax_pass(cfg: _Config, ops: _Operands
   v_depth = ops.v.shape[-1]
   filled = lambda shape, value: _filled(shape, value, ops.q, ops[1:-1])
 
-  def query_block(i: jax.Array, bufs: tuple[jax.Array, jax.Array]
-                  ) -> tuple[jax.Array, jax.Array]:
+  def query_block(
+    i: jax.Array, bufs: tuple[jax.Array, jax.Array]
+  ) -> tuple[jax.Array, jax.Array]:
     def body(j, z, carry):
       m, total, o = carry
       m_new = jnp.maximum(m, jnp.max(z, axis=-1))
@@ -424,8 +468,11 @@ def _softmax_pass(cfg: _Config, ops: _Operands
       pv = jnp.einsum(_PV, p, v_j, precision=cfg.precision)
       return m_new, total, o * rescale[..., None] + pv
 
-    init = (filled(rows_shape, -jnp.inf), filled(rows_shape, 0.0),
-            filled(rows_shape + (v_depth,), 0.0))
+    init = (
+      filled(rows_shape, -jnp.inf),
+      filled(rows_shape, 0.0),
+      filled(rows_shape + (v_depth,), 0.0),
+    )
     m, total, o = _for_key_blocks(cfg, ops, i, body, init)
     empty = total == 0  # every key of the query masked
     out_i = o / jnp.where(empty, 1.0, total)[..., None]
@@ -433,16 +480,22 @@ def _softmax_pass(cfg: _Config, ops: _Operands
     out, lse = bufs
     return _put_rows(out, out_i, i, cfg), _put_rows(lse, lse_i, i, cfg)
 
-  init = (filled((batch, kv_heads, group, q_pad, v_depth), 0.0),
-          filled((batch, kv_heads, group, q_pad), 0.0))
+  init = (
+    filled((batch, kv_heads, group, q_pad, v_depth), 0.0),
+    filled((batch, kv_heads, group, q_pad), 0.0),
+  )
   out, lse = lax.fori_loop(0, cfg.n_q, query_block, init)
   return out, _SoftmaxRows(lse)
 
 
-def _backward_pass(cfg: _Config, rule: _Softmax, ops: _Operands, rows: Any,
-                   out: jax.Array, dout: jax.Array
-                   ) -> tuple[jax.Array, jax.Array, jax.Array,
-                              jax.Array | None]:
+def _backward_pass(
+  cfg: _Config,
+  rule: _Softmax,
+  ops: _Operands,
+  rows: Any,
+  out: jax.Array,
+  dout: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
   """dQ, dK, dV and dbias by recomputation, one sweep over the block pairs.
 
   Outer loop over key blocks, inner over the query blocks that see them:
@@ -482,20 +535,32 @@ def _backward_pass(cfg: _Config, rule: _Softmax, ops: _Operands, rows: Any,
       return dq, dk_j, dv_j, dbias
 
     dq, dk, dv, dbias = grads
-    init = (dq, zeros(jnp.swapaxes(k_j, -1, -2)),
-            zeros(jnp.swapaxes(v_j, -1, -2)), dbias)
+    init = (
+      dq,
+      zeros(jnp.swapaxes(k_j, -1, -2)),
+      zeros(jnp.swapaxes(v_j, -1, -2)),
+      dbias,
+    )
     dq, dk_j, dv_j, dbias = _for_query_blocks(cfg, ops, j, body, init)
-    return (dq, _put_block(dk, jnp.swapaxes(dk_j, -1, -2), j, bk, _K_AXIS),
-            _put_block(dv, jnp.swapaxes(dv_j, -1, -2), j, bk, _K_AXIS),
-            dbias)
+    return (
+      dq,
+      _put_block(dk, jnp.swapaxes(dk_j, -1, -2), j, bk, _K_AXIS),
+      _put_block(dv, jnp.swapaxes(dv_j, -1, -2), j, bk, _K_AXIS),
+      dbias,
+    )
 
-  init = (zeros(ops.q), zeros(ops.k), zeros(ops.v),
-          None if ops.bias is None else zeros(ops.bias))
+  init = (
+    zeros(ops.q),
+    zeros(ops.k),
+    zeros(ops.v),
+    None if ops.bias is None else zeros(ops.bias),
+  )
   return lax.fori_loop(0, cfg.n_k, key_block, init)
 
 
-def _forward(cfg: _Config, rule: _Softmax, ops: _Operands
-             ) -> tuple[jax.Array, Any]:
+def _forward(
+  cfg: _Config, rule: _Softmax, ops: _Operands
+) -> tuple[jax.Array, Any]:
   """The output and the per-query statistics the backward pass needs."""
   if rule is _SOFTMAX:
     return _softmax_pass(cfg, ops)
@@ -505,9 +570,16 @@ def _forward(cfg: _Config, rule: _Softmax, ops: _Operands
   raise NotImplementedError(rule)
 
 
-def _attention(cfg: _Config, rule: _Softmax, q: jax.Array, k: jax.Array,
-               v: jax.Array, bias: jax.Array | None, mask: jax.Array | None,
-               rng: jax.Array | None) -> jax.Array:
+def _attention(
+  cfg: _Config,
+  rule: _Softmax,
+  q: jax.Array,
+  k: jax.Array,
+  v: jax.Array,
+  bias: jax.Array | None,
+  mask: jax.Array | None,
+  rng: jax.Array | None,
+) -> jax.Array:
   return _forward(cfg, rule, _Operands(q, k, v, bias, mask, rng))[0]
 
 
@@ -522,8 +594,9 @@ def _attention_bwd(cfg, rule, residuals, dout):
   grads = _backward_pass(cfg, rule, ops, rows, out, dout)
   # Inside shard_map an operand replicated over a mesh axis (a bias shared
   # by the head shards) gets the sum of the shards' cotangents.
-  grads = tuple(None if g is None else match_vma(g, x)
-                for g, x in zip(grads, ops))
+  grads = tuple(
+    None if g is None else match_vma(g, x) for g, x in zip(grads, ops)
+  )
   return grads + (None, None)
 
 
@@ -549,66 +622,87 @@ def _block_size(length: int, requested: int | None, default: int) -> int:
   return -(-length // (8 * n)) * 8
 
 
-def _check_options(alpha: Any, block_q: Any, block_k: Any, n_iter: Any,
-                   dropout_rate: Any, module: Any, einsums: tuple[Any, ...]
-                   ) -> None:
+def _check_options(
+  alpha: Any,
+  block_q: Any,
+  block_k: Any,
+  n_iter: Any,
+  dropout_rate: Any,
+  module: Any,
+  einsums: tuple[Any, ...],
+) -> None:
   """Errors for the arguments that need no shapes (trace time)."""
   if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
     if not float(alpha) >= 1.0:
       raise ValueError(f"`alpha` must be at least 1 (1: softmax), got {alpha}.")
   if not (isinstance(alpha, numbers.Real) and float(alpha) == 1.0):
     raise NotImplementedError(
-        "blockwise_attention supports only `alpha=1.0` (softmax) so far; "
-        "entmax (alpha > 1) and a per-head array alpha are the next step of "
-        "softjax issue 16. Until then use softjax.attention."
-        "dot_product_attention(..., normalizer=...) for sparse attention.")
-  for name, value in (("block_q", block_q), ("block_k", block_k),
-                      ("n_iter", n_iter)):
-    if value is not None and (isinstance(value, bool) or not isinstance(
-        value, numbers.Integral) or value < 1):
-      raise ValueError(f"`{name}` must be a positive integer or None, got "
-                       f"{value!r}.")
+      "blockwise_attention supports only `alpha=1.0` (softmax) so far; "
+      "entmax (alpha > 1) and a per-head array alpha are the next step of "
+      "softjax issue 16. Until then use softjax.attention."
+      "dot_product_attention(..., normalizer=...) for sparse attention."
+    )
+  for name, value in (
+    ("block_q", block_q),
+    ("block_k", block_k),
+    ("n_iter", n_iter),
+  ):
+    if value is not None and (
+      isinstance(value, bool)
+      or not isinstance(value, numbers.Integral)
+      or value < 1
+    ):
+      raise ValueError(
+        f"`{name}` must be a positive integer or None, got {value!r}."
+      )
   try:
     rate = float(dropout_rate)
   except (TypeError, jax.errors.ConcretizationTypeError):
-    raise TypeError("`dropout_rate` must be a Python float (it decides the "
-                    "shape of the computation), got a traced value.") from None
+    raise TypeError(
+      "`dropout_rate` must be a Python float (it decides the "
+      "shape of the computation), got a traced value."
+    ) from None
   if not 0.0 <= rate < 1.0:
     raise ValueError(f"`dropout_rate` must be in [0, 1), got {dropout_rate}.")
   if module is not None:
     raise ValueError(
-        "blockwise_attention never forms the attention weights, so it "
-        "cannot sow them into `module` (Flax passes `module` when called "
-        "with sow_weights=True). Call the module with sow_weights=False, or "
-        "use softjax.attention.dot_product_attention to inspect weights.")
+      "blockwise_attention never forms the attention weights, so it "
+      "cannot sow them into `module` (Flax passes `module` when called "
+      "with sow_weights=True). Call the module with sow_weights=False, or "
+      "use softjax.attention.dot_product_attention to inspect weights."
+    )
   if any(e is not None for e in einsums):
     raise ValueError(
-        "`qk_attn_weights_einsum`/`attn_weights_value_einsum` (e.g. AQT "
-        "quantisation) are not supported by blockwise_attention; use "
-        "softjax.attention.dot_product_attention with them.")
+      "`qk_attn_weights_einsum`/`attn_weights_value_einsum` (e.g. AQT "
+      "quantisation) are not supported by blockwise_attention; use "
+      "softjax.attention.dot_product_attention with them."
+    )
 
 
-def _checked_inputs(query: Any, key: Any, value: Any, mask: Any, dtype: Any
-                    ) -> tuple[jax.Array, jax.Array, jax.Array,
-                               jax.Array | None]:
-  """Promotion, shape checks and the boolean mask, as the dense path does.
-
-  The one place this module uses ``softjax.attention``'s helpers (imported
-  here: ``softjax.attention`` re-exports this module).
-  """
-  # TODO(issue 16 merge): repoint to the shared helpers.
-  from softjax import attention  # pylint: disable=import-outside-toplevel
-  query, key, value = attention._promote((query, key, value), dtype)  # pylint: disable=protected-access
-  attention._check_shapes(query, key, value)  # pylint: disable=protected-access
-  scores_shape = query.shape[:-3] + (query.shape[-2], query.shape[-3],
-                                     key.shape[-3])
-  mask = attention._combined_mask(mask, False, scores_shape)  # pylint: disable=protected-access
+def _checked_inputs(
+  query: Any, key: Any, value: Any, mask: Any, dtype: Any
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
+  """Promotion, shape checks and the boolean mask, as the dense path does."""
+  query, key, value = steps.promote((query, key, value), dtype)
+  steps.check_shapes(query, key, value)
+  scores_shape = query.shape[:-3] + (
+    query.shape[-2],
+    query.shape[-3],
+    key.shape[-3],
+  )
+  mask = steps.where_mask(mask, False, scores_shape)
   return query, key, value, mask
 
 
-def _pairwise(x: jax.Array, name: str, batch: tuple[int, ...], heads: int,
-              kv_heads: int, lengths: tuple[int, int], padded: tuple[int, int]
-              ) -> jax.Array:
+def _pairwise(
+  x: jax.Array,
+  name: str,
+  batch: tuple[int, ...],
+  heads: int,
+  kv_heads: int,
+  lengths: tuple[int, int],
+  padded: tuple[int, int],
+) -> jax.Array:
   """A bias or mask as ``[B|1, Hkv|1, G|1, Lq|1, Lk|1]``, padded to blocks.
 
   Batch axes that all broadcast stay size 1; otherwise they are broadcast
@@ -619,11 +713,14 @@ def _pairwise(x: jax.Array, name: str, batch: tuple[int, ...], heads: int,
     jnp.broadcast_shapes(x.shape, full)
   except ValueError:
     raise ValueError(
-        f"`{name}` of shape {x.shape} is not broadcastable to the attention "
-        f"scores [batch..., heads, q_length, kv_length] = {full}.") from None
+      f"`{name}` of shape {x.shape} is not broadcastable to the attention "
+      f"scores [batch..., heads, q_length, kv_length] = {full}."
+    ) from None
   if x.ndim > len(full):
-    raise ValueError(f"`{name}` of shape {x.shape} has more dimensions than "
-                     f"the attention scores {full}.")
+    raise ValueError(
+      f"`{name}` of shape {x.shape} has more dimensions than "
+      f"the attention scores {full}."
+    )
   x = x.reshape((1,) * (len(full) - x.ndim) + x.shape)
   nb = len(batch)
   if all(n == 1 for n in x.shape[:nb]):
@@ -633,15 +730,22 @@ def _pairwise(x: jax.Array, name: str, batch: tuple[int, ...], heads: int,
     x = x.reshape((math.prod(batch),) + x.shape[nb:])
   split = (kv_heads, heads // kv_heads) if x.shape[1] > 1 else (1, 1)
   x = x.reshape(x.shape[:1] + split + x.shape[2:])
-  pads = [(0, 0)] * 3 + [(0, p - n if m > 1 else 0) for p, n, m in
-                         zip(padded, lengths, x.shape[3:])]
+  pads = [(0, 0)] * 3 + [
+    (0, p - n if m > 1 else 0) for p, n, m in zip(padded, lengths, x.shape[3:])
+  ]
   return jnp.pad(x, pads)
 
 
-def _to_blocks(query: jax.Array, key: jax.Array, value: jax.Array,
-               bias: Any, mask: jax.Array | None, scale: Any,
-               cfg: _Config, compute: Any
-               ) -> tuple[jax.Array, ...]:
+def _to_blocks(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  bias: Any,
+  mask: jax.Array | None,
+  scale: Any,
+  cfg: _Config,
+  compute: Any,
+) -> tuple[jax.Array, ...]:
   """The operands in the internal layout (module docstring), padded."""
   batch = query.shape[:-3]
   n = math.prod(batch)
@@ -649,7 +753,8 @@ def _to_blocks(query: jax.Array, key: jax.Array, value: jax.Array,
   kv_len, kv_heads = key.shape[-3:-1]
   q_pad, k_pad = cfg.n_q * cfg.block_q, cfg.n_k * cfg.block_k
   q = query.astype(compute).reshape(
-      (n, q_len, kv_heads, heads // kv_heads, depth))
+    (n, q_len, kv_heads, heads // kv_heads, depth)
+  )
   q = jnp.transpose(q, (0, 2, 3, 1, 4)) * jnp.asarray(scale, compute)
   q = jnp.pad(q, [(0, 0)] * 3 + [(0, q_pad - q_len), (0, 0)])
   kv = []
@@ -665,29 +770,80 @@ def _to_blocks(query: jax.Array, key: jax.Array, value: jax.Array,
   return q, kv[0], kv[1], bias, mask
 
 
+def _config(
+  lengths: tuple[int, int],
+  blocks: tuple[int | None, int | None],
+  is_causal: bool,
+  dropout_rng: Any,
+  dropout_rate: float,
+  broadcast_dropout: bool,
+  deterministic: bool,
+  precision: Any,
+) -> _Config:
+  """The static settings of one call (dropout off when not applied)."""
+  dropping = not deterministic and float(dropout_rate) > 0.0
+  if dropping and dropout_rng is None:
+    raise ValueError(
+      "`dropout_rng` is required when `dropout_rate` > 0 and "
+      "`deterministic` is False."
+    )
+  if isinstance(precision, list):
+    precision = tuple(precision)  # hashable: part of the static config
+  return _Config(
+    q_len=lengths[0],
+    kv_len=lengths[1],
+    block_q=_block_size(lengths[0], blocks[0], BLOCK_Q),
+    block_k=_block_size(lengths[1], blocks[1], BLOCK_K),
+    causal=bool(is_causal),
+    dropout_rate=float(dropout_rate) if dropping else 0.0,
+    broadcast_dropout=bool(broadcast_dropout),
+    precision=precision,
+  )
+
+
+def _run(
+  cfg: _Config,
+  rule: Any,
+  arrays: tuple[Any, ...],
+  scale: Any,
+  rng: jax.Array | None,
+) -> jax.Array:
+  """The checked ``(query, key, value, bias, mask)`` through the passes."""
+  query, value = arrays[0], arrays[2]
+  out_dtype = query.dtype
+  compute = jnp.promote_types(out_dtype, jnp.float32)
+  if scale is None:
+    scale = 1.0 / math.sqrt(query.shape[-1])
+  ops = _to_blocks(*arrays, scale, cfg, compute)
+  out = _attention(cfg, rule, *ops, rng)
+  out = jnp.transpose(out[:, :, :, : cfg.q_len], (0, 3, 1, 2, 4))
+  out_shape = query.shape[:-1] + value.shape[-1:]
+  return out.reshape(out_shape).astype(out_dtype)
+
+
 def blockwise_attention(
-    query: jax.Array,
-    key: jax.Array,
-    value: jax.Array,
-    bias: jax.Array | None = None,
-    mask: jax.Array | None = None,
-    *,
-    alpha: float | jax.Array = 1.0,
-    is_causal: bool = False,
-    scale: float | jax.Array | None = None,
-    block_q: int | None = None,
-    block_k: int | None = None,
-    n_iter: int | None = None,
-    broadcast_dropout: bool = True,
-    dropout_rng: jax.Array | None = None,
-    dropout_rate: float = 0.0,
-    deterministic: bool = False,
-    dtype: Any = None,
-    precision: Any = None,
-    module: Any = None,
-    force_fp32_for_softmax: bool = False,
-    qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
-    attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  bias: jax.Array | None = None,
+  mask: jax.Array | None = None,
+  *,
+  alpha: float | jax.Array = 1.0,
+  is_causal: bool = False,
+  scale: float | jax.Array | None = None,
+  block_q: int | None = None,
+  block_k: int | None = None,
+  n_iter: int | None = None,
+  broadcast_dropout: bool = True,
+  dropout_rng: jax.Array | None = None,
+  dropout_rate: float = 0.0,
+  deterministic: bool = False,
+  dtype: Any = None,
+  precision: Any = None,
+  module: Any = None,
+  force_fp32_for_softmax: bool = False,
+  qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
+  attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
 ) -> jax.Array:
   r"""Dot-product attention computed block by block, in linear memory.
 
@@ -800,35 +956,27 @@ def blockwise_attention(
     arXiv:2112.05682, 2021.
   """
   del force_fp32_for_softmax  # always: see the docstring
-  _check_options(alpha, block_q, block_k, n_iter, dropout_rate, module,
-                 (qk_attn_weights_einsum, attn_weights_value_einsum))
+  _check_options(
+    alpha,
+    block_q,
+    block_k,
+    n_iter,
+    dropout_rate,
+    module,
+    (qk_attn_weights_einsum, attn_weights_value_einsum),
+  )
   query, key, value, mask = _checked_inputs(query, key, value, mask, dtype)
-  out_dtype = query.dtype
-  compute = jnp.promote_types(out_dtype, jnp.float32)
-  batch, (q_len, heads, _) = query.shape[:-3], query.shape[-3:]
-  kv_len, v_depth = key.shape[-3], value.shape[-1]
-  out_shape = batch + (q_len, heads, v_depth)
-  if q_len == 0 or kv_len == 0:
-    return jnp.zeros(out_shape, out_dtype)
-
-  dropping = not deterministic and float(dropout_rate) > 0.0
-  if dropping and dropout_rng is None:
-    raise ValueError("`dropout_rng` is required when `dropout_rate` > 0 and "
-                     "`deterministic` is False.")
-  if isinstance(precision, list):
-    precision = tuple(precision)  # hashable: part of the static config
-  cfg = _Config(q_len=q_len, kv_len=kv_len,
-                block_q=_block_size(q_len, block_q, BLOCK_Q),
-                block_k=_block_size(kv_len, block_k, BLOCK_K),
-                causal=bool(is_causal),
-                dropout_rate=float(dropout_rate) if dropping else 0.0,
-                broadcast_dropout=bool(broadcast_dropout),
-                precision=precision)
-  if scale is None:
-    scale = 1.0 / math.sqrt(query.shape[-1])
-  q, k, v, bias, mask = _to_blocks(query, key, value, bias, mask, scale, cfg,
-                                   compute)
-  out = _attention(cfg, _SOFTMAX, q, k, v, bias, mask,
-                   dropout_rng if dropping else None)
-  out = jnp.transpose(out[:, :, :, :q_len], (0, 3, 1, 2, 4))
-  return out.reshape(out_shape).astype(out_dtype)
+  if query.shape[-3] == 0 or key.shape[-3] == 0:
+    return jnp.zeros(query.shape[:-1] + value.shape[-1:], query.dtype)
+  cfg = _config(
+    (query.shape[-3], key.shape[-3]),
+    (block_q, block_k),
+    is_causal,
+    dropout_rng,
+    dropout_rate,
+    broadcast_dropout,
+    deterministic,
+    precision,
+  )
+  rng = dropout_rng if cfg.dropout_rate else None
+  return _run(cfg, _SOFTMAX, (query, key, value, bias, mask), scale, rng)

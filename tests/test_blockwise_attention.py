@@ -18,11 +18,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import pytest
 from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
 
 import softjax
 from softjax import _blockwise
@@ -31,11 +31,11 @@ from softjax import attention
 PHASE_2 = pytest.mark.skip(reason="issue 16 phase 2: sparse block-wise maps")
 PER_HEAD = "per_head"
 ALPHAS = [
-    pytest.param(1.0, id="softmax"),
-    pytest.param(1.3, id="entmax1.3", marks=PHASE_2),
-    pytest.param(1.5, id="entmax15", marks=PHASE_2),
-    pytest.param(2.0, id="sparsemax", marks=PHASE_2),
-    pytest.param(PER_HEAD, id="per_head_alpha", marks=PHASE_2),
+  pytest.param(1.0, id="softmax"),
+  pytest.param(1.3, id="entmax1.3", marks=PHASE_2),
+  pytest.param(1.5, id="entmax15", marks=PHASE_2),
+  pytest.param(2.0, id="sparsemax", marks=PHASE_2),
+  pytest.param(PER_HEAD, id="per_head_alpha", marks=PHASE_2),
 ]
 VALUE_TOL = dict(rtol=2e-5, atol=2e-6)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
@@ -43,25 +43,29 @@ GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
 
 def _normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
   # NumPy draws: jax.random would compile a sampler for every shape.
-  return jnp.asarray(np.random.default_rng(seed).standard_normal(
-      shape, np.float32))
+  return jnp.asarray(
+    np.random.default_rng(seed).standard_normal(shape, np.float32)
+  )
 
 
 def _alpha(alpha, heads: int):
   """The ``alpha`` argument and ``normalizer(alpha_value)`` for the dense
   path. A per-head α is an array (differentiated in :func:`_compare`)."""
   if alpha == PER_HEAD:
-    return jnp.linspace(1.2, 2.0, heads), lambda a: (
-        lambda s, **kw: softjax.entmax(s, a[:, None, None], **kw))
+    return jnp.linspace(
+      1.2, 2.0, heads
+    ), lambda a: lambda s, **kw: softjax.entmax(s, a[:, None, None], **kw)
   if alpha == 1.0:
     return 1.0, lambda a: softjax.softmax
-  return alpha, lambda a: (lambda s, **kw: softjax.entmax(s, a, **kw))
+  return alpha, lambda a: lambda s, **kw: softjax.entmax(s, a, **kw)
 
 
 def _qkv(batch, q_len, kv_len, heads, kv_heads, depth=8, seed=0):
-  return (_normal(seed, batch + (q_len, heads, depth)),
-          _normal(seed + 1, batch + (kv_len, kv_heads, depth)),
-          _normal(seed + 2, batch + (kv_len, kv_heads, depth)))
+  return (
+    _normal(seed, batch + (q_len, heads, depth)),
+    _normal(seed + 1, batch + (kv_len, kv_heads, depth)),
+    _normal(seed + 2, batch + (kv_len, kv_heads, depth)),
+  )
 
 
 def _compare(alpha, q, k, v, bias=None, mask=None, exact_grads=True, **kw):
@@ -85,19 +89,32 @@ def _compare(alpha, q, k, v, bias=None, mask=None, exact_grads=True, **kw):
 
   def ours(a):
     return attention.blockwise_attention(
-        a["q"], a["k"], a["v"], a.get("bias"), mask,
-        alpha=a.get("alpha", alpha_arg), is_causal=is_causal, **kw)
+      a["q"],
+      a["k"],
+      a["v"],
+      a.get("bias"),
+      mask,
+      alpha=a.get("alpha", alpha_arg),
+      is_causal=is_causal,
+      **kw,
+    )
 
   def dense(a):
     return attention.dot_product_attention(
-        a["q"] * factor, a["k"], a["v"], a.get("bias"), mask,
-        normalizer=normalizer(a.get("alpha", alpha_arg)),
-        is_causal=is_causal)
+      a["q"] * factor,
+      a["k"],
+      a["v"],
+      a.get("bias"),
+      mask,
+      normalizer=normalizer(a.get("alpha", alpha_arg)),
+      is_causal=is_causal,
+    )
 
   def value_and_grads(f):
     def run(a):
       out, vjp = jax.vjp(f, a)
       return out, vjp(cotangent)[0]
+
     return jax.jit(run)(args)
 
   (out, grads), (want, want_grads) = map(value_and_grads, (ours, dense))
@@ -105,8 +122,9 @@ def _compare(alpha, q, k, v, bias=None, mask=None, exact_grads=True, **kw):
   for name in args:
     assert grads[name].shape == args[name].shape, name
     if exact_grads:
-      np.testing.assert_allclose(grads[name], want_grads[name],
-                                 err_msg=name, **GRAD_TOL)
+      np.testing.assert_allclose(
+        grads[name], want_grads[name], err_msg=name, **GRAD_TOL
+      )
   return out, grads
 
 
@@ -121,45 +139,65 @@ def _random_mask(seed, shape, p=0.6):
 # name -> (qkv arguments, extra arguments); built lazily (no device work at
 # collection). Lengths are not multiples of the blocks unless said.
 CASES = {
-    # Key padding [B, 1, 1, kv]; batch 1 has no valid key at all.
-    "padding_all_masked": lambda: (
-        ((2,), 19, 37, 4, 4),
-        dict(mask=_padding(2, 37, (30, 0)), block_q=8, block_k=16)),
-    # General mask with fully masked rows, full bias, grouped heads.
-    "mask_bias_grouped": lambda: (
-        ((2,), 19, 37, 4, 2),
-        dict(mask=_random_mask(3, (2, 4, 19, 37)).at[:, :, 5].set(False),
-             bias=_normal(4, (1, 4, 19, 37)), block_q=8, block_k=16)),
-    # Causal, one kv head for four query heads, a per-key bias (H, 1, kv).
-    "causal_grouped_key_bias": lambda: (
-        ((2,), 37, 37, 4, 1),
-        dict(is_causal=True, bias=_normal(5, (4, 1, 37)), block_q=8,
-             block_k=16)),
-    # Causal with fewer queries than keys and a 2-d mask.
-    "causal_wide_mask": lambda: (
-        ((1,), 23, 40, 2, 2),
-        dict(is_causal=True, mask=_random_mask(6, (23, 40), 0.8),
-             block_q=16, block_k=8)),
-    # Causal with more queries than keys (the last ones see every key).
-    "causal_tall": lambda: (
-        ((1,), 40, 23, 2, 2), dict(is_causal=True, block_q=16, block_k=8)),
-    # Two batch axes, a bias broadcast over one of them, a float mask.
-    "batch_dims_partial_bias": lambda: (
-        ((2, 3), 9, 12, 2, 2),
-        dict(bias=_normal(7, (3, 1, 1, 12)),
-             mask=_random_mask(8, (2, 1, 1, 9, 12), 0.7).astype(jnp.float32),
-             block_q=4, block_k=5)),
-    # +inf scores (two in one row: they share its mass, as in the dense
-    # normalisers), in the second of two key blocks.
-    "inf_bias": lambda: (
-        ((1,), 6, 10, 2, 2),
-        dict(bias=jnp.zeros((2, 6, 10)).at[0, 2, [6, 8]].set(jnp.inf),
-             block_q=4, block_k=5, exact_grads=False)),
-    # Default blocks (one block: shorter than 256), a custom scale and
-    # precision (a static argument: must be hashable).
-    "default_blocks_scale": lambda: (
-        ((2,), 10, 14, 2, 2),
-        dict(scale=0.3, precision=jax.lax.Precision.HIGHEST)),
+  # Key padding [B, 1, 1, kv]; batch 1 has no valid key at all.
+  "padding_all_masked": lambda: (
+    ((2,), 19, 37, 4, 4),
+    dict(mask=_padding(2, 37, (30, 0)), block_q=8, block_k=16),
+  ),
+  # General mask with fully masked rows, full bias, grouped heads.
+  "mask_bias_grouped": lambda: (
+    ((2,), 19, 37, 4, 2),
+    dict(
+      mask=_random_mask(3, (2, 4, 19, 37)).at[:, :, 5].set(False),
+      bias=_normal(4, (1, 4, 19, 37)),
+      block_q=8,
+      block_k=16,
+    ),
+  ),
+  # Causal, one kv head for four query heads, a per-key bias (H, 1, kv).
+  "causal_grouped_key_bias": lambda: (
+    ((2,), 37, 37, 4, 1),
+    dict(is_causal=True, bias=_normal(5, (4, 1, 37)), block_q=8, block_k=16),
+  ),
+  # Causal with fewer queries than keys and a 2-d mask.
+  "causal_wide_mask": lambda: (
+    ((1,), 23, 40, 2, 2),
+    dict(
+      is_causal=True, mask=_random_mask(6, (23, 40), 0.8), block_q=16, block_k=8
+    ),
+  ),
+  # Causal with more queries than keys (the last ones see every key).
+  "causal_tall": lambda: (
+    ((1,), 40, 23, 2, 2),
+    dict(is_causal=True, block_q=16, block_k=8),
+  ),
+  # Two batch axes, a bias broadcast over one of them, a float mask.
+  "batch_dims_partial_bias": lambda: (
+    ((2, 3), 9, 12, 2, 2),
+    dict(
+      bias=_normal(7, (3, 1, 1, 12)),
+      mask=_random_mask(8, (2, 1, 1, 9, 12), 0.7).astype(jnp.float32),
+      block_q=4,
+      block_k=5,
+    ),
+  ),
+  # +inf scores (two in one row: they share its mass, as in the dense
+  # normalisers), in the second of two key blocks.
+  "inf_bias": lambda: (
+    ((1,), 6, 10, 2, 2),
+    dict(
+      bias=jnp.zeros((2, 6, 10)).at[0, 2, [6, 8]].set(jnp.inf),
+      block_q=4,
+      block_k=5,
+      exact_grads=False,
+    ),
+  ),
+  # Default blocks (one block: shorter than 256), a custom scale and
+  # precision (a static argument: must be hashable).
+  "default_blocks_scale": lambda: (
+    ((2,), 10, 14, 2, 2),
+    dict(scale=0.3, precision=jax.lax.Precision.HIGHEST),
+  ),
 }
 
 
@@ -180,20 +218,24 @@ def test_matches_dense(alpha, case):
     # Masked keys get no gradient.
     np.testing.assert_array_equal(grads["k"][0, 30:], 0.0)
     np.testing.assert_array_equal(grads["v"][0, 30:], 0.0)
-  if case == "inf_bias":   # the mean of the two +inf keys' values
+  if case == "inf_bias":  # the mean of the two +inf keys' values
     v_mean = (v[0, 6, 0] + v[0, 8, 0]) / 2
     np.testing.assert_allclose(out[0, 2, 0], v_mean, rtol=1e-6)
   if case == "mask_bias_grouped":
-    np.testing.assert_array_equal(out[:, 5], 0.0)   # the masked row
+    np.testing.assert_array_equal(out[:, 5], 0.0)  # the masked row
     np.testing.assert_array_equal(grads["q"][:, 5], 0.0)
     np.testing.assert_array_equal(grads["bias"][:, :, 5], 0.0)
 
 
 def test_plan_visits_exactly_the_unmasked_blocks():
   """Skipped pairs are fully masked; pairs without the mask need none."""
-  for q_len, kv_len, bq, bk in [(37, 37, 8, 16), (23, 40, 16, 8),
-                                (40, 23, 16, 8), (64, 64, 16, 16),
-                                (5, 70, 4, 32)]:
+  for q_len, kv_len, bq, bk in [
+    (37, 37, 8, 16),
+    (23, 40, 16, 8),
+    (40, 23, 16, 8),
+    (64, 64, 16, 16),
+    (5, 70, 4, 32),
+  ]:
     for causal in (False, True):
       cfg = _blockwise._Config(q_len, kv_len, bq, bk, causal, 0.0, True, None)
       plan = _blockwise._plan(cfg)
@@ -204,7 +246,7 @@ def test_plan_visits_exactly_the_unmasked_blocks():
         visible &= kj <= qi
       for i in range(cfg.n_q):
         for j in range(cfg.n_k):
-          block = visible[i * bq:(i + 1) * bq, j * bk:(j + 1) * bk]
+          block = visible[i * bq : (i + 1) * bq, j * bk : (j + 1) * bk]
           by_key = j < plan.end[i]
           by_query = plan.start[j] <= i
           assert by_key == by_query, (cfg, i, j)
@@ -212,7 +254,7 @@ def test_plan_visits_exactly_the_unmasked_blocks():
             assert not block.any(), (cfg, i, j)
           clean = j < plan.clean_end[i]
           assert clean == (i >= plan.clean_start[j]), (cfg, i, j)
-          real_q = block[:max(0, min(bq, q_len - i * bq))]
+          real_q = block[: max(0, min(bq, q_len - i * bq))]
           if clean:
             assert real_q.all(), (cfg, i, j)
           elif by_key:
@@ -224,33 +266,48 @@ def test_half_precision_computes_in_float32(dtype):
   q, k, v = _qkv((2,), 20, 33, 2, 2)
   q, k, v = (x.astype(dtype) for x in (q, k, v))
   mask = _padding(2, 33, (33, 7))
-  f = lambda q, k, v: attention.blockwise_attention(q, k, v, mask=mask,
-                                                    block_q=8, block_k=8)
+  f = lambda q, k, v: attention.blockwise_attention(
+    q, k, v, mask=mask, block_q=8, block_k=8
+  )
   out = jax.jit(f)(q, k, v)
   assert out.dtype == dtype
   # The float32 computation on the same (rounded) inputs, rounded once.
   want = jax.jit(attention.dot_product_attention)(
-      *(x.astype(jnp.float32) for x in (q, k, v)), mask=mask)
-  np.testing.assert_allclose(out.astype(jnp.float32), want.astype(dtype)
-                             .astype(jnp.float32), rtol=1e-2, atol=1e-2)
-  grads = jax.jit(jax.grad(lambda *a: f(*a).astype(jnp.float32).sum(),
-                           argnums=(0, 1, 2)))(q, k, v)
+    *(x.astype(jnp.float32) for x in (q, k, v)), mask=mask
+  )
+  np.testing.assert_allclose(
+    out.astype(jnp.float32),
+    want.astype(dtype).astype(jnp.float32),
+    rtol=1e-2,
+    atol=1e-2,
+  )
+  grads = jax.jit(
+    jax.grad(lambda *a: f(*a).astype(jnp.float32).sum(), argnums=(0, 1, 2))
+  )(q, k, v)
   for g in grads:
     assert g.dtype == dtype and np.all(np.isfinite(g.astype(jnp.float32)))
   # `dtype` promotes float32 inputs down, as Flax's promote_dtype does.
   q32 = q.astype(jnp.float32)
-  assert jax.eval_shape(functools.partial(
-      attention.blockwise_attention, dtype=dtype, block_q=8),
-      q32, q32, q32).dtype == dtype
+  assert (
+    jax.eval_shape(
+      functools.partial(attention.blockwise_attention, dtype=dtype, block_q=8),
+      q32,
+      q32,
+      q32,
+    ).dtype
+    == dtype
+  )
 
 
 def test_vmap_and_grad_of_vmap_match_the_batched_call():
   q, k, v = _qkv((3,), 12, 20, 2, 1)
-  f = functools.partial(attention.blockwise_attention, is_causal=True,
-                        block_q=8, block_k=8)
+  f = functools.partial(
+    attention.blockwise_attention, is_causal=True, block_q=8, block_k=8
+  )
   # vmap over a leading axis: the layout has no batch axis inside.
-  np.testing.assert_allclose(jax.jit(jax.vmap(f))(q, k, v),
-                             jax.jit(f)(q, k, v), **VALUE_TOL)
+  np.testing.assert_allclose(
+    jax.jit(jax.vmap(f))(q, k, v), jax.jit(f)(q, k, v), **VALUE_TOL
+  )
   loss = lambda f: lambda q, k, v: jnp.sum(f(q, k, v) ** 2)
   got = jax.jit(jax.grad(loss(jax.vmap(f)), argnums=(0, 1, 2)))(q, k, v)
   want = jax.jit(jax.grad(loss(f), argnums=(0, 1, 2)))(q, k, v)
@@ -265,9 +322,14 @@ def _block_dropout_keep(rng, rate, shape, bq, bk, broadcast):
   lead = (1, 1, 1) if broadcast else (b, heads, 1)
   rows = []
   for i in range(-(-q_len // bq)):
-    row = [jax.random.bernoulli(
-        jax.random.fold_in(jax.random.fold_in(rng, i), j), 1 - rate,
-        lead + (bq, bk)) for j in range(-(-kv_len // bk))]
+    row = [
+      jax.random.bernoulli(
+        jax.random.fold_in(jax.random.fold_in(rng, i), j),
+        1 - rate,
+        lead + (bq, bk),
+      )
+      for j in range(-(-kv_len // bk))
+    ]
     rows.append(jnp.concatenate(row, axis=-1))
   return jnp.concatenate(rows, axis=-2)[:, :, 0, :q_len, :kv_len]
 
@@ -278,32 +340,48 @@ def test_dropout_is_block_wise_and_regenerated_in_backward(broadcast):
   rng = jax.random.key(3, impl="rbg")  # compiles faster than threefry
   rate, bq, bk = 0.3, 8, 8
   keep = jax.jit(_block_dropout_keep, static_argnums=range(1, 6))(
-      rng, rate, (2, 2, 12, 20), bq, bk, broadcast)
-  assert 0.5 < float(keep.mean()) < 0.9   # about 1 - rate kept
+    rng, rate, (2, 2, 12, 20), bq, bk, broadcast
+  )
+  assert 0.5 < float(keep.mean()) < 0.9  # about 1 - rate kept
 
   def f(q, k, v):
     return attention.blockwise_attention(
-        q, k, v, dropout_rng=rng, dropout_rate=rate, block_q=bq, block_k=bk,
-        broadcast_dropout=broadcast)
+      q,
+      k,
+      v,
+      dropout_rng=rng,
+      dropout_rate=rate,
+      block_q=bq,
+      block_k=bk,
+      broadcast_dropout=broadcast,
+    )
 
   def ref(q, k, v):
     weights = attention.dot_product_attention_weights(q, k)
     return jnp.einsum("bhqk,bkhd->bqhd", weights * keep / (1 - rate), v)
 
   cot = _normal(5, q.shape)
-  both = lambda f: jax.jit(lambda *a: (f(*a), jax.grad(
-      lambda *a: jnp.sum(f(*a) * cot), argnums=(0, 1, 2))(*a)))
+  both = lambda f: jax.jit(
+    lambda *a: (
+      f(*a),
+      jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=(0, 1, 2))(*a),
+    )
+  )
   (out, got), (want, want_grads) = both(f)(q, k, v), both(ref)(q, k, v)
   np.testing.assert_allclose(out, want, **VALUE_TOL)
   for g, w in zip(got, want_grads):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
   # deterministic=True (or rate 0) is the plain attention.
   plain = jax.jit(attention.dot_product_attention)(q, k, v)
-  for kw in (dict(deterministic=True, dropout_rng=rng, dropout_rate=rate),
-             dict(dropout_rate=0.0)):
+  for kw in (
+    dict(deterministic=True, dropout_rng=rng, dropout_rate=rate),
+    dict(dropout_rate=0.0),
+  ):
     np.testing.assert_allclose(
-        jax.jit(functools.partial(attention.blockwise_attention, **kw))(
-            q, k, v), plain, **VALUE_TOL)
+      jax.jit(functools.partial(attention.blockwise_attention, **kw))(q, k, v),
+      plain,
+      **VALUE_TOL,
+    )
 
 
 def test_errors_name_the_argument():
@@ -319,13 +397,19 @@ def test_errors_name_the_argument():
   with pytest.raises(ValueError, match="dropout_rng"):
     attention.blockwise_attention(q, k, v, dropout_rate=0.1)
   with pytest.raises(ValueError, match="dropout_rate"):
-    attention.blockwise_attention(q, k, v, dropout_rate=1.0,
-                                  dropout_rng=jax.random.key(0))
+    attention.blockwise_attention(
+      q, k, v, dropout_rate=1.0, dropout_rng=jax.random.key(0)
+    )
   with pytest.raises(ValueError, match="sow_weights"):
     attention.blockwise_attention(q, k, v, module=object())
   with pytest.raises(ValueError, match="einsum"):
-    attention.blockwise_attention(q, k, v, qk_attn_weights_einsum=jnp.einsum,
-                                  attn_weights_value_einsum=jnp.einsum)
+    attention.blockwise_attention(
+      q,
+      k,
+      v,
+      qk_attn_weights_einsum=jnp.einsum,
+      attn_weights_value_einsum=jnp.einsum,
+    )
   with pytest.raises(ValueError, match="`bias`"):
     attention.blockwise_attention(q, k, v, bias=jnp.zeros((2, 4, 5)))
   with pytest.raises(ValueError, match="mask"):
@@ -346,26 +430,29 @@ def test_empty_lengths_give_empty_or_zero_output():
 # --- Memory: XLA's own accounting of the compiled fwd+bwd. ----------------
 
 
-def _fwd_bwd_temp_bytes(f, length: int, heads: int = 4, depth: int = 32,
-                        **kw) -> int:
+def _fwd_bwd_temp_bytes(
+  f, length: int, heads: int = 4, depth: int = 32, **kw
+) -> int:
   x = jax.ShapeDtypeStruct((1, length, heads, depth), jnp.float32)
-  grad = jax.jit(jax.grad(lambda q, k, v: jnp.sum(f(q, k, v, **kw)),
-                          argnums=(0, 1, 2)))
+  grad = jax.jit(
+    jax.grad(lambda q, k, v: jnp.sum(f(q, k, v, **kw)), argnums=(0, 1, 2))
+  )
   return grad.lower(x, x, x).compile().memory_analysis().temp_size_in_bytes
 
 
 def test_memory_is_linear_and_far_below_the_scores():
   heads, length = 4, 2048
-  block = functools.partial(attention.blockwise_attention, block_q=128,
-                            block_k=128)
-  scores = heads * length * length * 4   # one float32 score matrix
+  block = functools.partial(
+    attention.blockwise_attention, block_q=128, block_k=128
+  )
+  scores = heads * length * length * 4  # one float32 score matrix
   small = _fwd_bwd_temp_bytes(block, length)
   large = _fwd_bwd_temp_bytes(block, 2 * length)
   causal = _fwd_bwd_temp_bytes(block, 2 * length, is_causal=True)
   dense = _fwd_bwd_temp_bytes(attention.dot_product_attention, length)
-  assert dense >= scores                # the dense path holds the scores
+  assert dense >= scores  # the dense path holds the scores
   assert small < scores / 8, (small, scores)
-  assert large < 2.2 * small, (small, large)   # linear in the length
+  assert large < 2.2 * small, (small, large)  # linear in the length
   assert causal <= 1.1 * large, (causal, large)  # no mask array
 
 
@@ -373,11 +460,12 @@ def test_key_padding_mask_costs_linear_memory():
   length = 2048
   mask = jnp.arange(length) < length - 100
   f = lambda q, k, v: attention.blockwise_attention(
-      q, k, v, mask=mask[None, None, None], block_q=128, block_k=128)
-  g = lambda q, k, v: attention.blockwise_attention(q, k, v, block_q=128,
-                                                    block_k=128)
-  assert _fwd_bwd_temp_bytes(f, length) < 1.2 * _fwd_bwd_temp_bytes(
-      g, length)
+    q, k, v, mask=mask[None, None, None], block_q=128, block_k=128
+  )
+  g = lambda q, k, v: attention.blockwise_attention(
+    q, k, v, block_q=128, block_k=128
+  )
+  assert _fwd_bwd_temp_bytes(f, length) < 1.2 * _fwd_bwd_temp_bytes(g, length)
 
 
 # --- Flax: a drop-in attention_fn. -------------------------------------------
@@ -392,54 +480,89 @@ B, L, IN, HEADS = 2, 13, 12, 3
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_linen_module_drop_in(alpha):
   x = _normal(11, (B, L, IN))
-  mask = nn.make_attention_mask(jnp.ones((B, L), bool),
-                                jnp.arange(L)[None] < jnp.array([[L], [4]]))
+  mask = nn.make_attention_mask(
+    jnp.ones((B, L), bool), jnp.arange(L)[None] < jnp.array([[L], [4]])
+  )
   alpha_arg, normalizer = _alpha(alpha, HEADS)
   common = dict(num_heads=HEADS, qkv_features=HEADS * 4, dropout_rate=0.2)
-  ours = nn.MultiHeadDotProductAttention(**common, attention_fn=(
-      functools.partial(attention.blockwise_attention, alpha=alpha_arg,
-                        block_q=8, block_k=8)))
-  ref = nn.MultiHeadDotProductAttention(**common, attention_fn=(
-      functools.partial(attention.dot_product_attention,
-                        normalizer=normalizer(alpha_arg))))
+  ours = nn.MultiHeadDotProductAttention(
+    **common,
+    attention_fn=(
+      functools.partial(
+        attention.blockwise_attention, alpha=alpha_arg, block_q=8, block_k=8
+      )
+    ),
+  )
+  ref = nn.MultiHeadDotProductAttention(
+    **common,
+    attention_fn=(
+      functools.partial(
+        attention.dot_product_attention, normalizer=normalizer(alpha_arg)
+      )
+    ),
+  )
   params = ref.init(jax.random.key(0), x, mask=mask, deterministic=True)
   apply = lambda m: jax.jit(m.apply, static_argnames="deterministic")
   evaluated = apply(ours)(params, x, mask=mask, deterministic=True)
   np.testing.assert_allclose(
-      evaluated, apply(ref)(params, x, mask=mask, deterministic=True),
-      **VALUE_TOL)
+    evaluated, apply(ref)(params, x, mask=mask, deterministic=True), **VALUE_TOL
+  )
   # With dropout, Flax hands us its rng and rate: finite, not the eval output.
-  train = apply(ours)(params, x, mask=mask, deterministic=False,
-                      rngs={"dropout": jax.random.key(1, impl="rbg")})
+  train = apply(ours)(
+    params,
+    x,
+    mask=mask,
+    deterministic=False,
+    rngs={"dropout": jax.random.key(1, impl="rbg")},
+  )
   assert np.all(np.isfinite(train))
   assert not np.allclose(train, evaluated, atol=1e-3)
   with pytest.raises(ValueError, match="sow_weights"):
-    ours.apply(params, x, mask=mask, deterministic=True, sow_weights=True,
-               mutable=["intermediates"])
+    ours.apply(
+      params,
+      x,
+      mask=mask,
+      deterministic=True,
+      sow_weights=True,
+      mutable=["intermediates"],
+    )
 
 
 @pytest.mark.parametrize("alpha", ALPHAS)
 def test_nnx_module_drop_in(alpha):
   x = _normal(12, (B, L, IN))
   alpha_arg, normalizer = _alpha(alpha, HEADS)
-  common = dict(num_heads=HEADS, in_features=IN, qkv_features=HEADS * 4,
-                dropout_rate=0.2, decode=False)
-  layers = [nnx.MultiHeadAttention(**common, rngs=nnx.Rngs(0, dropout=1),
-                                   attention_fn=fn) for fn in (
-      functools.partial(attention.blockwise_attention, alpha=alpha_arg,
-                        block_q=8, block_k=8),
-      functools.partial(attention.dot_product_attention,
-                        normalizer=normalizer(alpha_arg)))]
+  common = dict(
+    num_heads=HEADS,
+    in_features=IN,
+    qkv_features=HEADS * 4,
+    dropout_rate=0.2,
+    decode=False,
+  )
+  layers = [
+    nnx.MultiHeadAttention(
+      **common, rngs=nnx.Rngs(0, dropout=1), attention_fn=fn
+    )
+    for fn in (
+      functools.partial(
+        attention.blockwise_attention, alpha=alpha_arg, block_q=8, block_k=8
+      ),
+      functools.partial(
+        attention.dot_product_attention, normalizer=normalizer(alpha_arg)
+      ),
+    )
+  ]
 
   @nnx.jit
   def evaluate(layer, x):
-    return (layer(x, deterministic=True, is_causal=False),
-            layer(x, deterministic=True, is_causal=True))
+    return (
+      layer(x, deterministic=True, is_causal=False),
+      layer(x, deterministic=True, is_causal=True),
+    )
 
   for got, want in zip(evaluate(layers[0], x), evaluate(layers[1], x)):
     np.testing.assert_allclose(got, want, **VALUE_TOL)
-  train = nnx.jit(lambda layer, x: layer(x, deterministic=False))(layers[0],
-                                                                  x)
+  train = nnx.jit(lambda layer, x: layer(x, deterministic=False))(layers[0], x)
   assert np.all(np.isfinite(train))
   with pytest.raises(ValueError, match="sow_weights"):
     layers[0](x, deterministic=True, sow_weights=True)
@@ -460,16 +583,16 @@ def test_shard_map_batch_and_heads():
   bias = _normal(9, (2, 1, 1, 24))
   mesh = jax.make_mesh((2, 4), ("data", "model"))
   f = lambda q, k, v, b, m: attention.blockwise_attention(
-      q, k, v, b, mask=m, is_causal=True, block_q=8, block_k=8)
+    q, k, v, b, mask=m, is_causal=True, block_q=8, block_k=8
+  )
   spec = P("data", None, "model", None)
   specs = (spec,) * 3 + (P("data"), P("data"))
-  sharded = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs,
-                                  out_specs=spec))
+  sharded = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=spec))
   args = (q, k, v, bias, mask)
-  placed = [jax.device_put(x, NamedSharding(mesh, s))
-            for x, s in zip(args, specs)]
-  np.testing.assert_allclose(sharded(*placed), jax.jit(f)(*args),
-                             **VALUE_TOL)
+  placed = [
+    jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)
+  ]
+  np.testing.assert_allclose(sharded(*placed), jax.jit(f)(*args), **VALUE_TOL)
   loss = lambda f: lambda *a: jnp.sum(f(*a) ** 2)
   got = jax.jit(jax.grad(loss(sharded), argnums=(0, 1, 2, 3)))(*placed)
   want = jax.jit(jax.grad(loss(f), argnums=(0, 1, 2, 3)))(*args)
@@ -477,16 +600,17 @@ def test_shard_map_batch_and_heads():
     np.testing.assert_allclose(g, w, **GRAD_TOL)
 
 
-@pytest.mark.parametrize("axis_types", [AxisType.Explicit, AxisType.Auto],
-                         ids=["explicit", "auto"])
+@pytest.mark.parametrize(
+  "axis_types", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"]
+)
 def test_sharded_jit_keeps_sharding_and_never_gathers(axis_types):
   q, k, v, mask = _sharded_inputs()
-  mesh = jax.make_mesh((2, 4), ("data", "model"),
-                       axis_types=(axis_types,) * 2)
+  mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_types,) * 2)
   sharding = NamedSharding(mesh, P("data", None, "model", None))
   qs, ks, vs = (jax.device_put(x, sharding) for x in (q, k, v))
   f = lambda q, k, v: attention.blockwise_attention(
-      q, k, v, mask=mask, is_causal=True, block_q=8, block_k=8)
+    q, k, v, mask=mask, is_causal=True, block_q=8, block_k=8
+  )
   fwd = jax.jit(f)
   out = fwd(qs, ks, vs)
   np.testing.assert_allclose(out, fwd(q, k, v), **VALUE_TOL)
@@ -494,6 +618,8 @@ def test_sharded_jit_keeps_sharding_and_never_gathers(axis_types):
   grad = jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2)))
   for g, w in zip(grad(qs, ks, vs), grad(q, k, v)):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
-  for text in (fwd.lower(qs, ks, vs).compile().as_text(),
-               grad.lower(qs, ks, vs).compile().as_text()):
+  for text in (
+    fwd.lower(qs, ks, vs).compile().as_text(),
+    grad.lower(qs, ks, vs).compile().as_text(),
+  ):
     assert "all-gather" not in text and "all-to-all" not in text
