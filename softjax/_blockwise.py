@@ -59,6 +59,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
+import functools
 import math
 import numbers
 from typing import Any
@@ -70,7 +71,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from softjax import _attention_steps as steps
-from softjax._core import match_vma
+from softjax import _checks
+from softjax import _core
+from softjax import _threshold
+from softjax._family import Family
 
 # Default block sizes, measured on XLA:CPU (2 shared cores, batch 1, 8 heads,
 # depth 64, float32, CPU seconds of fwd+bwd, relative to 256 x 256): at
@@ -92,6 +96,11 @@ _TRANSPOSED = "bhrd,bhrk->bhdk"
 _Q_AXIS = 3  # the length axis of queries, outputs and per-query statistics
 _K_AXIS = 2  # the length axis of keys and values
 
+# The sparse maps' statistics pass keeps, per query, the maximum of each
+# group of this many keys: the threshold of those maxima starts the solver
+# (as _threshold's warm start does for rows in memory).
+_GROUP = 16
+
 
 class _Config(NamedTuple):
   """Static description of one call (hashable: a ``custom_vjp`` argument)."""
@@ -104,6 +113,14 @@ class _Config(NamedTuple):
   dropout_rate: float  # 0.0: no dropout
   broadcast_dropout: bool
   precision: Any
+  n_iter: int | None = (
+    None  # most row-sum sweeps of the solver (None: its default)
+  )
+
+  @property
+  def group(self) -> int:
+    """Keys per group maximum in the statistics pass (divides block_k)."""
+    return math.gcd(self.block_k, _GROUP)
 
   @property
   def n_q(self) -> int:
@@ -134,11 +151,11 @@ class _SoftmaxRows(NamedTuple):
 class _Softmax:
   """The α = 1 member: ``p = exp(z - lse)``, slopes ``s = p``, ``Σ s = 1``.
 
-  The backward pass asks a rule for three things only, so that the sparse
-  members (phase 2: ``family.map(z - shift, t)``, ``family.slopes(p)`` and
-  ``delta = dO · (Σ s v / Σ s)`` from a saved per-query vector) use the same
-  pass.
+  The backward pass asks a rule for its weights, slopes and ``delta`` only,
+  so that every member uses the same pass.
   """
+
+  learnable = False
 
   @staticmethod
   def weights(z: jax.Array, rows: _SoftmaxRows) -> jax.Array:
@@ -162,6 +179,64 @@ class _Softmax:
 
 
 _SOFTMAX = _Softmax()
+
+
+class _EntmaxRows(NamedTuple):
+  """Per-query statistics of the sparse forward: ``[B, Hkv, G, Lq]``.
+
+  With them a block's weights are recomputed exactly, and ``delta`` needs no
+  second pass over the keys.
+  """
+
+  shift: jax.Array  # the row maximum of the scores (0 if every key masked)
+  t: jax.Array  # the threshold of the shifted row (Family.map's t)
+  total: jax.Array  # Σ_k map(z_k - shift, t): 1 to rounding, divides p
+  sv: jax.Array | None  # Σ s v / Σ s, [..., v_depth] (with dropout's mask)
+
+
+class _Entmax:
+  """A sparse member: ``p = family.map(z - shift, t) / total``.
+
+  ``family`` has a static ε, or an array ε of shape
+  ``[1, Hkv, G * block_q, 1]``, one per row of a query block (the rows of
+  one head share it).
+  """
+
+  def __init__(self, family: Family):
+    self.family = family
+
+  @property
+  def learnable(self) -> bool:
+    return self.family.learnable
+
+  def weights(self, z: jax.Array, rows: _EntmaxRows) -> jax.Array:
+    """Normalised weights; 0 for masked scores and all-masked rows."""
+    p = self.family.map(z - rows.shift[..., None], rows.t[..., None])
+    return p * (1.0 / _core.safe_total(rows.total))[..., None]
+
+  def slopes(self, p: jax.Array) -> jax.Array:
+    """``s = p^(2-α)`` on the support, 0 off it."""
+    return self.family.slopes(p)
+
+  def alpha_sensitivity(self, p: jax.Array) -> jax.Array:
+    """``r = ∂p/∂ε`` at a fixed threshold (:meth:`Family.alpha_sensitivity`)."""
+    return self.family.alpha_sensitivity(p)
+
+  @staticmethod
+  def delta(dout: jax.Array, out: jax.Array, rows: _EntmaxRows) -> jax.Array:
+    """``<s, dP> / Σ s = dO · (Σ s v / Σ s)`` from the saved ``sv``."""
+    del out
+    return jnp.sum(dout * rows.sv, axis=-1)
+
+
+def _rule(family: Family, cfg: _Config) -> _Softmax | _Entmax:
+  """The rule of a member; an array ε ``[1, Hkv, G, 1]`` spread over rows."""
+  if family.is_softmax:
+    return _SOFTMAX
+  if not family.learnable:
+    return _Entmax(family)
+  eps = jnp.broadcast_to(family.eps, family.eps.shape[:3] + (cfg.block_q,))
+  return _Entmax(Family(eps.reshape(eps.shape[:2] + (-1, 1))))
 
 
 # ---------------------------------------------------------------------------
@@ -199,7 +274,8 @@ def _pair_starts(
   """Start indices of block pair (i, j) in a 5-d bias/mask (or its grad)."""
   q0 = i * cfg.block_q if x.shape[3] > 1 else 0
   k0 = j * cfg.block_k if x.shape[4] > 1 else 0
-  return (0, 0, 0, q0, k0)
+  # One index type (the loops' counters are int64 under jax_enable_x64).
+  return tuple(jnp.asarray(n, jnp.int32) for n in (0, 0, 0, q0, k0))
 
 
 def _pair_block(
@@ -488,119 +564,255 @@ def _softmax_pass(
   return out, _SoftmaxRows(lse)
 
 
+def _maxima_sweep(cfg: _Config, ops: _Operands, i: jax.Array) -> jax.Array:
+  """Group maxima of query block i: ``[B, Hkv, rows, n_k * block_k / group]``.
+
+  The largest score of each group of ``cfg.group`` keys (``-inf`` where the
+  group is masked or never visited). Their maximum is the row's, and their
+  threshold is a lower bound of the row's: dropping entries lowers the row
+  sum at every ``t``.
+  """
+  per_block = cfg.block_k // cfg.group
+  batch, kv_heads, group = ops.q.shape[:3]
+  shape = (batch, kv_heads, group * cfg.block_q, cfg.n_k * per_block)
+
+  def body(j, z, maxima):
+    top = jnp.max(z.reshape(z.shape[:3] + (per_block, cfg.group)), axis=-1)
+    return lax.dynamic_update_slice_in_dim(maxima, top, j * per_block, 3)
+
+  init = _filled(shape, -jnp.inf, ops.q, ops[1:-1])
+  return _for_key_blocks(cfg, ops, i, body, init)
+
+
+def _solve_block(
+  cfg: _Config, rule: _Entmax, ops: _Operands, i: jax.Array, maxima: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``(shift, t, total)`` of query block i's rows, each ``[B, Hkv, rows]``.
+
+  The threshold of the group maxima, solved in memory, starts
+  ``find_threshold``, whose every row-sum evaluation is one sweep over the
+  key blocks (one ``QKᵀ`` of the block's rows).
+  """
+  family = rule.family
+  n_iter = cfg.n_iter or _threshold.default_n_iter(maxima.dtype)
+  top = jnp.max(maxima, axis=-1)
+  # A query whose keys are all masked keeps its -inf scores (no mass).
+  shift = jnp.where(top == -jnp.inf, 0.0, top)
+  start, _ = _threshold.threshold(
+    maxima - shift[..., None], family, _core.Rows((3,)), n_iter
+  )
+  start = start[..., 0]
+  if family.learnable:
+    row_family = Family(family.eps[..., 0]).rowwise(start.shape, start.dtype)
+  else:
+    row_family = family
+  n = jnp.asarray(cfg.kv_len, start.dtype)
+  lo, hi = row_family.bracket(n, start * 0 - jnp.inf)
+  if family.bisects:  # α > 2: bisection uses the lower bound, not a start
+    lo = jnp.maximum(lo, start)
+    hi = jnp.maximum(hi, lo)
+
+  def row_sum(t: jax.Array) -> jax.Array:
+    def body(j, z, total):
+      p = family.map(z - shift[..., None], t[..., None])
+      return total + jnp.sum(p, axis=-1)
+
+    return _for_key_blocks(cfg, ops, i, body, jnp.zeros_like(t))
+
+  t, total = _threshold.find_threshold(
+    row_sum, row_family, lo, hi, n_iter, start
+  )
+  return shift, t, total
+
+
+def _output_sweep(
+  cfg: _Config, rule: _Entmax, ops: _Operands, i: jax.Array, rows: _EntmaxRows
+) -> tuple[jax.Array, jax.Array]:
+  """``(Σ p v, Σ s v / Σ s)`` of query block i (dropout applied to both)."""
+
+  def body(j, z, carry):
+    out, sv, s_sum = carry
+    p = rule.weights(z, rows)
+    s = rule.slopes(p)
+    s_sum = s_sum + jnp.sum(s, axis=-1)
+    if cfg.dropout_rate:
+      drop = _dropout_scale(cfg, ops.rng, i, j, p.shape, p.dtype)
+      p, s = p * drop, s * drop
+    v_j = _block(ops.v, j, cfg.block_k, _K_AXIS)
+    out = out + jnp.einsum(_PV, p, v_j, precision=cfg.precision)
+    sv = sv + jnp.einsum(_PV, s, v_j, precision=cfg.precision)
+    return out, sv, s_sum
+
+  shape = rows.t.shape + (ops.v.shape[-1],)
+  zeros = lambda shape: _filled(shape, 0.0, ops.q, ops[1:-1])
+  init = (zeros(shape), zeros(shape), zeros(rows.t.shape))
+  out, sv, s_sum = _for_key_blocks(cfg, ops, i, body, init)
+  return out, sv / _core.safe_total(s_sum)[..., None]
+
+
+def _entmax_pass(
+  cfg: _Config, rule: _Entmax, ops: _Operands
+) -> tuple[jax.Array, _EntmaxRows]:
+  """Forward of a sparse member: the output and the per-query statistics.
+
+  Per query block: the group maxima (one sweep), the threshold (a few
+  sweeps, :func:`_solve_block`), then the output (one sweep).
+  """
+  batch, kv_heads, group, q_pad, _ = ops.q.shape
+  stats = (batch, kv_heads, group, q_pad)
+  vectors = stats + (ops.v.shape[-1],)
+  zeros = lambda shape: _filled(shape, 0.0, ops.q, ops[1:-1])
+
+  def query_block(i, bufs):
+    maxima = _maxima_sweep(cfg, ops, i)
+    shift, t, total = _solve_block(cfg, rule, ops, i, maxima)
+    rows = _EntmaxRows(shift, t, total, None)
+    out, sv = _output_sweep(cfg, rule, ops, i, rows)
+    new = (out, rows._replace(sv=sv))
+    return jax.tree.map(lambda buf, x: _put_rows(buf, x, i, cfg), bufs, new)
+
+  init = (zeros(vectors), _EntmaxRows(*(zeros(stats),) * 3, zeros(vectors)))
+  return lax.fori_loop(0, cfg.n_q, query_block, init)
+
+
+def _pair_grads(
+  cfg: _Config,
+  rule: _Softmax | _Entmax,
+  ops: _Operands,
+  at: tuple[jax.Array, jax.Array],
+  z: jax.Array,
+  rows_i: Any,
+  do_i: jax.Array,
+  delta_i: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """Block pair ``at = (i, j)``: ``(p, ds, dε)`` from its scores ``z``.
+
+  ``p`` are the weights (dropout applied) for dV, ``ds = s (dP - delta)``
+  the cotangent of the scores, and ``dε`` the rows' part of an array ε's
+  cotangent (None unless learnable): ``dp/dε = r - s Σr / Σs`` at the root
+  (``r`` = :meth:`Family.alpha_sensitivity`), so it is
+  ``Σ_k r_k (dP_k - delta)``.
+  """
+  i, j = at
+  p = rule.weights(z, rows_i)
+  s = rule.slopes(p)
+  v_j = _block(ops.v, j, cfg.block_k, _K_AXIS)
+  dp = jnp.einsum(_QK, do_i, v_j, precision=cfg.precision)
+  if cfg.dropout_rate:
+    drop = _dropout_scale(cfg, ops.rng, i, j, p.shape, p.dtype)
+    dp = dp * drop
+  g = dp - delta_i[..., None]
+  d_eps = None
+  if rule.learnable:
+    d_eps = jnp.sum(rule.alpha_sensitivity(p) * g, axis=-1)
+  if cfg.dropout_rate:
+    p = p * drop
+  return p, s * g, d_eps
+
+
 def _backward_pass(
   cfg: _Config,
-  rule: _Softmax,
+  rule: _Softmax | _Entmax,
   ops: _Operands,
   rows: Any,
-  out: jax.Array,
+  out: jax.Array | None,
   dout: jax.Array,
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
-  """dQ, dK, dV and dbias by recomputation, one sweep over the block pairs.
+) -> tuple[jax.Array | None, ...]:
+  """dQ, dK, dV, dbias and dε by recomputation, one sweep over block pairs.
 
   Outer loop over key blocks, inner over the query blocks that see them:
   dK and dV of a key block are accumulated locally (transposed, see
-  ``_TRANSPOSED``), dQ (and dbias) in the carry. Per block pair, with the
-  rule's weights ``p`` and slopes ``s``:
-  ``dV += p^T dO``, ``dP = dO V^T``, ``dS = s (dP - delta)``,
-  ``dQ += dS K``, ``dK += dS^T Q`` (the scale is applied outside).
+  ``_TRANSPOSED``), dQ, dbias and dε (per head, ``[B, Hkv, G]``) in the
+  carry. Per block pair (:func:`_pair_grads`): ``dV += p^T dO``,
+  ``dP = dO V^T``, ``dS = s (dP - delta)``, ``dQ += dS K``,
+  ``dK += dS^T Q`` (the scale is applied outside).
   """
   delta = rule.delta(dout, out, rows)
   bk = cfg.block_k
   zeros = lambda x: _filled(x.shape, 0.0, x, ops[:-1] + (dout,))
+  mm = functools.partial(jnp.einsum, precision=cfg.precision)
 
   def key_block(j: jax.Array, grads: tuple[Any, ...]) -> tuple[Any, ...]:
-    v_j = _block(ops.v, j, bk, _K_AXIS)
     k_j = _block(ops.k, j, bk, _K_AXIS)
 
     def body(i, z, carry):
-      dq, dk_j, dv_j, dbias = carry
+      dq, dk_j, dv_j, dbias, d_eps = carry
       rows_i = jax.tree.map(lambda r: _rows(r, i, cfg), rows)
       q_i, do_i = _rows(ops.q, i, cfg), _rows(dout, i, cfg)
-      p = rule.weights(z, rows_i)
-      s = rule.slopes(p)
-      dp = jnp.einsum(_QK, do_i, v_j, precision=cfg.precision)
-      if cfg.dropout_rate:
-        drop = _dropout_scale(cfg, ops.rng, i, j, p.shape, p.dtype)
-        p, dp = p * drop, dp * drop
-      # Phase 2, array α: accumulate Σ family.alpha_sensitivity(p_before
-      # dropout) * (dp - delta) here, reduced to α's shape (MATH.md).
-      ds = s * (dp - _rows(delta, i, cfg)[..., None])
-      dv_j = dv_j + jnp.einsum(_TRANSPOSED, do_i, p, precision=cfg.precision)
-      dk_j = dk_j + jnp.einsum(_TRANSPOSED, q_i, ds, precision=cfg.precision)
-      dq_i = jnp.einsum(_PV, ds, k_j, precision=cfg.precision)
-      dq = _put_rows(dq, _rows(dq, i, cfg) + dq_i, i, cfg)
+      p, ds, d_eps_i = _pair_grads(
+        cfg, rule, ops, (i, j), z, rows_i, do_i, _rows(delta, i, cfg)
+      )
+      dv_j = dv_j + mm(_TRANSPOSED, do_i, p)
+      dk_j = dk_j + mm(_TRANSPOSED, q_i, ds)
+      dq = _put_rows(dq, _rows(dq, i, cfg) + mm(_PV, ds, k_j), i, cfg)
       if dbias is not None:
         dbias = _add_pair_block(dbias, ds, i, j, cfg)
-      return dq, dk_j, dv_j, dbias
+      if d_eps is not None:
+        per_head = d_eps_i.reshape(d_eps.shape + (cfg.block_q,))
+        d_eps = d_eps + jnp.sum(per_head, axis=-1)
+      return dq, dk_j, dv_j, dbias, d_eps
 
-    dq, dk, dv, dbias = grads
-    init = (
-      dq,
-      zeros(jnp.swapaxes(k_j, -1, -2)),
-      zeros(jnp.swapaxes(v_j, -1, -2)),
-      dbias,
-    )
-    dq, dk_j, dv_j, dbias = _for_query_blocks(cfg, ops, j, body, init)
-    return (
-      dq,
-      _put_block(dk, jnp.swapaxes(dk_j, -1, -2), j, bk, _K_AXIS),
-      _put_block(dv, jnp.swapaxes(dv_j, -1, -2), j, bk, _K_AXIS),
-      dbias,
-    )
+    dq, dk, dv, dbias, d_eps = grads
+    v_t = jnp.swapaxes(_block(ops.v, j, bk, _K_AXIS), -1, -2)
+    init = (dq, zeros(jnp.swapaxes(k_j, -1, -2)), zeros(v_t), dbias, d_eps)
+    dq, dk_j, dv_j, dbias, d_eps = _for_query_blocks(cfg, ops, j, body, init)
+    dk = _put_block(dk, jnp.swapaxes(dk_j, -1, -2), j, bk, _K_AXIS)
+    dv = _put_block(dv, jnp.swapaxes(dv_j, -1, -2), j, bk, _K_AXIS)
+    return dq, dk, dv, dbias, d_eps
 
-  init = (
-    zeros(ops.q),
-    zeros(ops.k),
-    zeros(ops.v),
-    None if ops.bias is None else zeros(ops.bias),
-  )
+  d_eps = zeros(ops.q[..., 0, 0]) if rule.learnable else None
+  bias = None if ops.bias is None else zeros(ops.bias)
+  init = (zeros(ops.q), zeros(ops.k), zeros(ops.v), bias, d_eps)
   return lax.fori_loop(0, cfg.n_k, key_block, init)
 
 
 def _forward(
-  cfg: _Config, rule: _Softmax, ops: _Operands
+  cfg: _Config, rule: _Softmax | _Entmax, ops: _Operands
 ) -> tuple[jax.Array, Any]:
   """The output and the per-query statistics the backward pass needs."""
   if rule is _SOFTMAX:
     return _softmax_pass(cfg, ops)
-  # Phase 2: rows = _stats_pass(...) (the threshold of each query, from
-  # find_threshold driven by a _for_key_blocks row sum), then
-  # out, rows = _output_pass(...) (Σ p v, and Σ s v / Σ s for delta).
-  raise NotImplementedError(rule)
+  return _entmax_pass(cfg, rule, ops)
 
 
 def _attention(
   cfg: _Config,
-  rule: _Softmax,
   q: jax.Array,
   k: jax.Array,
   v: jax.Array,
   bias: jax.Array | None,
   mask: jax.Array | None,
   rng: jax.Array | None,
+  family: Family,
 ) -> jax.Array:
-  return _forward(cfg, rule, _Operands(q, k, v, bias, mask, rng))[0]
-
-
-def _attention_fwd(cfg, rule, q, k, v, bias, mask, rng):
   ops = _Operands(q, k, v, bias, mask, rng)
+  return _forward(cfg, _rule(family, cfg), ops)[0]
+
+
+def _attention_fwd(cfg, q, k, v, bias, mask, rng, family):
+  ops = _Operands(q, k, v, bias, mask, rng)
+  rule = _rule(family, cfg)
   out, rows = _forward(cfg, rule, ops)
-  return out, (ops, out, rows)
+  # Softmax's delta is dO · out; the sparse members' comes from `rows`.
+  return out, (ops, out if rule is _SOFTMAX else None, rows, family)
 
 
-def _attention_bwd(cfg, rule, residuals, dout):
-  ops, out, rows = residuals
-  grads = _backward_pass(cfg, rule, ops, rows, out, dout)
+def _attention_bwd(cfg, residuals, dout):
+  ops, out, rows, family = residuals
+  rule = _rule(family, cfg)
+  *grads, d_eps = _backward_pass(cfg, rule, ops, rows, out, dout)
   # Inside shard_map an operand replicated over a mesh axis (a bias shared
-  # by the head shards) gets the sum of the shards' cotangents.
+  # by the head shards, an α) gets the sum of the shards' cotangents.
   grads = tuple(
-    None if g is None else match_vma(g, x) for g, x in zip(grads, ops)
+    None if g is None else _core.match_vma(g, x) for g, x in zip(grads, ops)
   )
-  return grads + (None, None)
+  d_family = None
+  if d_eps is not None:
+    d_family = Family(_core.param_cotangent(d_eps[..., None], family.eps))
+  return grads + (None, None, d_family)
 
 
-_attention = jax.custom_vjp(_attention, nondiff_argnums=(0, 1))
+_attention = jax.custom_vjp(_attention, nondiff_argnums=(0,))
 _attention.defvjp(_attention_fwd, _attention_bwd)
 
 
@@ -623,7 +835,6 @@ def _block_size(length: int, requested: int | None, default: int) -> int:
 
 
 def _check_options(
-  alpha: Any,
   block_q: Any,
   block_k: Any,
   n_iter: Any,
@@ -632,16 +843,6 @@ def _check_options(
   einsums: tuple[Any, ...],
 ) -> None:
   """Errors for the arguments that need no shapes (trace time)."""
-  if isinstance(alpha, numbers.Real) and not isinstance(alpha, bool):
-    if not float(alpha) >= 1.0:
-      raise ValueError(f"`alpha` must be at least 1 (1: softmax), got {alpha}.")
-  if not (isinstance(alpha, numbers.Real) and float(alpha) == 1.0):
-    raise NotImplementedError(
-      "blockwise_attention supports only `alpha=1.0` (softmax) so far; "
-      "entmax (alpha > 1) and a per-head array alpha are the next step of "
-      "softjax issue 16. Until then use softjax.attention."
-      "dot_product_attention(..., normalizer=...) for sparse attention."
-    )
   for name, value in (
     ("block_q", block_q),
     ("block_k", block_k),
@@ -677,6 +878,35 @@ def _check_options(
       "quantisation) are not supported by blockwise_attention; use "
       "softjax.attention.dot_product_attention with them."
     )
+
+
+def _family(alpha: Any, heads: int, kv_heads: int, dtype: Any) -> Family:
+  """α as a :class:`Family`: a static ε, or an array ε ``[1, Hkv, G, 1]``.
+
+  An array α (one per head, broadcastable to ``(heads,)``) is taken through
+  :meth:`Family.of_alpha` (ε floored at 0 with its gradient passed
+  straight through) and then laid out like the heads of the internal
+  layout; autodiff maps its cotangent back to α's shape.
+  """
+  if isinstance(alpha, (bool, np.bool_)):
+    raise TypeError("`alpha` must be a number or an array, not a bool.")
+  if isinstance(alpha, numbers.Real):
+    _checks.check_alpha_values(float(alpha))
+    return Family.of_alpha(float(alpha), dtype)
+  array = _checks.as_float_array(alpha, "alpha")
+  try:
+    shape = jnp.broadcast_shapes(array.shape, (heads,))
+  except ValueError:
+    shape = None
+  if shape != (heads,):
+    raise ValueError(
+      f"`alpha` of shape {array.shape} must be a number or an array "
+      f"broadcastable to (num_heads,) = ({heads},): one α per head."
+    )
+  _checks.check_alpha_values(alpha)
+  eps = Family.of_alpha(array, dtype).eps
+  eps = jnp.broadcast_to(eps, (heads,))
+  return Family(eps.reshape(1, kv_heads, heads // kv_heads, 1))
 
 
 def _checked_inputs(
@@ -772,7 +1002,7 @@ def _to_blocks(
 
 def _config(
   lengths: tuple[int, int],
-  blocks: tuple[int | None, int | None],
+  blocks: tuple[int | None, int | None, int | None],
   is_causal: bool,
   dropout_rng: Any,
   dropout_rate: float,
@@ -798,12 +1028,13 @@ def _config(
     dropout_rate=float(dropout_rate) if dropping else 0.0,
     broadcast_dropout=bool(broadcast_dropout),
     precision=precision,
+    n_iter=blocks[2],
   )
 
 
 def _run(
   cfg: _Config,
-  rule: Any,
+  family: Family,
   arrays: tuple[Any, ...],
   scale: Any,
   rng: jax.Array | None,
@@ -815,7 +1046,7 @@ def _run(
   if scale is None:
     scale = 1.0 / math.sqrt(query.shape[-1])
   ops = _to_blocks(*arrays, scale, cfg, compute)
-  out = _attention(cfg, rule, *ops, rng)
+  out = _attention(cfg, *ops, rng, family)
   out = jnp.transpose(out[:, :, :, : cfg.q_len], (0, 3, 1, 2, 4))
   out_shape = query.shape[:-1] + value.shape[-1:]
   return out.reshape(out_shape).astype(out_dtype)
@@ -957,7 +1188,6 @@ def blockwise_attention(
   """
   del force_fp32_for_softmax  # always: see the docstring
   _check_options(
-    alpha,
     block_q,
     block_k,
     n_iter,
@@ -966,11 +1196,13 @@ def blockwise_attention(
     (qk_attn_weights_einsum, attn_weights_value_einsum),
   )
   query, key, value, mask = _checked_inputs(query, key, value, mask, dtype)
+  compute = jnp.promote_types(query.dtype, jnp.float32)
+  family = _family(alpha, query.shape[-2], key.shape[-2], compute)
   if query.shape[-3] == 0 or key.shape[-3] == 0:
     return jnp.zeros(query.shape[:-1] + value.shape[-1:], query.dtype)
   cfg = _config(
     (query.shape[-3], key.shape[-3]),
-    (block_q, block_k),
+    (block_q, block_k, n_iter),
     is_causal,
     dropout_rng,
     dropout_rate,
@@ -979,4 +1211,4 @@ def blockwise_attention(
     precision,
   )
   rng = dropout_rng if cfg.dropout_rate else None
-  return _run(cfg, _SOFTMAX, (query, key, value, bias, mask), scale, rng)
+  return _run(cfg, family, (query, key, value, bias, mask), scale, rng)

@@ -8,8 +8,10 @@ over masks, causal attention, grouped heads, queries with every key masked,
 lengths that are not a multiple of the blocks, batch dimensions and
 broadcast biases. The memory claim is checked with XLA's own accounting.
 
-Every comparison is parameterised over α; the sparse members are marked
-for phase 2 of issue 16 (the block-wise threshold), which removes the marks.
+Every comparison is parameterised over α: softmax and entmax15 over every
+case, the per-head array α (one head at exactly α = 1) over the cases with
+masks, grouped heads and all-masked queries, α = 1.3 and sparsemax over a
+few (their code differs from entmax15's only in the family's formulas).
 """
 
 from __future__ import annotations
@@ -28,15 +30,15 @@ import softjax
 from softjax import _blockwise
 from softjax import attention
 
-PHASE_2 = pytest.mark.skip(reason="issue 16 phase 2: sparse block-wise maps")
 PER_HEAD = "per_head"
-ALPHAS = [
-  pytest.param(1.0, id="softmax"),
-  pytest.param(1.3, id="entmax1.3", marks=PHASE_2),
-  pytest.param(1.5, id="entmax15", marks=PHASE_2),
-  pytest.param(2.0, id="sparsemax", marks=PHASE_2),
-  pytest.param(PER_HEAD, id="per_head_alpha", marks=PHASE_2),
-]
+ALPHA_IDS = {
+  1.0: "softmax",
+  1.3: "entmax1.3",
+  1.5: "entmax15",
+  2.0: "sparsemax",
+  PER_HEAD: "per_head_alpha",
+}
+ALPHAS = [pytest.param(a, id=ALPHA_IDS[a]) for a in (1.0, 1.5, PER_HEAD)]
 VALUE_TOL = dict(rtol=2e-5, atol=2e-6)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -51,9 +53,9 @@ def _normal(seed: int, shape: tuple[int, ...]) -> jax.Array:
 def _alpha(alpha, heads: int):
   """The ``alpha`` argument and ``normalizer(alpha_value)`` for the dense
   path. A per-head α is an array (differentiated in :func:`_compare`)."""
-  if alpha == PER_HEAD:
+  if alpha == PER_HEAD:  # from exactly 1 (softmax) to 2 (sparsemax)
     return jnp.linspace(
-      1.2, 2.0, heads
+      1.0, 2.0, heads
     ), lambda a: lambda s, **kw: softjax.entmax(s, a[:, None, None], **kw)
   if alpha == 1.0:
     return 1.0, lambda a: softjax.softmax
@@ -201,8 +203,29 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("alpha", ALPHAS)
+# (α, case) pairs compared; see the module docstring.
+PAIRS = (
+  [(1.0, case) for case in sorted(CASES)]
+  + [(1.5, case) for case in sorted(CASES)]
+  + [
+    (PER_HEAD, case)
+    for case in (
+      "padding_all_masked",
+      "mask_bias_grouped",
+      "causal_grouped_key_bias",
+      "batch_dims_partial_bias",
+    )
+  ]
+  + [(1.3, "mask_bias_grouped"), (1.3, "causal_tall")]
+  + [(2.0, "padding_all_masked"), (2.0, "causal_wide_mask")]
+  + [(2.0, "inf_bias")]
+)
+
+
+@pytest.mark.parametrize(
+  "alpha, case",
+  [pytest.param(a, c, id=f"{ALPHA_IDS[a]}-{c}") for a, c in PAIRS],
+)
 def test_matches_dense(alpha, case):
   shapes, kw = CASES[case]()
   q, k, v = _qkv(*shapes)
@@ -388,9 +411,12 @@ def test_errors_name_the_argument():
   q, k, v = _qkv((1,), 4, 6, 2, 2)
   with pytest.raises(ValueError, match="alpha"):
     attention.blockwise_attention(q, k, v, alpha=0.5)
-  # Phase 1: only softmax. (Phase 2 removes this check.)
-  with pytest.raises(NotImplementedError, match="alpha"):
-    attention.blockwise_attention(q, k, v, alpha=1.5)
+  with pytest.raises(ValueError, match="alpha"):
+    attention.blockwise_attention(q, k, v, alpha=jnp.array([1.5, 0.5]))
+  with pytest.raises(ValueError, match="num_heads"):  # one α per head
+    attention.blockwise_attention(q, k, v, alpha=jnp.ones((3,)))
+  with pytest.raises(TypeError, match="alpha"):
+    attention.blockwise_attention(q, k, v, alpha=True)
   for name in ("block_q", "block_k", "n_iter"):
     with pytest.raises(ValueError, match=name):
       attention.blockwise_attention(q, k, v, **{name: 0})
@@ -427,6 +453,40 @@ def test_empty_lengths_give_empty_or_zero_output():
   np.testing.assert_array_equal(out, 0.0)
 
 
+def test_static_alpha_one_keeps_online_softmax():
+  """α = 1.0 (a float) takes the one-sweep online softmax; an array α the
+  family's passes, even where it equals 1 (and gives the same values)."""
+  cfg = _blockwise._Config(8, 8, 8, 8, False, 0.0, True, None)
+  rule = lambda a: _blockwise._rule(
+    _blockwise._family(a, 2, 2, jnp.float32), cfg
+  )
+  assert rule(1.0) is _blockwise._SOFTMAX and rule(1) is _blockwise._SOFTMAX
+  assert isinstance(rule(jnp.ones(2)), _blockwise._Entmax)
+  assert isinstance(rule(1.5), _blockwise._Entmax)
+
+
+def test_alpha_above_two_bisects():
+  """α > 2 (bisection from the group maxima's threshold): values of dense
+  float32 to its accuracy (both within ~1e-4 of float64 here)."""
+  q, k, v = _qkv((1,), 12, 21, 2, 2)
+  mask = _padding(1, 21, (15,))
+  ours = jax.jit(
+    lambda q, k, v: attention.blockwise_attention(
+      q, k, v, mask=mask, alpha=3.0, block_q=8, block_k=8
+    )
+  )(q, k, v)
+  dense = jax.jit(
+    lambda q, k, v: attention.dot_product_attention(
+      q,
+      k,
+      v,
+      mask=mask,
+      normalizer=lambda s, **kw: softjax.entmax(s, 3.0, **kw),
+    )
+  )(q, k, v)
+  np.testing.assert_allclose(ours, dense, rtol=1e-3, atol=3e-4)
+
+
 # --- Memory: XLA's own accounting of the compiled fwd+bwd. ----------------
 
 
@@ -454,6 +514,25 @@ def test_memory_is_linear_and_far_below_the_scores():
   assert small < scores / 8, (small, scores)
   assert large < 2.2 * small, (small, large)  # linear in the length
   assert causal <= 1.1 * large, (causal, large)  # no mask array
+
+
+def test_sparse_memory_is_linear_with_a_learned_alpha():
+  """entmax with one learnable α per head: fwd+bwd (α's gradient included)
+  in memory linear in the length, far below one score matrix."""
+  heads, length = 4, 2048
+
+  def temp(n: int) -> int:
+    x = jax.ShapeDtypeStruct((1, n, heads, 32), jnp.float32)
+    a = jax.ShapeDtypeStruct((heads,), jnp.float32)
+    f = lambda q, k, v, a: jnp.sum(
+      attention.blockwise_attention(q, k, v, alpha=a, block_q=128, block_k=128)
+    )
+    grad = jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
+    return grad.lower(x, x, x, a).compile().memory_analysis().temp_size_in_bytes
+
+  small, large = temp(length), temp(2 * length)
+  assert small < heads * length * length * 4 / 8, small
+  assert large < 2.2 * small, (small, large)
 
 
 def test_key_padding_mask_costs_linear_memory():
@@ -576,40 +655,57 @@ def _sharded_inputs():
   return q, k, v, _padding(2, 24, (24, 17))
 
 
-def test_shard_map_batch_and_heads():
+@pytest.mark.parametrize("learned", [False, True], ids=["softmax", "per_head"])
+def test_shard_map_batch_and_heads(learned):
   """Batch on "data", heads on "model"; a per-key bias split by batch only
-  (its gradient sums over the head shards)."""
+  (its gradient sums over the head shards); a per-head α split by heads
+  (its gradient sums over the batch shards)."""
   q, k, v, mask = _sharded_inputs()
   bias = _normal(9, (2, 1, 1, 24))
+  alpha = jnp.linspace(1.0, 2.0, 4)
   mesh = jax.make_mesh((2, 4), ("data", "model"))
-  f = lambda q, k, v, b, m: attention.blockwise_attention(
-    q, k, v, b, mask=m, is_causal=True, block_q=8, block_k=8
-  )
+
+  def f(q, k, v, b, m, a):
+    return attention.blockwise_attention(
+      q,
+      k,
+      v,
+      b,
+      mask=m,
+      alpha=a if learned else 1.0,
+      is_causal=True,
+      block_q=8,
+      block_k=8,
+    )
+
   spec = P("data", None, "model", None)
-  specs = (spec,) * 3 + (P("data"), P("data"))
+  specs = (spec,) * 3 + (P("data"), P("data"), P("model"))
   sharded = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=spec))
-  args = (q, k, v, bias, mask)
+  args = (q, k, v, bias, mask, alpha)
   placed = [
     jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)
   ]
   np.testing.assert_allclose(sharded(*placed), jax.jit(f)(*args), **VALUE_TOL)
   loss = lambda f: lambda *a: jnp.sum(f(*a) ** 2)
-  got = jax.jit(jax.grad(loss(sharded), argnums=(0, 1, 2, 3)))(*placed)
-  want = jax.jit(jax.grad(loss(f), argnums=(0, 1, 2, 3)))(*args)
+  argnums = (0, 1, 2, 3, 5) if learned else (0, 1, 2, 3)
+  got = jax.jit(jax.grad(loss(sharded), argnums=argnums))(*placed)
+  want = jax.jit(jax.grad(loss(f), argnums=argnums))(*args)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
 
 
 @pytest.mark.parametrize(
-  "axis_types", [AxisType.Explicit, AxisType.Auto], ids=["explicit", "auto"]
+  "axis_types, alpha",
+  [(AxisType.Explicit, 1.0), (AxisType.Auto, 1.0), (AxisType.Explicit, 1.5)],
+  ids=["explicit", "auto", "explicit_entmax15"],
 )
-def test_sharded_jit_keeps_sharding_and_never_gathers(axis_types):
+def test_sharded_jit_keeps_sharding_and_never_gathers(axis_types, alpha):
   q, k, v, mask = _sharded_inputs()
   mesh = jax.make_mesh((2, 4), ("data", "model"), axis_types=(axis_types,) * 2)
   sharding = NamedSharding(mesh, P("data", None, "model", None))
   qs, ks, vs = (jax.device_put(x, sharding) for x in (q, k, v))
   f = lambda q, k, v: attention.blockwise_attention(
-    q, k, v, mask=mask, is_causal=True, block_q=8, block_k=8
+    q, k, v, mask=mask, alpha=alpha, is_causal=True, block_q=8, block_k=8
   )
   fwd = jax.jit(f)
   out = fwd(qs, ks, vs)
