@@ -451,18 +451,42 @@ def _filled(
 # The two sweeps every pass is made of.
 
 
+def _loop(
+  lo: jax.Array,
+  hi: jax.Array,
+  live: jax.Array | None,
+  step: Callable[[jax.Array, Any], Any],
+  carry: Any,
+) -> Any:
+  """``carry = step(b, carry)`` for the blocks ``b`` in ``[lo, hi)``.
+
+  With ``live`` (booleans, one per block) only the blocks it marks are
+  visited, in increasing order: the loop runs over the positions of those
+  blocks (a stable argsort of a few flags), so a skipped block costs
+  nothing, not even a branch.
+  """
+  if live is None:
+    return lax.fori_loop(lo, hi, step, carry)
+  index = jnp.arange(live.shape[0])
+  keep = (index >= lo) & (index < hi) & live
+  order = jnp.argsort(~keep, stable=True)
+  count = jnp.sum(keep.astype(jnp.int32))
+  return lax.fori_loop(0, count, lambda n, c: step(order[n], c), carry)
+
+
 def _for_key_blocks(
   cfg: _Config,
   ops: _Operands,
   i: jax.Array,
   body: Callable[[jax.Array, jax.Array, Any], Any],
   carry: Any,
+  live: jax.Array | None = None,
 ) -> Any:
   """``carry = body(j, z, carry)`` over the key blocks query block i sees.
 
-  ``z`` are the masked scores of block pair (i, j). The sweep the softmax
-  forward is made of; phase 2's row sum ``row_sum(t)`` for the threshold
-  solver and its output pass are the same sweep with another ``body``.
+  ``z`` are the masked scores of block pair (i, j). Every forward pass is
+  this sweep with its own ``body``. ``live`` (``[n_k]`` booleans) skips the
+  key blocks where it is False: no scores are computed there.
   """
   plan = _plan(cfg)
   q_i = _rows(ops.q, i, cfg)
@@ -475,8 +499,8 @@ def _for_key_blocks(
     return step
 
   clean_end = jnp.asarray(plan.clean_end)[i]
-  carry = lax.fori_loop(0, clean_end, visit(False), carry)
-  return lax.fori_loop(clean_end, jnp.asarray(plan.end)[i], visit(True), carry)
+  carry = _loop(0, clean_end, live, visit(False), carry)
+  return _loop(clean_end, jnp.asarray(plan.end)[i], live, visit(True), carry)
 
 
 def _for_query_blocks(
@@ -485,12 +509,13 @@ def _for_query_blocks(
   j: jax.Array,
   body: Callable[[jax.Array, jax.Array, Any], Any],
   carry: Any,
+  live: jax.Array | None = None,
 ) -> Any:
   """``carry = body(i, z, carry)`` over the query blocks that see key block j.
 
   The same block pairs, with the same scores and masks, as
   :func:`_for_key_blocks` visits, so the backward recomputes exactly the
-  forward's weights.
+  forward's weights; ``live`` (``[n_q]``) skips query blocks likewise.
   """
   plan = _plan(cfg)
   k_j = _block(ops.k, j, cfg.block_k, _K_AXIS)
@@ -503,10 +528,9 @@ def _for_query_blocks(
     return step
 
   clean_start = jnp.asarray(plan.clean_start)[j]
-  carry = lax.fori_loop(
-    jnp.asarray(plan.start)[j], clean_start, visit(True), carry
-  )
-  return lax.fori_loop(clean_start, cfg.n_q, visit(False), carry)
+  start = jnp.asarray(plan.start)[j]
+  carry = _loop(start, clean_start, live, visit(True), carry)
+  return _loop(clean_start, cfg.n_q, live, visit(False), carry)
 
 
 # ---------------------------------------------------------------------------
@@ -584,14 +608,36 @@ def _maxima_sweep(cfg: _Config, ops: _Operands, i: jax.Array) -> jax.Array:
   return _for_key_blocks(cfg, ops, i, body, init)
 
 
+def _live_blocks(
+  cfg: _Config,
+  family: Family,
+  maxima: jax.Array,
+  shift: jax.Array,
+  t: jax.Array,
+) -> jax.Array:
+  """``[n_k]``: whether any row has a positive weight in each key block.
+
+  The map increases with the score, so a key block holds a positive weight
+  (at ``t`` or any larger threshold) iff its largest score has one. NaN
+  rows keep every block.
+  """
+  per_block = cfg.block_k // cfg.group
+  split = maxima.reshape(maxima.shape[:3] + (cfg.n_k, per_block))
+  p = family.map(jnp.max(split, axis=-1) - shift[..., None], t[..., None])
+  return jnp.any((p > 0) | jnp.isnan(p), axis=(0, 1, 2))
+
+
 def _solve_block(
   cfg: _Config, rule: _Entmax, ops: _Operands, i: jax.Array, maxima: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """``(shift, t, total)`` of query block i's rows, each ``[B, Hkv, rows]``.
+) -> tuple[jax.Array, ...]:
+  """``(shift, t, total, live)`` of query block i's rows (``[B, Hkv, rows]``).
 
   The threshold of the group maxima, solved in memory, starts
   ``find_threshold``, whose every row-sum evaluation is one sweep over the
-  key blocks (one ``QKᵀ`` of the block's rows).
+  key blocks (one ``QKᵀ`` of the block's rows). The start is below the root
+  and so is every later iterate's bracket: key blocks without weight at the
+  start have none at any iterate and are skipped (``live``, ``[n_k]``,
+  recomputed at the root for the output and backward passes).
   """
   family = rule.family
   n_iter = cfg.n_iter or _threshold.default_n_iter(maxima.dtype)
@@ -612,21 +658,28 @@ def _solve_block(
     lo = jnp.maximum(lo, start)
     hi = jnp.maximum(hi, lo)
 
+  live = _live_blocks(cfg, family, maxima, shift, start)
+
   def row_sum(t: jax.Array) -> jax.Array:
     def body(j, z, total):
       p = family.map(z - shift[..., None], t[..., None])
       return total + jnp.sum(p, axis=-1)
 
-    return _for_key_blocks(cfg, ops, i, body, jnp.zeros_like(t))
+    return _for_key_blocks(cfg, ops, i, body, jnp.zeros_like(t), live)
 
   t, total = _threshold.find_threshold(
     row_sum, row_family, lo, hi, n_iter, start
   )
-  return shift, t, total
+  return shift, t, total, _live_blocks(cfg, family, maxima, shift, t)
 
 
 def _output_sweep(
-  cfg: _Config, rule: _Entmax, ops: _Operands, i: jax.Array, rows: _EntmaxRows
+  cfg: _Config,
+  rule: _Entmax,
+  ops: _Operands,
+  i: jax.Array,
+  rows: _EntmaxRows,
+  live: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
   """``(Σ p v, Σ s v / Σ s)`` of query block i (dropout applied to both)."""
 
@@ -646,17 +699,18 @@ def _output_sweep(
   shape = rows.t.shape + (ops.v.shape[-1],)
   zeros = lambda shape: _filled(shape, 0.0, ops.q, ops[1:-1])
   init = (zeros(shape), zeros(shape), zeros(rows.t.shape))
-  out, sv, s_sum = _for_key_blocks(cfg, ops, i, body, init)
+  out, sv, s_sum = _for_key_blocks(cfg, ops, i, body, init, live)
   return out, sv / _core.safe_total(s_sum)[..., None]
 
 
 def _entmax_pass(
   cfg: _Config, rule: _Entmax, ops: _Operands
-) -> tuple[jax.Array, _EntmaxRows]:
-  """Forward of a sparse member: the output and the per-query statistics.
+) -> tuple[jax.Array, _EntmaxRows, jax.Array]:
+  """Forward of a sparse member: output, per-query statistics, live blocks.
 
   Per query block: the group maxima (one sweep), the threshold (a few
-  sweeps, :func:`_solve_block`), then the output (one sweep).
+  sweeps, :func:`_solve_block`), then the output (one sweep). ``live``
+  (``[n_q, n_k]``) marks the block pairs holding a positive weight.
   """
   batch, kv_heads, group, q_pad, _ = ops.q.shape
   stats = (batch, kv_heads, group, q_pad)
@@ -665,14 +719,23 @@ def _entmax_pass(
 
   def query_block(i, bufs):
     maxima = _maxima_sweep(cfg, ops, i)
-    shift, t, total = _solve_block(cfg, rule, ops, i, maxima)
+    shift, t, total, live_i = _solve_block(cfg, rule, ops, i, maxima)
     rows = _EntmaxRows(shift, t, total, None)
-    out, sv = _output_sweep(cfg, rule, ops, i, rows)
+    out, sv = _output_sweep(cfg, rule, ops, i, rows, live_i)
     new = (out, rows._replace(sv=sv))
-    return jax.tree.map(lambda buf, x: _put_rows(buf, x, i, cfg), bufs, new)
+    put = lambda buf, x: _put_rows(buf, x, i, cfg)
+    out_buf, rows_buf, live = bufs
+    return jax.tree.map(put, (out_buf, rows_buf), new) + (
+      live.at[i].set(live_i),
+    )
 
-  init = (zeros(vectors), _EntmaxRows(*(zeros(stats),) * 3, zeros(vectors)))
-  return lax.fori_loop(0, cfg.n_q, query_block, init)
+  # Typed like the flags computed from the operands (see _filled).
+  live = jnp.zeros((cfg.n_q, cfg.n_k), bool)
+  for ref in ops[:-1]:
+    if ref is not None:
+      live = live | jnp.zeros_like(ref, dtype=bool, shape=())
+  rows = _EntmaxRows(*(zeros(stats),) * 3, zeros(vectors))
+  return lax.fori_loop(0, cfg.n_q, query_block, (zeros(vectors), rows, live))
 
 
 def _pair_grads(
@@ -714,8 +777,7 @@ def _backward_pass(
   cfg: _Config,
   rule: _Softmax | _Entmax,
   ops: _Operands,
-  rows: Any,
-  out: jax.Array | None,
+  residuals: tuple[jax.Array | None, Any, jax.Array | None],
   dout: jax.Array,
 ) -> tuple[jax.Array | None, ...]:
   """dQ, dK, dV, dbias and dε by recomputation, one sweep over block pairs.
@@ -725,8 +787,11 @@ def _backward_pass(
   ``_TRANSPOSED``), dQ, dbias and dε (per head, ``[B, Hkv, G]``) in the
   carry. Per block pair (:func:`_pair_grads`): ``dV += p^T dO``,
   ``dP = dO V^T``, ``dS = s (dP - delta)``, ``dQ += dS K``,
-  ``dK += dS^T Q`` (the scale is applied outside).
+  ``dK += dS^T Q`` (the scale is applied outside). ``residuals`` are the
+  forward's ``(out, rows, live)``; block pairs ``live`` marks False are
+  skipped.
   """
+  out, rows, live = residuals
   delta = rule.delta(dout, out, rows)
   bk = cfg.block_k
   zeros = lambda x: _filled(x.shape, 0.0, x, ops[:-1] + (dout,))
@@ -755,7 +820,10 @@ def _backward_pass(
     dq, dk, dv, dbias, d_eps = grads
     v_t = jnp.swapaxes(_block(ops.v, j, bk, _K_AXIS), -1, -2)
     init = (dq, zeros(jnp.swapaxes(k_j, -1, -2)), zeros(v_t), dbias, d_eps)
-    dq, dk_j, dv_j, dbias, d_eps = _for_query_blocks(cfg, ops, j, body, init)
+    live_j = None if live is None else live[:, j]
+    dq, dk_j, dv_j, dbias, d_eps = _for_query_blocks(
+      cfg, ops, j, body, init, live_j
+    )
     dk = _put_block(dk, jnp.swapaxes(dk_j, -1, -2), j, bk, _K_AXIS)
     dv = _put_block(dv, jnp.swapaxes(dv_j, -1, -2), j, bk, _K_AXIS)
     return dq, dk, dv, dbias, d_eps
@@ -769,9 +837,13 @@ def _backward_pass(
 def _forward(
   cfg: _Config, rule: _Softmax | _Entmax, ops: _Operands
 ) -> tuple[jax.Array, Any]:
-  """The output and the per-query statistics the backward pass needs."""
+  """``(out, rows, live)``: the output and what the backward pass needs.
+
+  ``rows`` are the per-query statistics; ``live`` (``[n_q, n_k]``, None for
+  softmax) marks the block pairs that hold a positive weight.
+  """
   if rule is _SOFTMAX:
-    return _softmax_pass(cfg, ops)
+    return _softmax_pass(cfg, ops) + (None,)
   return _entmax_pass(cfg, rule, ops)
 
 
@@ -792,15 +864,16 @@ def _attention(
 def _attention_fwd(cfg, q, k, v, bias, mask, rng, family):
   ops = _Operands(q, k, v, bias, mask, rng)
   rule = _rule(family, cfg)
-  out, rows = _forward(cfg, rule, ops)
+  out, rows, live = _forward(cfg, rule, ops)
   # Softmax's delta is dO · out; the sparse members' comes from `rows`.
-  return out, (ops, out if rule is _SOFTMAX else None, rows, family)
+  kept = (out if rule is _SOFTMAX else None, rows, live)
+  return out, (ops, kept, family)
 
 
 def _attention_bwd(cfg, residuals, dout):
-  ops, out, rows, family = residuals
+  ops, kept, family = residuals
   rule = _rule(family, cfg)
-  *grads, d_eps = _backward_pass(cfg, rule, ops, rows, out, dout)
+  *grads, d_eps = _backward_pass(cfg, rule, ops, kept, dout)
   # Inside shard_map an operand replicated over a mesh axis (a bias shared
   # by the head shards, an α) gets the sum of the shards' cotangents.
   grads = tuple(
