@@ -35,17 +35,20 @@ which visit only the block pairs :func:`_plan` keeps (causal blocks above
 the diagonal are skipped) and apply the positional mask (causal diagonal,
 padded keys) only on the blocks that need it.
 
-The sparse members of the entmax family (phase 2 of issue 16) plug in as a
-second rule next to :class:`_Softmax` and two forward passes in place of
-:func:`_softmax_pass`: a statistics pass that finds each query's threshold
-``t`` with ``softjax._threshold.find_threshold(row_sum, family, lo, hi,
-n_iter)``, where ``row_sum(t)`` is a :func:`_for_key_blocks` sweep summing
-``family.map(z - shift, t)`` (``shift`` the row maximum, from a first
-sweep); then an output pass (a :func:`_for_key_blocks`
-sweep accumulating ``Σ p v``, ``Σ s v`` and ``Σ s``). The backward pass is
-already written for them: ``s = p^(2-α)`` and ``delta = dO · (Σ s v) / Σ s``
-come from the rule (Goncalves et al. 2025; for softmax ``s = p``, ``Σ s = 1``
-and ``Σ s v / Σ s`` is the output itself).
+The sparse members of the entmax family (α > 1, or an array α) are a
+second rule, :class:`_Entmax`, next to :class:`_Softmax`, and their forward
+is :func:`_entmax_pass`: per query block, a sweep keeping the maximum of
+each group of keys (:func:`_maxima_sweep`); the threshold of those maxima,
+solved in memory, starts ``softjax._threshold.find_threshold``, whose every
+``row_sum(t)`` is a :func:`_for_key_blocks` sweep summing
+``family.map(z - shift, t)`` (:func:`_solve_block`); then an output sweep
+accumulating ``Σ p v``, ``Σ s v`` and ``Σ s`` (:func:`_output_sweep`). The
+backward pass is the same as softmax's: ``s = p^(2-α)`` and
+``delta = dO · (Σ s v) / Σ s`` come from the rule (Gonçalves et al. 2025;
+for softmax ``s = p``, ``Σ s = 1`` and ``Σ s v / Σ s`` is the output
+itself). Key blocks in which no query of the block has a positive weight
+(known from the group maxima once a threshold is) are skipped by the
+solver's sweeps, the output sweep and the backward pass (:func:`_loop`).
 
 References:
   T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Ré. "FlashAttention: Fast and
@@ -218,9 +221,9 @@ class _Entmax:
     """``s = p^(2-α)`` on the support, 0 off it."""
     return self.family.slopes(p)
 
-  def alpha_sensitivity(self, p: jax.Array) -> jax.Array:
-    """``r = ∂p/∂ε`` at a fixed threshold (:meth:`Family.alpha_sensitivity`)."""
-    return self.family.alpha_sensitivity(p)
+  def param_sensitivity(self, p: jax.Array) -> jax.Array:
+    """``r = ∂p/∂ε`` at fixed ``t`` (:meth:`Family.param_sensitivity`)."""
+    return self.family.param_sensitivity(p)
 
   @staticmethod
   def delta(dout: jax.Array, out: jax.Array, rows: _EntmaxRows) -> jax.Array:
@@ -753,7 +756,7 @@ def _pair_grads(
   ``p`` are the weights (dropout applied) for dV, ``ds = s (dP - delta)``
   the cotangent of the scores, and ``dε`` the rows' part of an array ε's
   cotangent (None unless learnable): ``dp/dε = r - s Σr / Σs`` at the root
-  (``r`` = :meth:`Family.alpha_sensitivity`), so it is
+  (``r`` = :meth:`Family.param_sensitivity`), so it is
   ``Σ_k r_k (dP_k - delta)``.
   """
   i, j = at
@@ -767,7 +770,7 @@ def _pair_grads(
   g = dp - delta_i[..., None]
   d_eps = None
   if rule.learnable:
-    d_eps = jnp.sum(rule.alpha_sensitivity(p) * g, axis=-1)
+    d_eps = jnp.sum(rule.param_sensitivity(p) * g, axis=-1)
   if cfg.dropout_rate:
     p = p * drop
   return p, s * g, d_eps
@@ -1152,23 +1155,39 @@ def blockwise_attention(
   r"""Dot-product attention computed block by block, in linear memory.
 
   The same result as :func:`softjax.attention.dot_product_attention` with
-  ``normalizer=softjax.softmax`` (to float32 rounding, values and
-  gradients), without ever holding the ``[heads, q_length, kv_length]``
-  scores, weights or their gradients: the keys are visited ``block_k`` at a
-  time for each block of ``block_q`` queries, with a running maximum and sum
-  (online softmax), and the backward pass recomputes each block's scores
-  from the saved per-query log-sum-exp
-  :math:`\mathrm{lse}_q = \log \sum_k e^{z_{qk}}` and
-  :math:`\delta_q = \sum_d dO_{qd}\, O_{qd}`:
+  ``normalizer`` the α-entmax map of ``alpha`` (softmax for α = 1; to
+  float32 rounding, values and gradients), without ever holding the
+  ``[heads, q_length, kv_length]`` scores, weights or their gradients: the
+  keys are visited ``block_k`` at a time for each block of ``block_q``
+  queries. With :math:`Z = c\, Q K^\top + \text{bias}` (:math:`c` the
+  ``scale``) the weights of a query row :math:`z` are
 
   .. math::
-    P = e^{Z - \mathrm{lse}},\quad dV = P^\top dO,\quad
-    dZ = P \odot (dO\, V^\top - \delta),\quad
-    dQ = s\, dZ\, K,\quad dK = s\, dZ^\top Q,
+    p_k = \big[(\alpha - 1)(z_k - \tau)\big]_+^{1/(\alpha - 1)}
+    \quad (\alpha > 1),\qquad p_k = e^{z_k - \mathrm{lse}}
+    \quad (\alpha = 1),
 
-  with :math:`Z = s\, Q K^\top + \text{bias}` and :math:`s` the ``scale``.
-  Memory is linear in the sequence length: per call a few
-  ``[batch, heads, block_q, block_k]`` blocks and per-query vectors.
+  with :math:`\tau` such that :math:`\sum_k p_k = 1`. Softmax takes one
+  sweep over the keys with a running maximum and sum (online softmax) and
+  saves the log-sum-exp. The sparse maps (α > 1) first find :math:`\tau`
+  of each query: one sweep keeps the largest score of every group of 16
+  keys, whose threshold (solved in memory) is a lower bound of
+  :math:`\tau`, and starts the threshold solver, each of whose steps is one
+  more sweep (usually a few); a last sweep accumulates the output and
+  :math:`\sum_k s_k v_k / \sum_k s_k` with :math:`s = p^{2-\alpha}` on the
+  support. The backward pass recomputes each block's weights from the saved
+  per-query statistics (one sweep, no second pass for :math:`\delta`):
+
+  .. math::
+    dV = P^\top dO,\quad dZ = S \odot (dO\, V^\top - \delta),\quad
+    \delta = dO \cdot \frac{\sum_k s_k v_k}{\sum_k s_k},\quad
+    dQ = c\, dZ\, K,\quad dK = c\, dZ^\top Q,
+
+  and for an array α the cotangent of each head's α from the same sweep.
+  Key blocks where no query of a block has a positive weight are skipped
+  once :math:`\tau` is known. Memory is linear in the sequence length: per
+  call a few ``[batch, heads, block_q, block_k]`` blocks and per-query
+  vectors.
 
   Layout and masks are those of ``dot_product_attention``
   (``[batch..., length, heads, depth]``, grouped-query attention with fewer
@@ -1202,17 +1221,19 @@ def blockwise_attention(
     mask: optional mask broadcastable to the same shape, ``True``
       (nonzero) meaning attend. A key-padding mask ``[batch, 1, 1, kv]``
       costs ``O(kv)``.
-    alpha: the map from scores to weights, as in ``softjax.entmax``:
-      1 is softmax (the only value supported so far); larger values and an
-      array of one α per head (for sparse entmax attention) are planned and
-      raise ``NotImplementedError`` for now.
+    alpha: the map from scores to weights, as in ``softjax.entmax``: a
+      number >= 1 (1: softmax, 1.5: entmax15, 2: sparsemax), or an array
+      broadcastable to ``(num_heads,)``, one α per head, which receives a
+      gradient (learned per head as in Correia et al. 2019; start it near 1,
+      see the long-context guide).
     is_causal: mask the keys after each query position (``tril`` aligned
       at the top-left, as in ``flax.nnx``), without a mask array.
     scale: factor of the scores (default ``1 / sqrt(qk_depth)``).
     block_q: queries per block (default 256, or the whole length if
       shorter); lengths that are not a multiple are padded and masked.
     block_k: keys per block (default 256, likewise).
-    n_iter: threshold-solver iterations of the sparse maps (unused for
+    n_iter: the most threshold-solver steps (each one sweep over the keys)
+      of the sparse maps (default: the solver's for the dtype; unused for
       softmax).
     broadcast_dropout: share the dropout mask across batch and heads.
     dropout_rng: PRNG key for dropout; needed when dropout is applied.
@@ -1239,7 +1260,6 @@ def blockwise_attention(
     ValueError: mismatched shapes, a ``bias`` or ``mask`` not broadcastable
       to the scores, ``alpha < 1``, a bad block size, dropout without
       ``dropout_rng``, a ``module`` to sow into, custom einsums.
-    NotImplementedError: ``alpha`` other than 1 (for now).
 
   Example:
     >>> import jax
@@ -1252,12 +1272,27 @@ def blockwise_attention(
     ...                                                 is_causal=True)
     >>> out.shape, bool(jnp.allclose(out, dense, atol=1e-5))
     ((2, 300, 4, 8), True)
+    >>> alpha = jnp.array([1.1, 1.3, 1.5, 2.0])  # one learnable α per head
+    >>> sparse = softjax.attention.blockwise_attention(
+    ...     q, k, v, alpha=alpha, block_q=128, block_k=128)
+    >>> want = softjax.attention.dot_product_attention(
+    ...     q, k, v,
+    ...     normalizer=lambda s, **kw: softjax.entmax(s, alpha[:, None, None],
+    ...                                               **kw))
+    >>> bool(jnp.allclose(sparse, want, atol=1e-5))
+    True
 
   References:
     T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Ré. "FlashAttention: Fast and
     Memory-Efficient Exact Attention with IO-Awareness". NeurIPS 2022.
     M. N. Rabe, C. Staats. "Self-attention Does Not Need O(n²) Memory".
     arXiv:2112.05682, 2021.
+    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
+    Models". ACL 2019.
+    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
+    Transformers". EMNLP 2019.
+    N. Gonçalves, M. Treviso, A. F. T. Martins. "AdaSplash: Adaptive Sparse
+    Flash Attention". ICML 2025.
   """
   del force_fp32_for_softmax  # always: see the docstring
   _check_options(

@@ -21,8 +21,9 @@ Two differences from Flax, both deliberate:
   function with ``functools.partial``, not with a ``**kwargs`` lambda.)
 
 For long sequences, :func:`blockwise_attention` computes the same attention
-block by block, never holding the ``[heads, q_length, kv_length]`` scores
-(softmax so far; the sparse maps are planned).
+block by block, never holding the ``[heads, q_length, kv_length]`` scores,
+for softmax and every sparse α-entmax map (α >= 1, or one learnable α per
+head).
 
 Flax is not needed to use this module; it is imported only to sow the
 attention weights into a Flax module given as ``module=``.

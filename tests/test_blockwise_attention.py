@@ -138,6 +138,14 @@ def _random_mask(seed, shape, p=0.6):
   return jnp.asarray(np.random.default_rng(seed).random(shape) < p)
 
 
+def _band(length: int, slope: float = 2.0) -> jax.Array:
+  """A bias falling off with the distance to the diagonal: the sparse maps
+  give the keys far from a query exactly zero weight, so whole block pairs
+  hold none (and are skipped by the sparse passes)."""
+  n = np.arange(length)
+  return jnp.asarray(-slope * np.abs(n[:, None] - n[None, :]), jnp.float32)
+
+
 # name -> (qkv arguments, extra arguments); built lazily (no device work at
 # collection). Lengths are not multiples of the blocks unless said.
 CASES = {
@@ -194,6 +202,11 @@ CASES = {
       exact_grads=False,
     ),
   ),
+  # Sparse maps: most block pairs hold no weight (skipped), grouped heads.
+  "band_dead_blocks": lambda: (
+    ((2,), 48, 48, 4, 2),
+    dict(bias=_band(48), block_q=8, block_k=8),
+  ),
   # Default blocks (one block: shorter than 256), a custom scale and
   # precision (a static argument: must be hashable).
   "default_blocks_scale": lambda: (
@@ -218,7 +231,7 @@ PAIRS = (
   ]
   + [(1.3, "mask_bias_grouped"), (1.3, "causal_tall")]
   + [(2.0, "padding_all_masked"), (2.0, "causal_wide_mask")]
-  + [(2.0, "inf_bias")]
+  + [(2.0, "inf_bias"), (2.0, "band_dead_blocks"), (1.3, "band_dead_blocks")]
 )
 
 
@@ -282,6 +295,39 @@ def test_plan_visits_exactly_the_unmasked_blocks():
             assert real_q.all(), (cfg, i, j)
           elif by_key:
             assert block.any() and not real_q.all(), (cfg, i, j)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_sparse_passes_visit_exactly_the_blocks_with_weight(alpha):
+  """The block pairs the sparse forward marks live (and the output and
+  backward passes visit) are those where the dense weights have a positive
+  entry; with a band bias most pairs hold none."""
+  length, block, heads = 48, 8, 2
+  q, k, v = _qkv((2,), length, length, heads, heads)
+  bias = _band(length)
+  weights = jax.jit(
+    lambda q, k: attention.dot_product_attention_weights(
+      q,
+      k,
+      bias,
+      normalizer=lambda s, **kw: softjax.entmax(s, alpha, **kw),
+    )
+  )(q, k)
+  n = length // block
+  split = np.asarray(weights).reshape(2, heads, n, block, n, block)
+  want = np.any(split > 0, axis=(0, 1, 3, 5))
+  assert want.any() and not want.all()
+  cfg = _blockwise._config(
+    (length, length), (block, block, None), False, None, 0.0, True, True, None
+  )
+  scale = 1 / np.sqrt(q.shape[-1])
+  arrays = _blockwise._to_blocks(q, k, v, bias, None, scale, cfg, jnp.float32)
+  rule = _blockwise._rule(
+    _blockwise._family(alpha, heads, heads, jnp.float32), cfg
+  )
+  ops = _blockwise._Operands(*arrays, None)
+  live = jax.jit(lambda ops: _blockwise._entmax_pass(cfg, rule, ops)[2])(ops)
+  np.testing.assert_array_equal(live, want)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
