@@ -637,10 +637,14 @@ def _solve_block(
 
   The threshold of the group maxima, solved in memory, starts
   ``find_threshold``, whose every row-sum evaluation is one sweep over the
-  key blocks (one ``QKᵀ`` of the block's rows). The start is below the root
-  and so is every later iterate's bracket: key blocks without weight at the
-  start have none at any iterate and are skipped (``live``, ``[n_k]``,
-  recomputed at the root for the output and backward passes).
+  key blocks (one ``QKᵀ`` of the block's rows). The start is left of the
+  root (to rounding) and the iterates do not go left of it: for α <= 2 the
+  secant steps rise from it (a step from two points past the root lands
+  within the step's own error of the root), for α > 2 the bisection
+  bracket starts there. So key blocks without weight at the start, whose
+  weights can only fall as ``t`` rises, are skipped by the row sums
+  (``live``, ``[n_k]``); the flags at the root skip them in the output and
+  backward passes.
   """
   family = rule.family
   n_iter = cfg.n_iter or _threshold.default_n_iter(maxima.dtype)

@@ -8,10 +8,10 @@ over masks, causal attention, grouped heads, queries with every key masked,
 lengths that are not a multiple of the blocks, batch dimensions and
 broadcast biases. The memory claim is checked with XLA's own accounting.
 
-Every comparison is parameterised over α: softmax and entmax15 over every
-case, the per-head array α (one head at exactly α = 1) over the cases with
-masks, grouped heads and all-masked queries, α = 1.3 and sparsemax over a
-few (their code differs from entmax15's only in the family's formulas).
+Every comparison is parameterised over α: softmax over every case, and
+entmax15, the per-head array α (one head at exactly α = 1), α = 1.3 and
+sparsemax over the cases listed in ``SPARSE_CASES`` (the static sparse maps
+share every line of code but the family's formulas).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ ALPHA_IDS = {
   2.0: "sparsemax",
   PER_HEAD: "per_head_alpha",
 }
-ALPHAS = [pytest.param(a, id=ALPHA_IDS[a]) for a in (1.0, 1.5, PER_HEAD)]
 VALUE_TOL = dict(rtol=2e-5, atol=2e-6)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-5)
 
@@ -216,23 +215,25 @@ CASES = {
 }
 
 
-# (α, case) pairs compared; see the module docstring.
-PAIRS = (
-  [(1.0, case) for case in sorted(CASES)]
-  + [(1.5, case) for case in sorted(CASES)]
-  + [
-    (PER_HEAD, case)
-    for case in (
-      "padding_all_masked",
-      "mask_bias_grouped",
-      "causal_grouped_key_bias",
-      "batch_dims_partial_bias",
-    )
-  ]
-  + [(1.3, "mask_bias_grouped"), (1.3, "causal_tall")]
-  + [(2.0, "padding_all_masked"), (2.0, "causal_wide_mask")]
-  + [(2.0, "inf_bias"), (2.0, "band_dead_blocks"), (1.3, "band_dead_blocks")]
-)
+# (α, case) pairs compared; see the module docstring. Softmax over every
+# case; the sparse maps (whose compilation dominates the file's time) over
+# the cases that exercise what differs for them: all-masked queries, masks,
+# causal blocks, grouped heads, +inf scores, block pairs without weight.
+SPARSE_CASES = {
+  1.5: (
+    "padding_all_masked",
+    "mask_bias_grouped",
+    "causal_grouped_key_bias",
+    "causal_wide_mask",
+    "default_blocks_scale",
+  ),
+  PER_HEAD: ("mask_bias_grouped", "causal_grouped_key_bias"),
+  1.3: ("causal_tall", "band_dead_blocks"),
+  2.0: ("padding_all_masked", "inf_bias", "band_dead_blocks"),
+}
+PAIRS = [(1.0, case) for case in sorted(CASES)] + [
+  (alpha, case) for alpha, cases in SPARSE_CASES.items() for case in cases
+]
 
 
 @pytest.mark.parametrize(
@@ -297,12 +298,12 @@ def test_plan_visits_exactly_the_unmasked_blocks():
             assert block.any() and not real_q.all(), (cfg, i, j)
 
 
-@pytest.mark.parametrize("alpha", [1.5, 2.0])
-def test_sparse_passes_visit_exactly_the_blocks_with_weight(alpha):
+def test_sparse_passes_visit_exactly_the_blocks_with_weight():
   """The block pairs the sparse forward marks live (and the output and
   backward passes visit) are those where the dense weights have a positive
-  entry; with a band bias most pairs hold none."""
-  length, block, heads = 48, 8, 2
+  entry; with a band bias most pairs hold none. (Values and gradients
+  there: the band case of test_matches_dense.)"""
+  alpha, length, block, heads = 1.5, 48, 8, 2
   q, k, v = _qkv((2,), length, length, heads, heads)
   bias = _band(length)
   weights = jax.jit(
@@ -403,9 +404,16 @@ def _block_dropout_keep(rng, rate, shape, bq, bk, broadcast):
   return jnp.concatenate(rows, axis=-2)[:, :, 0, :q_len, :kv_len]
 
 
-@pytest.mark.parametrize("broadcast", [True, False])
-def test_dropout_is_block_wise_and_regenerated_in_backward(broadcast):
+@pytest.mark.parametrize(
+  "broadcast, alpha",
+  [(True, 1.0), (False, PER_HEAD)],
+  ids=["softmax-broadcast", "per_head_alpha"],
+)
+def test_dropout_is_block_wise_and_regenerated_in_backward(broadcast, alpha):
+  """Values and gradients (α's too) of the documented block-wise mask
+  applied to the dense weights."""
   q, k, v = _qkv((2,), 12, 20, 2, 2)
+  alpha_arg, normalizer = _alpha(alpha, 2)
   rng = jax.random.key(3, impl="rbg")  # compiles faster than threefry
   rate, bq, bk = 0.3, 8, 8
   keep = jax.jit(_block_dropout_keep, static_argnums=range(1, 6))(
@@ -413,11 +421,12 @@ def test_dropout_is_block_wise_and_regenerated_in_backward(broadcast):
   )
   assert 0.5 < float(keep.mean()) < 0.9  # about 1 - rate kept
 
-  def f(q, k, v):
+  def f(q, k, v, a):
     return attention.blockwise_attention(
       q,
       k,
       v,
+      alpha=a,
       dropout_rng=rng,
       dropout_rate=rate,
       block_q=bq,
@@ -425,21 +434,29 @@ def test_dropout_is_block_wise_and_regenerated_in_backward(broadcast):
       broadcast_dropout=broadcast,
     )
 
-  def ref(q, k, v):
-    weights = attention.dot_product_attention_weights(q, k)
+  def ref(q, k, v, a):
+    weights = attention.dot_product_attention_weights(
+      q, k, normalizer=normalizer(a)
+    )
     return jnp.einsum("bhqk,bkhd->bqhd", weights * keep / (1 - rate), v)
 
   cot = _normal(5, q.shape)
+  learned = not isinstance(alpha_arg, float)
+  argnums = (0, 1, 2, 3) if learned else (0, 1, 2)
   both = lambda f: jax.jit(
     lambda *a: (
       f(*a),
-      jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=(0, 1, 2))(*a),
-    )
+      jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=argnums)(*a),
+    ),
+    static_argnums=() if learned else (3,),
   )
-  (out, got), (want, want_grads) = both(f)(q, k, v), both(ref)(q, k, v)
+  args = (q, k, v, alpha_arg)
+  (out, got), (want, want_grads) = both(f)(*args), both(ref)(*args)
   np.testing.assert_allclose(out, want, **VALUE_TOL)
   for g, w in zip(got, want_grads):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
+  if alpha != 1.0:
+    return
   # deterministic=True (or rate 0) is the plain attention.
   plain = jax.jit(attention.dot_product_attention)(q, k, v)
   for kw in (
@@ -602,8 +619,10 @@ from flax import nnx  # noqa: E402
 B, L, IN, HEADS = 2, 13, 12, 3
 
 
-@pytest.mark.parametrize("alpha", ALPHAS)
-def test_linen_module_drop_in(alpha):
+# The Flax drop-ins: Linen with softmax, NNX with a per-head array α (the α
+# is passed through unchanged; test_matches_dense covers the maps).
+def test_linen_module_drop_in():
+  alpha = 1.0
   x = _normal(11, (B, L, IN))
   mask = nn.make_attention_mask(
     jnp.ones((B, L), bool), jnp.arange(L)[None] < jnp.array([[L], [4]])
@@ -653,8 +672,8 @@ def test_linen_module_drop_in(alpha):
     )
 
 
-@pytest.mark.parametrize("alpha", ALPHAS)
-def test_nnx_module_drop_in(alpha):
+def test_nnx_module_drop_in():
+  alpha = PER_HEAD
   x = _normal(12, (B, L, IN))
   alpha_arg, normalizer = _alpha(alpha, HEADS)
   common = dict(
@@ -696,6 +715,21 @@ def test_nnx_module_drop_in(alpha):
 # --- Sharding: batch and heads split over the 8 simulated devices. -----------
 
 
+def _out_and_grads(f, argnums):
+  """One jitted function (one compilation) giving ``f``'s output and the
+  gradients of ``sum(f**2)``."""
+
+  def loss(*a):
+    out = f(*a)
+    return jnp.sum(out**2), out
+
+  def run(*a):
+    grads, out = jax.grad(loss, argnums=argnums, has_aux=True)(*a)
+    return out, grads
+
+  return jax.jit(run)
+
+
 def _sharded_inputs():
   q, k, v = _qkv((2,), 24, 24, 4, 4)
   return q, k, v, _padding(2, 24, (24, 17))
@@ -731,11 +765,10 @@ def test_shard_map_batch_and_heads(learned):
   placed = [
     jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)
   ]
-  np.testing.assert_allclose(sharded(*placed), jax.jit(f)(*args), **VALUE_TOL)
-  loss = lambda f: lambda *a: jnp.sum(f(*a) ** 2)
   argnums = (0, 1, 2, 3, 5) if learned else (0, 1, 2, 3)
-  got = jax.jit(jax.grad(loss(sharded), argnums=argnums))(*placed)
-  want = jax.jit(jax.grad(loss(f), argnums=argnums))(*args)
+  out, got = _out_and_grads(sharded, argnums)(*placed)
+  want_out, want = _out_and_grads(f, argnums)(*args)
+  np.testing.assert_allclose(out, want_out, **VALUE_TOL)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
 
@@ -753,15 +786,12 @@ def test_sharded_jit_keeps_sharding_and_never_gathers(axis_types, alpha):
   f = lambda q, k, v: attention.blockwise_attention(
     q, k, v, mask=mask, alpha=alpha, is_causal=True, block_q=8, block_k=8
   )
-  fwd = jax.jit(f)
-  out = fwd(qs, ks, vs)
-  np.testing.assert_allclose(out, fwd(q, k, v), **VALUE_TOL)
+  run = _out_and_grads(f, (0, 1, 2))
+  out, grads = run(qs, ks, vs)
+  want_out, want = run(q, k, v)
+  np.testing.assert_allclose(out, want_out, **VALUE_TOL)
   assert out.sharding.is_equivalent_to(sharding, 4), out.sharding
-  grad = jax.jit(jax.grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2)))
-  for g, w in zip(grad(qs, ks, vs), grad(q, k, v)):
+  for g, w in zip(grads, want):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
-  for text in (
-    fwd.lower(qs, ks, vs).compile().as_text(),
-    grad.lower(qs, ks, vs).compile().as_text(),
-  ):
-    assert "all-gather" not in text and "all-to-all" not in text
+  text = run.lower(qs, ks, vs).compile().as_text()
+  assert "all-gather" not in text and "all-to-all" not in text
