@@ -1,9 +1,10 @@
 """MkDocs hooks for the softjax site (``hooks:`` in ``mkdocs.yml``).
 
-* Figures: ``docs/figures.py`` draws them with softjax; they are added to
+* Figures: ``docs/figures.py`` draws them with softjax (the attention
+  memory figure from ``docs/benchmarks/attention.json``); they are added to
   the site as generated files (nothing is written into ``docs/``). They are
   cached under ``.cache/docs-figures/``, keyed by a hash of ``figures.py``,
-  the softjax sources and the jax and matplotlib versions.
+  that json, the softjax sources and the jax and matplotlib versions.
 * API coverage: every public function (``__all__`` of ``softjax`` and of each
   public submodule) must have a ``::: identifier`` directive in
   ``docs/api/*.md``, and every public submodule a page; otherwise a warning
@@ -44,7 +45,11 @@ def _load(name: str, path: Path) -> Any:
 
 def _figures_key() -> str:
   h = hashlib.sha256()
-  sources = [DOCS / "figures.py", *sorted((ROOT / "softjax").glob("*.py"))]
+  sources = [
+    DOCS / "figures.py",
+    DOCS / "benchmarks" / "attention.json",
+    *sorted((ROOT / "softjax").glob("*.py")),
+  ]
   for path in sources:
     h.update(path.name.encode())
     h.update(path.read_bytes())
@@ -58,7 +63,7 @@ def _figures_key() -> str:
 
 def _figures() -> dict[str, bytes]:
   folder = CACHE / _figures_key()
-  names = ["normalisers", "support", "temperature"]
+  names = ["normalisers", "support", "temperature", "attention_memory"]
   if all((folder / f"{n}.png").is_file() for n in names):
     return {f"img/{n}.png": (folder / f"{n}.png").read_bytes() for n in names}
   figures = _load("_softjax_docs_figures", DOCS / "figures.py")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import io
+import json
 from pathlib import Path
 import sys
 
@@ -131,10 +132,75 @@ def temperature() -> bytes:
   return _png(fig)
 
 
+ATTENTION_JSON = (
+  Path(__file__).resolve().parent / "benchmarks" / "attention.json"
+)
+
+
+def _alpha_label(alpha: str) -> str:
+  return "learned α per head" if alpha == "learned" else f"α = {alpha}"
+
+
+def attention_memory() -> bytes:
+  """XLA temp bytes of attention fwd+bwd against L, blockwise and dense.
+
+  Drawn from the measurements ``benchmarks/bench_attention.py`` stored in
+  ``docs/benchmarks/attention.json`` (nothing is compiled here).
+  """
+  rows = [
+    r
+    for r in json.loads(ATTENTION_JSON.read_text(encoding="utf-8"))["rows"]
+    if r["kind"] == "pair"
+  ]
+  rows.sort(key=lambda r: r["length"])
+  alphas = sorted({r["alpha"] for r in rows}, key=lambda a: (a == "learned", a))
+  fig, ax = plt.subplots(figsize=(6.0, 3.6))
+  for alpha in alphas:
+    at = [r for r in rows if r["alpha"] == alpha]
+    ax.plot(
+      [r["length"] for r in at],
+      [r["block_temp"] / 2**20 for r in at],
+      "o-",
+      lw=2,
+      label=f"blockwise, {_alpha_label(alpha)}",
+    )
+    dense = [r for r in at if "dense_temp" in r]
+    ax.plot(
+      [r["length"] for r in dense],
+      [r["dense_temp"] / 2**20 for r in dense],
+      "s--",
+      lw=1.5,
+      label=f"dense, {_alpha_label(alpha)}",
+    )
+  machine = max((r.get("machine_bytes", 0) for r in rows), default=0)
+  if machine:
+    ax.axhline(machine / 2**20, color="gray", lw=1, ls=":")
+    ax.annotate(
+      "memory of the benchmark machine",
+      (rows[0]["length"], machine / 2**20),
+      textcoords="offset points",
+      xytext=(0, 4),
+      fontsize=8,
+      color="gray",
+    )
+  lengths = sorted({r["length"] for r in rows})
+  ax.set_xscale("log", base=2)
+  ax.set_xticks(lengths, [str(n) for n in lengths])
+  ax.set_yscale("log")
+  ax.minorticks_off()
+  ax.set_xlabel("sequence length L (batch 1, 8 heads, depth 64, float32)")
+  ax.set_ylabel("XLA temp memory of fwd+bwd (MiB)")
+  ax.set_title("Attention memory: dense grows as L², blockwise as L")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="center right")
+  return _png(fig)
+
+
 FIGURES: dict[str, Callable[[], bytes]] = {
   "normalisers": normalisers,
   "support": support,
   "temperature": temperature,
+  "attention_memory": attention_memory,
 }
 
 

@@ -20,6 +20,11 @@ Two differences from Flax, both deliberate:
   passes only the keywords named in ``attention_fn``'s signature, so wrap this
   function with ``functools.partial``, not with a ``**kwargs`` lambda.)
 
+For long sequences, :func:`blockwise_attention` computes the same attention
+block by block, never holding the ``[heads, q_length, kv_length]`` scores,
+for softmax and every sparse α-entmax map (α >= 1, or one learnable α per
+head).
+
 Flax is not needed to use this module; it is imported only to sow the
 attention weights into a Flax module given as ``module=``.
 """
@@ -33,7 +38,14 @@ import jax
 
 from softjax import _attention_steps as steps
 from softjax import _docs
+from softjax._blockwise import blockwise_attention
 from softjax._dense import softmax
+
+__all__ = [
+  "blockwise_attention",
+  "dot_product_attention",
+  "dot_product_attention_weights",
+]
 
 Normalizer = Callable[..., jax.Array]
 

@@ -210,3 +210,24 @@ def test_gradient_check() -> None:
   assert "all checks passed" in out, out
   assert "jax.hessian == finite differences" in out
   assert "can't apply forward-mode autodiff" in out
+
+
+def test_long_context():
+  out = _run_example("long_context.py")
+  sizes = dict(
+    re.findall(
+      r"^\s+(blockwise|dense)\s+attention:\s+([\d,.]+) MiB", out, re.MULTILINE
+    )
+  )
+  assert set(sizes) == {"blockwise", "dense"}, out
+  block, dense = (
+    float(sizes[k].replace(",", "")) for k in ("blockwise", "dense")
+  )
+  assert block < dense / 4, out  # the dense step holds the scores
+  match = re.search(
+    r"final: train loss ([\d.]+) -> ([\d.]+), test loss "
+    r"([\d.]+), test accuracy ([\d.]+)",
+    out,
+  )
+  assert match, out
+  assert all(math.isfinite(float(x)) for x in match.groups()), out

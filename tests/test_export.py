@@ -133,6 +133,20 @@ PUBLIC_FUNCTIONS = {
     mask=_KEY_MASK,
     normalizer=lambda s, **kw: softjax.entmax(s, _ALPHA_HEAD, **kw),
   ),
+  # Block-wise: the block loops, causal skipping, a padded block, dropout.
+  "blockwise_attention_causal_mask_dropout": lambda x: (
+    softjax.attention.blockwise_attention(
+      x.reshape(4, 4, 4),
+      x.reshape(4, 4, 4)[::-1],
+      0.5 * x.reshape(4, 4, 4),
+      mask=_KEY_MASK,
+      is_causal=True,
+      block_q=2,
+      block_k=3,
+      dropout_rate=0.1,
+      dropout_rng=jax.random.key(0),
+    ).reshape(SHAPE)
+  ),
 }
 
 
