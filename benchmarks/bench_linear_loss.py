@@ -198,6 +198,25 @@ def table_rows(v: int, temps: dict[str, int | None],
   return rows
 
 
+def group_failures(notes: list[str]) -> list[str]:
+  """One note per error message instead of one per failed candidate."""
+  marker = " failed and was skipped: "
+  grouped: dict[str, list[str]] = {}
+  out = []
+  for note in notes:
+    if marker in note:
+      label, error = note.split(marker, 1)
+      if error not in grouped:
+        grouped[error] = []
+        out.append(error)
+      grouped[error].append(label)
+    else:
+      out.append(note)
+  return [f"{', '.join(grouped[n])} failed and "
+          f"{'was' if len(grouped[n]) == 1 else 'were'} skipped: {n}"
+          if n in grouped else n for n in out]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--vocab", default=",".join(map(str, VOCABS)),
@@ -242,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sections.append(f"## tokens = {tokens}, d = {dim}, V = {v}\n\n"
                     + bench.markdown_table(header, rows))
     print(f"  V = {v} done", file=sys.stderr, flush=True)
+  notes = group_failures(notes)
   text = "\n".join([
       "# softjax fused output-layer losses", "",
       bench.environment_line(repeats, a.quick), "",

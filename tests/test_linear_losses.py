@@ -140,6 +140,23 @@ def test_ties(name):
   _compare(name, h, w, b, y, 16)
 
 
+# Where a class 1/(α - 1) below the top one sits exactly at the threshold.
+THRESHOLD_GAP = {"softmax": 2.0, "sparsemax": 1.0, "entmax15": 2.0,
+                 "entmax_1.3": 1.0 / 0.3}
+
+
+@pytest.mark.parametrize("name", COMPUTED)
+def test_ties_at_threshold(name):
+  """Tokens whose logits are the bias: one class on top and 40 tied exactly
+  at the threshold (zero mass), in several blocks."""
+  h, w, b, y = _inputs((24,), 16, 103, seed=11)
+  h = h.at[::2].set(0.0)
+  b = jnp.full((103,), -8.0).at[5].set(0.0)
+  b = b.at[30:70].set(-THRESHOLD_GAP[name])
+  y = y.at[:6].set(jnp.array([5, 5, 30, 31, 69, 70]))
+  _compare(name, h, w, b, y, 16)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 @pytest.mark.parametrize("name", COMPUTED)
 def test_half_precision(name, dtype):
