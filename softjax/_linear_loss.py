@@ -196,8 +196,10 @@ def lse_finish(stat: LSE, axis_name: Hashable | None) -> jax.Array:
 # k])``, through the same ``scan_vocab``:
 #   * ``topk_start(tokens, k, *like)``: values -inf (via ``zeros``), ids 0;
 #   * ``topk_add(stat, chunk)``: ``lax.top_k(concat([values, chunk.z]), k)``
-#     with ids ``chunk.start + iota`` gathered alongside (measured cheaper
-#     than taking the chunk's own top-k first: issue 17 phase 1 report);
+#     with ids ``chunk.start + iota`` gathered alongside, or the block's own
+#     top-k first (within noise of each other in the phase 1 measurements,
+#     benchmarks/bench_linear_pieces.py; either adds 0.3-1x the block's
+#     matmul time at d = 512 on XLA:CPU);
 #   * ``topk_finish(stat, vocab)``: add ``class_offset(vocab)`` to the ids;
 #     with ``axis_name``, ``all_gather`` every device's [T, k] candidates
 #     and ``top_k`` again (O(T × k × devices) values cross devices, never
