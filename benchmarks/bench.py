@@ -4,28 +4,32 @@ Usage::
 
   python benchmarks/bench.py [--suite dense|sparse|sharded|all] [--repeats N]
                              [--quick] [--out docs/benchmarks]
+                             [--shapes 64x128,...] [--extra-shapes 32768x512]
 
-Targets (fwd+bwd median time as a multiple of ``jax.nn.softmax``, or of
+Targets (median time as a multiple of ``jax.nn.softmax``, or of
 ``jax.nn.log_softmax`` for the log_softmax rows, measured in the same run on
-the same input):
+the same input; fwd+bwd, and fwd alone where given):
 
-  dense   softjax.softmax, softjax.log_softmax      <= 1.10x
-  sparse  softjax.sparsemax                         <= 4x
-          softjax.entmax15                          <= 4x
-          softjax.entmax(x, alpha=1.3)              <= 12x
+  dense   softjax.softmax, softjax.log_softmax      fwd+bwd <= 1.10x
+  sparse  softjax.sparsemax, softjax.entmax15       fwd+bwd <= 3x, fwd <= 3x
+          softjax.entmax(x, alpha=1.3)              fwd+bwd <= 6x
+          softjax.entmax with an array alpha        fwd+bwd <= 8x
 
 Suites:
 
-  dense   float32 (4096, 128), (512, 4096), (64, 32768), (8, 262144);
-          softjax.softmax vs jax.nn.softmax and softjax.log_softmax vs
-          jax.nn.log_softmax.
-  sparse  float32 (512, 4096), (64, 32768), (8, 262144); jax.nn.softmax
+  dense   float32 (16384, 64), (4096, 128), (512, 4096), (64, 32768),
+          (8, 262144); softjax.softmax vs jax.nn.softmax and
+          softjax.log_softmax vs jax.nn.log_softmax.
+  sparse  float32 (16384, 64), (4096, 128), (2048, 1024) (attention-sized
+          rows), (512, 4096), (64, 32768), (8, 262144); jax.nn.softmax
           (baseline), softjax.sparsemax / entmax15 / entmax(alpha=1.3) /
           entmax with a per-row array alpha (learnable alpha), optax's
           projection_simplex vmapped over rows, and PyTorch entmax's
           sparsemax / entmax15 / entmax_bisect(alpha=1.3) when ``torch`` and
           ``entmax`` are importable. softjax functions that do not exist yet
           are skipped with a note, so the suite runs on a dense-only checkout.
+          It also draws each map's ratio to jax.nn.softmax by shape
+          (``--figure``, default ``docs/img/benchmarks.png`` with the tables).
 
   sharded a float32 (64, 262144) matrix with its class axis split over 4
           devices (8 simulated CPU devices when no accelerator: the suite
@@ -36,11 +40,18 @@ Suites:
 Results are printed as markdown and written to ``<out>/<suite>.md``.
 ``--quick`` (smoke test: 3 repeats, first shape only) prints but writes no
 file unless ``--out`` is given, so a smoke run never overwrites real numbers.
+``--shapes`` replaces the dense and sparse suites' shapes; ``--extra-shapes``
+adds to them (``benchmarks/device_check.sh`` adds an attention-sized one).
+
+On a GPU, JAX runs on it and the PyTorch rows run on it too (when PyTorch
+sees a GPU), each timed call ending with ``torch.cuda.synchronize()``.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from collections.abc import Sequence
 import dataclasses
 import datetime
 import functools
@@ -48,13 +59,13 @@ import gc
 import hashlib
 import math
 import os
+from pathlib import Path
 import platform
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 # PyTorch's OpenMP threads spin-wait after each call by default, stealing the
@@ -73,12 +84,32 @@ sys.path.insert(0, str(_ROOT))
 
 import softjax  # noqa: E402  (needs the path above)
 
-DENSE_SHAPES = [(4096, 128), (512, 4096), (64, 32768), (8, 262144)]
-SPARSE_SHAPES = [(512, 4096), (64, 32768), (8, 262144)]
+DENSE_SHAPES = [
+  (16384, 64),
+  (4096, 128),
+  (512, 4096),
+  (64, 32768),
+  (8, 262144),
+]
+# Attention-sized rows (as long as the key sequence, many of them) first.
+SPARSE_SHAPES = [
+  (16384, 64),
+  (4096, 128),
+  (2048, 1024),
+  (512, 4096),
+  (64, 32768),
+  (8, 262144),
+]
 
 DENSE_TARGET = 1.10
-SPARSE_TARGETS = {"softjax.sparsemax": 4.0, "softjax.entmax15": 4.0,
-                  "softjax.entmax(alpha=1.3)": 12.0}
+ARRAY_ALPHA = "softjax.entmax(alpha=1.5 array (rows, 1))"
+# name -> (fwd target or None, fwd+bwd target), as multiples of jax.nn.softmax.
+SPARSE_TARGETS = {
+  "softjax.sparsemax": (3.0, 3.0),
+  "softjax.entmax15": (3.0, 3.0),
+  "softjax.entmax(alpha=1.3)": (None, 6.0),
+  ARRAY_ALPHA: (None, 8.0),
+}
 
 # Each candidate's measurement should take ~BUDGET_S on average: long enough
 # that the median is stable, short enough that the full run stays ~1 minute.
@@ -88,29 +119,41 @@ MIN_REPEATS = 7
 MAX_REPEATS = 1000
 QUICK_REPEATS = 3
 
+TORCH_CPU = "(eager, CPU, `OMP_WAIT_POLICY=PASSIVE`)"
 METHOD = (
-    "Every JAX function is wrapped in `jax.jit`. *fwd* times `f(x)`; "
-    "*fwd+bwd* times one jitted function `lambda x, g: jax.vjp(f, x)[1](g)` "
-    "that runs the forward pass, the VJP and returns the input cotangent for "
-    "a fixed random cotangent `g` (for the array-alpha row the cotangents of "
-    "both `x` and `alpha`). Each function is compiled and run twice before "
-    "timing; each sample is one call followed by `.block_until_ready()`, timed "
-    "with `time.perf_counter` while Python's garbage collector is off. The "
-    "candidates compared on one input are **interleaved**: each repeat times "
-    "every candidate once (the starting candidate rotates between repeats), "
-    "so machine noise falls on all of them alike, and the reported time is "
-    "the median over the repeats. A ratio is the median over the repeats of "
-    "the two candidates' times in the same repeat (calls that ran back to "
-    "back), so a slow spell of the machine cancels instead of landing on "
-    "one side. Unless `--repeats` is given, the number of "
-    "repeats is chosen per group so that each candidate is timed for about "
-    f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios are to the "
-    "baseline (`jax.nn.softmax`, or `jax.nn.log_softmax` for log_softmax "
-    "rows) timed in the same group, on the same input, in the same mode. "
-    "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
-    "the last axis. In the sparse suite each candidate is timed in a pair with the baseline (interleaved), and its ratio is taken within that pair; the baseline row shows the median of its pair medians. PyTorch rows (eager, CPU, `OMP_WAIT_POLICY=PASSIVE`) time the call under "
-    "`torch.no_grad()` for fwd and `out = f(x); out.backward(g)` on a "
-    "`requires_grad` input for fwd+bwd.")
+  "Every JAX function is wrapped in `jax.jit`. *fwd* times `f(x)`; "
+  "*fwd+bwd* times one jitted function `lambda x, g: jax.vjp(f, x)[1](g)` "
+  "that runs the forward pass, the VJP and returns the input cotangent for "
+  "a fixed random cotangent `g` (for the array-alpha row the cotangents of "
+  "both `x` and `alpha`). Each function is compiled and run twice before "
+  "timing; each sample is one call followed by `.block_until_ready()`, timed "
+  "with `time.perf_counter` while Python's garbage collector is off. The "
+  "candidates compared on one input are **interleaved**: each repeat times "
+  "every candidate once (the starting candidate rotates between repeats), "
+  "so machine noise falls on all of them alike, and the reported time is "
+  "the median over the repeats. A ratio is the median over the repeats of "
+  "the two candidates' times in the same repeat (calls that ran back to "
+  "back), so a slow spell of the machine cancels instead of landing on "
+  "one side. Unless `--repeats` is given, the number of "
+  "repeats is chosen per group so that each candidate is timed for about "
+  f"{BUDGET_S} s on average (at least {MIN_REPEATS}). Ratios are to the "
+  "baseline (`jax.nn.softmax`, or `jax.nn.log_softmax` for log_softmax "
+  "rows) timed in the same group, on the same input, in the same mode. "
+  "Inputs are float32 `jax.random.normal(key, shape) * 3`, normalised over "
+  "the last axis. In the sparse suite each candidate is timed in a pair "
+  "with the baseline (interleaved), and its ratio is taken within that "
+  "pair; the baseline row shows the median of its pair medians. PyTorch "
+  "rows "
+  f"{TORCH_CPU} time the call under "
+  "`torch.no_grad()` for fwd and `out = f(x); out.backward(g)` on a "
+  "`requires_grad` input for fwd+bwd."
+)
+
+# Where the PyTorch rows ran, as METHOD says it (see torch_device).
+TORCH_CUDA = (
+  "(eager, on the same GPU as JAX; each timed call ends with "
+  "`torch.cuda.synchronize()`)"
+)
 
 Thunk = Callable[[], Any]
 
@@ -125,18 +168,23 @@ def _time_once(thunk: Thunk) -> float:
   return time.perf_counter() - start
 
 
-def choose_repeats(thunks: Sequence[Thunk], budget_s: float = BUDGET_S,
-                   min_repeats: int = MIN_REPEATS) -> int:
+def choose_repeats(
+  thunks: Sequence[Thunk],
+  budget_s: float = BUDGET_S,
+  min_repeats: int = MIN_REPEATS,
+) -> int:
   """Repeats so that each thunk is timed for ~budget_s on average."""
   # Median of three calls: one call can land on a noise spike.
-  round_s = sum(statistics.median(_time_once(t) for _ in range(3))
-                for t in thunks)
+  round_s = sum(
+    statistics.median(_time_once(t) for _ in range(3)) for t in thunks
+  )
   wanted = math.ceil(budget_s * len(thunks) / max(round_s, 1e-9))
   return max(min_repeats, min(MAX_REPEATS, wanted))
 
 
-def time_interleaved(thunks: dict[str, Thunk], repeats: int
-                     ) -> dict[str, list[float]]:
+def time_interleaved(
+  thunks: dict[str, Thunk], repeats: int
+) -> dict[str, list[float]]:
   """Seconds per call of each thunk, one sample per repeat, timed round-robin.
 
   The thunks must already be compiled (see ``warm_up``). Interleaving makes
@@ -172,8 +220,9 @@ class Candidate:
   fwd_bwd: Thunk
 
 
-def jax_candidate(name: str, f: Callable[..., jax.Array],
-                  *args: jax.Array, g: jax.Array) -> Candidate:
+def jax_candidate(
+  name: str, f: Callable[..., jax.Array], *args: jax.Array, g: jax.Array
+) -> Candidate:
   """Jitted forward and forward+backward of ``f(*args)``.
 
   fwd+bwd differentiates with respect to every argument, so a learnable
@@ -182,16 +231,30 @@ def jax_candidate(name: str, f: Callable[..., jax.Array],
   fwd = jax.jit(f)
   fwd_bwd = jax.jit(lambda g, *a: jax.vjp(f, *a)[1](g))
   return Candidate(
-      name,
-      lambda: jax.block_until_ready(fwd(*args)),
-      lambda: jax.block_until_ready(fwd_bwd(g, *args)))
+    name,
+    lambda: jax.block_until_ready(fwd(*args)),
+    lambda: jax.block_until_ready(fwd_bwd(g, *args)),
+  )
 
 
-def torch_candidate(name: str, f: Callable[[Any], Any], x: np.ndarray,
-                    g: np.ndarray) -> Candidate:
+def torch_device(torch: Any) -> str:
+  """ "cuda" when JAX runs on a GPU that PyTorch also sees, else "cpu"."""
+  if jax.default_backend() == "gpu" and torch.cuda.is_available():
+    return "cuda"
+  return "cpu"
+
+
+def torch_candidate(
+  name: str,
+  f: Callable[[Any], Any],
+  x: np.ndarray,
+  g: np.ndarray,
+  device: str = "cpu",
+) -> Candidate:
   import torch  # pylint: disable=import-outside-toplevel
-  xt = torch.from_numpy(np.array(x))
-  gt = torch.from_numpy(np.array(g))
+
+  xt = torch.from_numpy(np.array(x)).to(device)
+  gt = torch.from_numpy(np.array(g)).to(device)
   xr = xt.clone().requires_grad_(True)
 
   def fwd():
@@ -204,12 +267,21 @@ def torch_candidate(name: str, f: Callable[[Any], Any], x: np.ndarray,
     f(xr).backward(gt)
     return xr.grad
 
-  # Eager CPU torch is synchronous: the call has finished when it returns.
-  return Candidate(name, fwd, fwd_bwd)
+  if device == "cpu":
+    # Eager CPU torch is synchronous: the call has finished when it returns.
+    return Candidate(name, fwd, fwd_bwd)
+  # On a GPU the call only queues kernels: wait for them, as JAX's thunks
+  # wait with block_until_ready.
+  return Candidate(
+    name,
+    lambda: (fwd(), torch.cuda.synchronize()),
+    lambda: (fwd_bwd(), torch.cuda.synchronize()),
+  )
 
 
-def warm_up(candidates: Sequence[Candidate], notes: list[str]
-            ) -> list[Candidate]:
+def warm_up(
+  candidates: Sequence[Candidate], notes: list[str]
+) -> list[Candidate]:
   """Compiles every candidate; one that fails is dropped with a note.
 
   A failing function still under development should cost its own row, not
@@ -223,8 +295,9 @@ def warm_up(candidates: Sequence[Candidate], notes: list[str]
         c.fwd_bwd()
     except Exception as e:  # pylint: disable=broad-except
       first_line = (str(e).strip().splitlines() or [""])[0][:200]
-      notes.append(f"`{c.name}` failed and was skipped: "
-                   f"{type(e).__name__}: {first_line}")
+      notes.append(
+        f"`{c.name}` failed and was skipped: {type(e).__name__}: {first_line}"
+      )
       continue
     ok.append(c)
   return ok
@@ -248,8 +321,10 @@ class Result:
   @property
   def repeats(self) -> tuple[int, int]:
     """Number of repeats (fwd, fwd+bwd)."""
-    return (len(next(iter(self.fwd_samples.values()))),
-            len(next(iter(self.fwd_bwd_samples.values()))))
+    return (
+      len(next(iter(self.fwd_samples.values()))),
+      len(next(iter(self.fwd_bwd_samples.values()))),
+    )
 
   def ratio(self, mode: str, name: str, base: str) -> float:
     """Median over repeats of ``name``'s time over ``base``'s in that repeat.
@@ -260,21 +335,25 @@ class Result:
     how such spells fell among the repeats of each.
     """
     samples = self.fwd_samples if mode == "fwd" else self.fwd_bwd_samples
-    return statistics.median(a / b for a, b in zip(samples[name],
-                                                    samples[base]))
+    return statistics.median(
+      a / b for a, b in zip(samples[name], samples[base])
+    )
 
 
 def measure(candidates: Sequence[Candidate], repeats: int | None) -> Result:
   """Times every candidate in both modes, each mode as one interleaved group."""
+
   def group(mode: str) -> dict[str, list[float]]:
     thunks = {c.name: getattr(c, mode) for c in candidates}
     n = repeats or choose_repeats(list(thunks.values()))
     return time_interleaved(thunks, n)
+
   return Result(group("fwd"), group("fwd_bwd"))
 
 
-def make_inputs(shape: tuple[int, ...], seed: int = 0
-                ) -> tuple[jax.Array, jax.Array]:
+def make_inputs(
+  shape: tuple[int, ...], seed: int = 0
+) -> tuple[jax.Array, jax.Array]:
   kx, kg = jax.random.split(jax.random.key(seed))
   x = jax.random.normal(kx, shape, jnp.float32) * 3
   g = jax.random.normal(kg, shape, jnp.float32)
@@ -294,8 +373,10 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = ["| " + " | ".join(header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
+  lines = [
+    "| " + " | ".join(header) + " |",
+    "|" + "|".join("---" for _ in header) + "|",
+  ]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
 
@@ -306,14 +387,21 @@ def source_version() -> str:
   Numbers from a dirty tree are only reproducible if one can tell which
   edits they measured.
   """
+
   def git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(_ROOT), *args], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+      ["git", "-C", str(_ROOT), *args],
+      check=True,
+      capture_output=True,
+      text=True,
+    ).stdout
+
   try:
     commit = git("rev-parse", "--short", "HEAD").strip()
     diff = git("diff", "HEAD", "--", "softjax")
-    untracked = git("ls-files", "--others", "--exclude-standard", "--",
-                    "softjax").split()
+    untracked = git(
+      "ls-files", "--others", "--exclude-standard", "--", "softjax"
+    ).split()
   except (OSError, subprocess.CalledProcessError):
     return "softjax (no git)"
   if not diff and not untracked:
@@ -324,8 +412,9 @@ def source_version() -> str:
   return f"softjax @ {commit} + uncommitted edits (sha1 {h.hexdigest()[:10]})"
 
 
-def environment_line(repeats: int | None, quick: bool,
-                     extra: Sequence[str] = ()) -> str:
+def environment_line(
+  repeats: int | None, quick: bool, extra: Sequence[str] = ()
+) -> str:
   dev = jax.devices()[0]
   cpu_model = platform.processor() or "unknown CPU"
   try:
@@ -339,37 +428,55 @@ def environment_line(repeats: int | None, quick: bool,
   if repeats:
     rep = f"repeats {repeats}"
   else:
-    rep = (f"repeats auto (≥{MIN_REPEATS}, ~{BUDGET_S} s per candidate; "
-           "column n)")
+    rep = (
+      f"repeats auto (≥{MIN_REPEATS}, ~{BUDGET_S} s per candidate; column n)"
+    )
   parts = [
-      datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-      source_version(),
-      f"jax {jax.__version__}",
-      f"device {dev.device_kind} ({dev.platform})",
-      f"{os.cpu_count()} CPUs ({cpu_model})",
-      f"Python {platform.python_version()}",
-      *extra,
-      rep,
+    datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    source_version(),
+    f"jax {jax.__version__}",
+    f"device {dev.device_kind} ({dev.platform})",
+    f"{os.cpu_count()} CPUs ({cpu_model})",
+    f"Python {platform.python_version()}",
+    *extra,
+    rep,
   ]
   if quick:
     parts.append("QUICK smoke run (not representative)")
   return " · ".join(parts)
 
 
-def emit_report(suite: str, title: str, body: str, out_dir: Path | None, *,
-                repeats: int | None, quick: bool, notes: Sequence[str] = (),
-                extra_env: Sequence[str] = (), method: str = METHOD
-                ) -> str:
+def emit_report(
+  suite: str,
+  title: str,
+  body: str,
+  out_dir: Path | None,
+  *,
+  repeats: int | None,
+  quick: bool,
+  notes: Sequence[str] = (),
+  extra_env: Sequence[str] = (),
+  method: str = METHOD,
+) -> str:
   """Prints a suite's report and writes it to ``out_dir/<suite>.md``.
 
   ``body`` is the suite's own markdown (its tables); the header line, the
   method paragraph and the notes are the same for every suite.
   """
-  parts = [f"# {title}", "",
-           environment_line(repeats, quick, extra_env), "",
-           "Command: `" + " ".join(["python benchmarks/bench.py",
-                                    *sys.argv[1:]]) + "`", "",
-           f"**Method.** {method}", "", body.rstrip(), ""]
+  parts = [
+    f"# {title}",
+    "",
+    environment_line(repeats, quick, extra_env),
+    "",
+    "Command: `"
+    + " ".join(["python benchmarks/bench.py", *sys.argv[1:]])
+    + "`",
+    "",
+    f"**Method.** {method}",
+    "",
+    body.rstrip(),
+    "",
+  ]
   if notes:
     parts += ["**Notes.**", ""] + [f"- {n}" for n in notes] + [""]
   text = "\n".join(parts)
@@ -386,30 +493,51 @@ def emit_report(suite: str, title: str, body: str, out_dir: Path | None, *,
 # Suites.
 
 
-def run_dense(shapes: Sequence[tuple[int, ...]], repeats: int | None
-              ) -> tuple[str, list[str]]:
-  pairs = [("softmax", softjax.softmax, jax.nn.softmax),
-           ("log_softmax", softjax.log_softmax, jax.nn.log_softmax)]
-  header = ["function", "shape", "fwd softjax (ms)", "fwd jax.nn (ms)",
-            "fwd ratio", "fwd+bwd softjax (ms)", "fwd+bwd jax.nn (ms)",
-            f"fwd+bwd ratio (target ≤ {DENSE_TARGET:.2f})", "n (fwd/fwd+bwd)"]
+def run_dense(
+  shapes: Sequence[tuple[int, ...]], repeats: int | None
+) -> tuple[str, list[str]]:
+  pairs = [
+    ("softmax", softjax.softmax, jax.nn.softmax),
+    ("log_softmax", softjax.log_softmax, jax.nn.log_softmax),
+  ]
+  header = [
+    "function",
+    "shape",
+    "fwd softjax (ms)",
+    "fwd jax.nn (ms)",
+    "fwd ratio",
+    "fwd+bwd softjax (ms)",
+    "fwd+bwd jax.nn (ms)",
+    f"fwd+bwd ratio (target ≤ {DENSE_TARGET:.2f})",
+    "n (fwd/fwd+bwd)",
+  ]
   rows, notes = [], []
   for name, ours, theirs in pairs:
     for shape in shapes:
       x, g = make_inputs(shape)
       a, b = f"softjax.{name}", f"jax.nn.{name}"
-      cands = warm_up([jax_candidate(a, ours, x, g=g),
-                       jax_candidate(b, theirs, x, g=g)], notes)
+      cands = warm_up(
+        [jax_candidate(a, ours, x, g=g), jax_candidate(b, theirs, x, g=g)],
+        notes,
+      )
       if len(cands) < 2:
         continue
       r = measure(cands, repeats)
       fb_ratio = r.ratio("fwd_bwd", a, b)
       verdict = "ok" if fb_ratio <= DENSE_TARGET else "**over**"
-      rows.append([
-          f"`{name}`", _shape(shape),
-          _ms(r.fwd_s[a]), _ms(r.fwd_s[b]), f"{r.ratio('fwd', a, b):.2f}",
-          _ms(r.fwd_bwd_s[a]), _ms(r.fwd_bwd_s[b]),
-          f"{fb_ratio:.2f} {verdict}", f"{r.repeats[0]}/{r.repeats[1]}"])
+      rows.append(
+        [
+          f"`{name}`",
+          _shape(shape),
+          _ms(r.fwd_s[a]),
+          _ms(r.fwd_s[b]),
+          f"{r.ratio('fwd', a, b):.2f}",
+          _ms(r.fwd_bwd_s[a]),
+          _ms(r.fwd_bwd_s[b]),
+          f"{fb_ratio:.2f} {verdict}",
+          f"{r.repeats[0]}/{r.repeats[1]}",
+        ]
+      )
       print(f"  dense {name} {_shape(shape)} done", file=sys.stderr, flush=True)
   return markdown_table(header, rows), notes
 
@@ -420,14 +548,22 @@ def _torch_entmax() -> tuple[Any, Any, str | None]:
     import entmax  # pylint: disable=import-outside-toplevel
     import torch  # pylint: disable=import-outside-toplevel
   except ImportError as e:
-    return None, None, (f"PyTorch entmax rows skipped: {e} "
-                        "(`pip install torch entmax` to include them).")
+    return (
+      None,
+      None,
+      (
+        f"PyTorch entmax rows skipped: {e} "
+        "(`pip install torch entmax` to include them)."
+      ),
+    )
   return torch, entmax, None
 
 
-def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
-               ) -> tuple[str, list[str], list[str]]:
+def run_sparse(
+  shapes: Sequence[tuple[int, ...]], repeats: int | None
+) -> tuple[str, list[str], list[str]]:
   import optax  # pylint: disable=import-outside-toplevel
+
   notes: list[str] = []
   for fn in ("sparsemax", "entmax15", "entmax"):
     if not hasattr(softjax, fn):
@@ -436,42 +572,79 @@ def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
   if torch_note:
     notes.append(torch_note)
   extra_env = [f"optax {optax.__version__}"]
-  if torch is not None:
-    extra_env.append(f"torch {torch.__version__} "
-                     f"({torch.get_num_threads()} threads)")
+  device = "cpu" if torch is None else torch_device(torch)
+  if device == "cuda":
+    extra_env.append(
+      f"torch {torch.__version__} on {torch.cuda.get_device_name()}"
+    )
+  elif torch is not None:
+    extra_env.append(
+      f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
 
   base = "jax.nn.softmax"
-  header = ["function", "fwd (ms)", "fwd ratio", "fwd+bwd (ms)",
-            "fwd+bwd ratio", "target (fwd+bwd)", "n (fwd/fwd+bwd)"]
+  header = [
+    "function",
+    "fwd (ms)",
+    "fwd ratio",
+    "fwd+bwd (ms)",
+    "fwd+bwd ratio",
+    "target (fwd / fwd+bwd)",
+    "n (fwd/fwd+bwd)",
+  ]
   sections = []
+  ratios: dict[str, dict[tuple[int, ...], tuple[float, float]]] = {}
   project = jax.vmap(optax.projections.projection_simplex)
   for shape in shapes:
     x, g = make_inputs(shape)
     cands = [jax_candidate(base, jax.nn.softmax, x, g=g)]
     if hasattr(softjax, "sparsemax"):
-      cands.append(jax_candidate("softjax.sparsemax", softjax.sparsemax, x, g=g))
+      cands.append(
+        jax_candidate("softjax.sparsemax", softjax.sparsemax, x, g=g)
+      )
     if hasattr(softjax, "entmax15"):
       cands.append(jax_candidate("softjax.entmax15", softjax.entmax15, x, g=g))
     if hasattr(softjax, "entmax"):
-      cands.append(jax_candidate(
+      cands.append(
+        jax_candidate(
           "softjax.entmax(alpha=1.3)",
-          functools.partial(softjax.entmax, alpha=1.3), x, g=g))
+          functools.partial(softjax.entmax, alpha=1.3),
+          x,
+          g=g,
+        )
+      )
       # An argument, not a closed-over constant: jit must not fold it, and
       # fwd+bwd then pays for the alpha cotangent as training would.
       alpha = jnp.full((shape[0], 1), 1.5, jnp.float32)
-      cands.append(jax_candidate(
+      cands.append(
+        jax_candidate(
           "softjax.entmax(alpha=1.5 array (rows, 1))",
-          lambda x, a: softjax.entmax(x, alpha=a), x, alpha, g=g))
-    cands.append(jax_candidate("optax projection_simplex (vmap)", project,
-                               x, g=g))
+          lambda x, a: softjax.entmax(x, alpha=a),
+          x,
+          alpha,
+          g=g,
+        )
+      )
+    cands.append(
+      jax_candidate("optax projection_simplex (vmap)", project, x, g=g)
+    )
     if torch is not None:
       xn, gn = np.asarray(x), np.asarray(g)
       cands += [
-          torch_candidate("torch entmax.sparsemax", entmax.sparsemax, xn, gn),
-          torch_candidate("torch entmax.entmax15", entmax.entmax15, xn, gn),
-          torch_candidate("torch entmax.entmax_bisect(alpha=1.3)",
-                          functools.partial(entmax.entmax_bisect, alpha=1.3),
-                          xn, gn)]
+        torch_candidate(
+          "torch entmax.sparsemax", entmax.sparsemax, xn, gn, device
+        ),
+        torch_candidate(
+          "torch entmax.entmax15", entmax.entmax15, xn, gn, device
+        ),
+        torch_candidate(
+          "torch entmax.entmax_bisect(alpha=1.3)",
+          functools.partial(entmax.entmax_bisect, alpha=1.3),
+          xn,
+          gn,
+          device,
+        ),
+      ]
     # Each candidate is timed in a pair with the baseline, interleaved, and
     # its ratio taken within the pair. In one group with everything, the
     # baseline ran after calls that freed and re-faulted large buffers (and
@@ -487,26 +660,95 @@ def run_sparse(shapes: Sequence[tuple[int, ...]], repeats: int | None
       base_fwd.append(res.fwd_s[base])
       base_fb.append(res.fwd_bwd_s[base])
       counts.append(res.repeats)
+      fwd_ratio = res.ratio("fwd", c.name, base)
       fb_ratio = res.ratio("fwd_bwd", c.name, base)
-      target = SPARSE_TARGETS.get(c.name)
-      if target is None:
-        tgt = "—"
-      else:
-        tgt = f"≤ {target:g}× {'ok' if fb_ratio <= target else '**over**'}"
-      rows.append([f"`{c.name}`", _ms(res.fwd_s[c.name]),
-                   f"{res.ratio('fwd', c.name, base):.2f}",
-                   _ms(res.fwd_bwd_s[c.name]), f"{fb_ratio:.2f}", tgt,
-                   f"{res.repeats[0]}/{res.repeats[1]}"])
-    rows.insert(0, [f"`{base}` (median over its pairs)",
-                    _ms(statistics.median(base_fwd)), "1.00",
-                    _ms(statistics.median(base_fb)), "1.00", "—", "—"])
+      ratios.setdefault(c.name, {})[shape] = (fwd_ratio, fb_ratio)
+      rows.append(
+        [
+          f"`{c.name}`",
+          _ms(res.fwd_s[c.name]),
+          f"{fwd_ratio:.2f}",
+          _ms(res.fwd_bwd_s[c.name]),
+          f"{fb_ratio:.2f}",
+          _verdict(SPARSE_TARGETS.get(c.name), fwd_ratio, fb_ratio),
+          f"{res.repeats[0]}/{res.repeats[1]}",
+        ]
+      )
+    rows.insert(
+      0,
+      [
+        f"`{base}` (median over its pairs)",
+        _ms(statistics.median(base_fwd)),
+        "1.00",
+        _ms(statistics.median(base_fb)),
+        "1.00",
+        "—",
+        "—",
+      ],
+    )
     sections.append(f"## {_shape(shape)}\n\n" + markdown_table(header, rows))
     print(f"  sparse {_shape(shape)} done", file=sys.stderr, flush=True)
-  return "\n\n".join(sections), notes, extra_env
+  return "\n\n".join(sections), notes, extra_env, device, ratios
+
+
+def _verdict(
+  target: tuple[float | None, float] | None, fwd: float, fwd_bwd: float
+) -> str:
+  """The target cell: each target met ("ok") or not ("**over**")."""
+  if target is None:
+    return "—"
+  parts = []
+  for limit, value, mode in zip(target, (fwd, fwd_bwd), ("fwd", "fwd+bwd")):
+    if limit is not None:
+      ok = "ok" if value <= limit else "**over**"
+      parts.append(f"{mode} ≤ {limit:g}× {ok}")
+  return ", ".join(parts)
+
+
+def draw_figure(
+  ratios: dict[str, dict[tuple[int, ...], tuple[float, float]]],
+  shapes: Sequence[tuple[int, ...]],
+  path: Path,
+  title: str,
+) -> str | None:
+  """Each candidate's ratio to jax.nn.softmax by shape, fwd and fwd+bwd.
+
+  Returns a note when the figure could not be drawn (no matplotlib).
+  """
+  try:
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return "matplotlib is not installed: no figure was drawn."
+  fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+  ticks = range(len(shapes))
+  for ax, mode, label in zip(axes, (0, 1), ("fwd", "fwd+bwd")):
+    for name, by_shape in ratios.items():
+      xs = [i for i, s in enumerate(shapes) if s in by_shape]
+      ys = [by_shape[shapes[i]][mode] for i in xs]
+      style = "--" if name.startswith(("torch", "optax")) else "-"
+      ax.plot(xs, ys, style, marker="o", label=name.replace("softjax.", ""))
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(list(ticks), [_shape(s) for s in shapes], rotation=30)
+    ax.set_title(f"{label}: time / jax.nn.softmax {label}")
+    ax.grid(True, which="both", axis="y", alpha=0.3)
+  axes[0].set_ylabel("ratio (log scale)")
+  axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.suptitle(textwrap.fill(title, 140), fontsize=8)
+  fig.tight_layout()
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  print(f"[figure written to {path}]", flush=True)
+  return None
 
 
 SHARDED_SHAPE = (64, 262144)
 SHARDED_DEVICES = 4
+_FORCE_HOST = "--xla_force_host_platform_device_count=8"
 
 
 def _gather_then_normalise(f, x_local, axis_name):
@@ -518,105 +760,236 @@ def _gather_then_normalise(f, x_local, axis_name):
   return jax.lax.dynamic_slice_in_dim(out, index * width, width, axis=1)
 
 
-def run_sharded(shape: tuple[int, ...], repeats: int | None
-                ) -> tuple[str, list[str]]:
+def run_sharded(
+  shape: tuple[int, ...], repeats: int | None
+) -> tuple[str, list[str]]:
   """softjax with axis_name against gathering the class axis, on 4 devices."""
   from jax.sharding import NamedSharding  # pylint: disable=import-outside-toplevel
   from jax.sharding import PartitionSpec as P  # pylint: disable=import-outside-toplevel
-  notes = [f"{SHARDED_DEVICES} of {jax.device_count()} devices "
-           f"({jax.devices()[0].platform}); the class axis of a "
-           f"{_shape(shape)} float32 matrix is split over them."]
+
+  notes = [
+    f"{SHARDED_DEVICES} of {jax.device_count()} devices "
+    f"({jax.devices()[0].platform}); the class axis of a "
+    f"{_shape(shape)} float32 matrix is split over them."
+  ]
   if jax.devices()[0].platform == "cpu":
-    notes.append("Simulated CPU devices share the machine's cores, so this "
-                 "measures the work and memory traffic of each approach, not "
-                 "interconnect bandwidth.")
-  mesh = jax.make_mesh((SHARDED_DEVICES,), ("model",),
-                       devices=jax.devices()[:SHARDED_DEVICES])
+    notes.append(
+      "Simulated CPU devices share the machine's cores, so this "
+      "measures the work and memory traffic of each approach, not "
+      "interconnect bandwidth."
+    )
+  mesh = jax.make_mesh(
+    (SHARDED_DEVICES,), ("model",), devices=jax.devices()[:SHARDED_DEVICES]
+  )
   spec = P(None, "model")
   x, g = make_inputs(shape)
   x = jax.device_put(x, NamedSharding(mesh, spec))
   g = jax.device_put(g, NamedSharding(mesh, spec))
-  fns = [("softmax", softjax.softmax), ("sparsemax", softjax.sparsemax),
-         ("entmax15", softjax.entmax15),
-         ("entmax(alpha=1.3)", functools.partial(softjax.entmax, alpha=1.3))]
-  header = ["function", "fwd axis_name (ms)", "fwd gather (ms)", "fwd ratio",
-            "fwd+bwd axis_name (ms)", "fwd+bwd gather (ms)", "fwd+bwd ratio"]
+  fns = [
+    ("softmax", softjax.softmax),
+    ("sparsemax", softjax.sparsemax),
+    ("entmax15", softjax.entmax15),
+    ("entmax(alpha=1.3)", functools.partial(softjax.entmax, alpha=1.3)),
+  ]
+  header = [
+    "function",
+    "fwd axis_name (ms)",
+    "fwd gather (ms)",
+    "fwd ratio",
+    "fwd+bwd axis_name (ms)",
+    "fwd+bwd gather (ms)",
+    "fwd+bwd ratio",
+  ]
   rows = []
   for name, f in fns:
-    ours = jax.shard_map(functools.partial(f, axis_name="model"), mesh=mesh,
-                         in_specs=spec, out_specs=spec)
+    ours = jax.shard_map(
+      functools.partial(f, axis_name="model"),
+      mesh=mesh,
+      in_specs=spec,
+      out_specs=spec,
+    )
     gather = jax.shard_map(
-        functools.partial(_gather_then_normalise, f, axis_name="model"),
-        mesh=mesh, in_specs=spec, out_specs=spec)
+      functools.partial(_gather_then_normalise, f, axis_name="model"),
+      mesh=mesh,
+      in_specs=spec,
+      out_specs=spec,
+    )
     a, b = f"softjax.{name} axis_name", f"gather + softjax.{name}"
-    cands = warm_up([jax_candidate(a, ours, x, g=g),
-                     jax_candidate(b, gather, x, g=g)], notes)
+    cands = warm_up(
+      [jax_candidate(a, ours, x, g=g), jax_candidate(b, gather, x, g=g)], notes
+    )
     if len(cands) < 2:
       continue
     r = measure(cands, repeats)
-    rows.append([f"`{name}`", _ms(r.fwd_s[a]), _ms(r.fwd_s[b]),
-                 f"{r.ratio('fwd', a, b):.2f}", _ms(r.fwd_bwd_s[a]),
-                 _ms(r.fwd_bwd_s[b]), f"{r.ratio('fwd_bwd', a, b):.2f}"])
+    rows.append(
+      [
+        f"`{name}`",
+        _ms(r.fwd_s[a]),
+        _ms(r.fwd_s[b]),
+        f"{r.ratio('fwd', a, b):.2f}",
+        _ms(r.fwd_bwd_s[a]),
+        _ms(r.fwd_bwd_s[b]),
+        f"{r.ratio('fwd_bwd', a, b):.2f}",
+      ]
+    )
     print(f"  sharded {name} done", file=sys.stderr, flush=True)
   return markdown_table(header, rows), notes
+
+
+def parse_shapes(text: str) -> list[tuple[int, ...]]:
+  """``"64x128,8x1024"`` -> ``[(64, 128), (8, 1024)]``."""
+  try:
+    shapes = [
+      tuple(int(n) for n in item.split("x"))
+      for item in text.split(",")
+      if item.strip()
+    ]
+  except ValueError:
+    shapes = []
+  if not shapes or any(n < 1 for s in shapes for n in s):
+    raise argparse.ArgumentTypeError(
+      f"expected shapes like 64x128,8x1024; got {text!r}"
+    )
+  return shapes
 
 
 def _rerun_with_devices(argv: Sequence[str]) -> None:
   """Runs this script again with 8 simulated host devices (sharded suite)."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                      " --xla_force_host_platform_device_count=8").strip()
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + _FORCE_HOST).strip()
   subprocess.run([sys.executable, __file__, *argv], env=env, check=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--suite", choices=["dense", "sparse", "sharded", "all"],
-                 default="all")
-  p.add_argument("--repeats", type=int, default=None,
-                 help="repeats per group (default: chosen per group, "
-                      f"≥ {MIN_REPEATS})")
-  p.add_argument("--quick", action="store_true",
-                 help=f"smoke test: {QUICK_REPEATS} repeats, first shape only, "
-                      "no file written unless --out is given")
-  p.add_argument("--out", type=Path, default=None,
-                 help="folder for <suite>.md (default docs/benchmarks)")
+  p.add_argument(
+    "--suite", choices=["dense", "sparse", "sharded", "all"], default="all"
+  )
+  p.add_argument(
+    "--repeats",
+    type=int,
+    default=None,
+    help=f"repeats per group (default: chosen per group, ≥ {MIN_REPEATS})",
+  )
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help=f"smoke test: {QUICK_REPEATS} repeats, first shape only, "
+    "no file written unless --out is given",
+  )
+  p.add_argument(
+    "--out",
+    type=Path,
+    default=None,
+    help="folder for <suite>.md (default docs/benchmarks)",
+  )
+  p.add_argument(
+    "--figure",
+    type=Path,
+    default=None,
+    help="where the sparse suite draws its ratios (default "
+    "docs/img/benchmarks.png when the tables go to docs/benchmarks)",
+  )
+  p.add_argument(
+    "--shapes",
+    type=parse_shapes,
+    default=None,
+    help="dense and sparse shapes instead of the suites' own, "
+    "e.g. 64x128,8x1024",
+  )
+  p.add_argument(
+    "--extra-shapes",
+    type=parse_shapes,
+    default=[],
+    help="shapes added to the dense and sparse suites, e.g. 32768x512",
+  )
   args = p.parse_args(argv)
 
   repeats = args.repeats
   out_dir = args.out
+  figure = args.figure
   dense_shapes, sparse_shapes = DENSE_SHAPES, SPARSE_SHAPES
+  if args.shapes:
+    dense_shapes = sparse_shapes = args.shapes
   if args.quick:
     repeats = repeats or QUICK_REPEATS
-    dense_shapes, sparse_shapes = DENSE_SHAPES[:1], SPARSE_SHAPES[:1]
+    dense_shapes, sparse_shapes = dense_shapes[:1], sparse_shapes[:1]
   elif out_dir is None:
     out_dir = _ROOT / "docs" / "benchmarks"
+    figure = figure or _ROOT / "docs" / "img" / "benchmarks.png"
   if repeats is not None and repeats < 1:
     p.error("--repeats must be at least 1")
+  dense_shapes = dense_shapes + args.extra_shapes
+  sparse_shapes = sparse_shapes + args.extra_shapes
 
   if args.suite in ("dense", "all"):
     body, notes = run_dense(dense_shapes, repeats)
-    emit_report("dense", "softjax dense benchmarks", body, out_dir,
-                repeats=repeats, quick=args.quick, notes=notes)
+    emit_report(
+      "dense",
+      "softjax dense benchmarks",
+      body,
+      out_dir,
+      repeats=repeats,
+      quick=args.quick,
+      notes=notes,
+    )
   if args.suite in ("sparse", "all"):
-    body, notes, extra_env = run_sparse(sparse_shapes, repeats)
-    emit_report("sparse", "softjax sparse benchmarks", body, out_dir,
-                repeats=repeats, quick=args.quick, notes=notes,
-                extra_env=extra_env)
+    body, notes, extra_env, device, ratios = run_sparse(sparse_shapes, repeats)
+    if figure is not None:
+      note = draw_figure(
+        ratios,
+        sparse_shapes,
+        figure,
+        environment_line(repeats, args.quick, extra_env),
+      )
+      if note:
+        notes.append(note)
+    emit_report(
+      "sparse",
+      "softjax sparse benchmarks",
+      body,
+      out_dir,
+      repeats=repeats,
+      quick=args.quick,
+      notes=notes,
+      extra_env=extra_env,
+      method=METHOD.replace(TORCH_CPU, TORCH_CUDA)
+      if device == "cuda"
+      else METHOD,
+    )
   if args.suite in ("sharded", "all"):
-    if jax.device_count() < SHARDED_DEVICES:
+    if jax.device_count() < SHARDED_DEVICES and _FORCE_HOST in os.environ.get(
+      "XLA_FLAGS", ""
+    ):
+      # Simulated host devices do not help when the default backend is an
+      # accelerator (one GPU): the child would find one device again.
+      print(
+        f"sharded suite skipped: it needs {SHARDED_DEVICES} devices of "
+        f"the default backend, and this machine has "
+        f"{jax.device_count()} ({jax.default_backend()})",
+        file=sys.stderr,
+        flush=True,
+      )
+    elif jax.device_count() < SHARDED_DEVICES:
       # Device count is fixed when JAX starts: run the suite in a child.
       rest = [a for a in (argv if argv is not None else sys.argv[1:])]
       if "--suite" in rest:
         i = rest.index("--suite")
-        del rest[i:i + 2]
+        del rest[i : i + 2]
       rest = [a for a in rest if not a.startswith("--suite=")]
       _rerun_with_devices(["--suite", "sharded", *rest])
     else:
       shape = SHARDED_SHAPE if not args.quick else (8, 65536)
       body, notes = run_sharded(shape, repeats)
-      emit_report("sharded", "softjax sharded benchmarks", body, out_dir,
-                  repeats=repeats, quick=args.quick, notes=notes)
+      emit_report(
+        "sharded",
+        "softjax sharded benchmarks",
+        body,
+        out_dir,
+        repeats=repeats,
+        quick=args.quick,
+        notes=notes,
+      )
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
 import statistics
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import bench  # benchmarks/bench.py; puts this checkout on sys.path
@@ -59,58 +60,84 @@ TIME_TARGETS = {"softmax": 1.5, "sparsemax": 1.0, "entmax15": 1.0}
 BASE = "softjax.losses.softmax_loss(h @ W, y)"
 
 METHOD = (
-    "Every function is wrapped in `jax.jit` and timed forward+backward: "
-    "`jax.vjp(lambda h, W: loss(h, W, y), h, W)[1](g)` returns the "
-    "cotangents of `hidden` and `weight` for a fixed random cotangent `g` "
-    "of the per-token loss. Inputs: `h = normal(tokens, d)`, `W = normal(d, "
-    "V) / sqrt(d)`, uniform random labels, float32. Each candidate is "
-    "compiled and run twice before timing; the candidates of one V are "
-    "interleaved (every repeat times each once, the starting candidate "
-    "rotating), the time is the median over repeats, and the *time ratio* "
-    "is the median over repeats of the candidate's time over the "
-    "materialised softmax loss's time in the same repeat. *temp* is XLA's "
-    "temporary memory (`compile().memory_analysis().temp_size_in_bytes`), "
-    "exact and deterministic, excluding the arguments and the outputs "
-    "(`dW` alone is d × V × 4 bytes); *mem ratio* divides it by the temp "
-    "memory of the materialised loss of the same name.")
+  "Every function is wrapped in `jax.jit` and timed forward+backward: "
+  "`jax.vjp(lambda h, W: loss(h, W, y), h, W)[1](g)` returns the "
+  "cotangents of `hidden` and `weight` for a fixed random cotangent `g` "
+  "of the per-token loss. Inputs: `h = normal(tokens, d)`, `W = normal(d, "
+  "V) / sqrt(d)`, uniform random labels, float32. Each candidate is "
+  "compiled and run twice before timing; the candidates of one V are "
+  "interleaved (every repeat times each once, the starting candidate "
+  "rotating), the time is the median over repeats, and the *time ratio* "
+  "is the median over repeats of the candidate's time over the "
+  "materialised softmax loss's time in the same repeat. *temp* is XLA's "
+  "temporary memory (`compile().memory_analysis().temp_size_in_bytes`), "
+  "exact and deterministic, excluding the arguments and the outputs "
+  "(`dW` alone is d × V × 4 bytes); *mem ratio* divides it by the temp "
+  "memory of the materialised loss of the same name."
+)
 
 
 def _fwd_bwd(loss: Callable[..., jax.Array]) -> Callable[..., Any]:
-  return jax.jit(lambda h, w, y, g: jax.vjp(
-      lambda h, w: loss(h, w, y), h, w)[1](g))
+  return jax.jit(
+    lambda h, w, y, g: jax.vjp(lambda h, w: loss(h, w, y), h, w)[1](g)
+  )
 
 
-def candidates(names: Sequence[str], chunks: Sequence[int | None]
-               ) -> list[tuple[str, str, Callable[..., jax.Array]]]:
+def candidates(
+  names: Sequence[str], chunks: Sequence[int | None]
+) -> list[tuple[str, str, Callable[..., jax.Array]]]:
   """``(label, loss name, f(h, W, y))`` in table order."""
   import optax  # pylint: disable=import-outside-toplevel
+
   L = softjax.losses
-  full = {"softmax": L.softmax_loss, "sparsemax": L.sparsemax_loss,
-          "entmax15": L.entmax15_loss,
-          "entmax": lambda z, y: L.entmax_loss(z, y, ENTMAX_ALPHA)}
-  fused = {"softmax": getattr(L, "linear_softmax_loss", None),
-           "sparsemax": getattr(L, "linear_sparsemax_loss", None),
-           "entmax15": getattr(L, "linear_entmax15_loss", None),
-           "entmax": getattr(L, "linear_entmax_loss", None)}
-  out = [(BASE, "softmax", lambda h, w, y: L.softmax_loss(h @ w, y)),
-         ("optax.softmax_cross_entropy_with_integer_labels(h @ W, y)",
-          "softmax", lambda h, w, y:
-          optax.softmax_cross_entropy_with_integer_labels(h @ w, y))]
+  full = {
+    "softmax": L.softmax_loss,
+    "sparsemax": L.sparsemax_loss,
+    "entmax15": L.entmax15_loss,
+    "entmax": lambda z, y: L.entmax_loss(z, y, ENTMAX_ALPHA),
+  }
+  fused = {
+    "softmax": getattr(L, "linear_softmax_loss", None),
+    "sparsemax": getattr(L, "linear_sparsemax_loss", None),
+    "entmax15": getattr(L, "linear_entmax15_loss", None),
+    "entmax": getattr(L, "linear_entmax_loss", None),
+  }
+  out = [
+    (BASE, "softmax", lambda h, w, y: L.softmax_loss(h @ w, y)),
+    (
+      "optax.softmax_cross_entropy_with_integer_labels(h @ W, y)",
+      "softmax",
+      lambda h, w, y: optax.softmax_cross_entropy_with_integer_labels(h @ w, y),
+    ),
+  ]
   for name in names:
     if name != "softmax":
       arg = f", {ENTMAX_ALPHA}" if name == "entmax" else ""
-      out.append((f"softjax.losses.{name}_loss(h @ W, y{arg})", name,
-                  lambda h, w, y, f=full[name]: f(h @ w, y)))
+      out.append(
+        (
+          f"softjax.losses.{name}_loss(h @ W, y{arg})",
+          name,
+          lambda h, w, y, f=full[name]: f(h @ w, y),
+        )
+      )
     f = fused[name]
     if f is None:
       continue
     for c in chunks:
       extra = (ENTMAX_ALPHA,) if name == "entmax" else ()
-      label = (f"softjax.losses.linear_{name}_loss(h, W, y"
-               + (f", {ENTMAX_ALPHA}" if extra else "")
-               + ("" if c is None else f", chunk_size={c}") + ")")
-      out.append((label, name, lambda h, w, y, f=f, c=c, e=extra:
-                  f(h, w, y, *e, chunk_size=c)))
+      label = (
+        f"softjax.losses.linear_{name}_loss(h, W, y"
+        + (f", {ENTMAX_ALPHA}" if extra else "")
+        + ("" if c is None else f", chunk_size={c}")
+        + ")"
+      )
+      out.append(
+        (
+          label,
+          name,
+          lambda h, w, y, f=f, c=c, e=extra: f(h, w, y, *e, chunk_size=c),
+        )
+      )
   return out
 
 
@@ -121,9 +148,16 @@ def _temp_bytes(fn, args) -> int | None:
     return None
 
 
-def run_vocab(v: int, tokens: int, dim: int, names: Sequence[str],
-              chunks: Sequence[int | None], repeats: int, max_temp: float,
-              notes: list[str]) -> list[list[str]]:
+def run_vocab(
+  v: int,
+  tokens: int,
+  dim: int,
+  names: Sequence[str],
+  chunks: Sequence[int | None],
+  repeats: int,
+  max_temp: float,
+  notes: list[str],
+) -> list[list[str]]:
   kh, kw, ky, kg = jax.random.split(jax.random.key(0), 4)
   h = jax.random.normal(kh, (tokens, dim), jnp.float32)
   w = jax.random.normal(kw, (dim, v), jnp.float32) / np.sqrt(dim)
@@ -135,48 +169,63 @@ def run_vocab(v: int, tokens: int, dim: int, names: Sequence[str],
     fn = _fwd_bwd(loss)
     temp = _temp_bytes(fn, args)
     temps[label], names_of[label] = temp, name
-    if temp is None:    # does not compile: warm_up records why
-      cands.append(bench.Candidate(label, lambda: None,
-                                   lambda fn=fn: fn(*args)))
+    if temp is None:  # does not compile: warm_up records why
+      cands.append(
+        bench.Candidate(label, lambda: None, lambda fn=fn: fn(*args))
+      )
       continue
     if temp > max_temp * 2**30:
-      notes.append(f"V = {v}: `{label}` not run: it needs "
-                   f"{temp / 2**30:.1f} GiB of temp memory "
-                   f"(--max-temp-gib {max_temp:g}).")
+      notes.append(
+        f"V = {v}: `{label}` not run: it needs "
+        f"{temp / 2**30:.1f} GiB of temp memory "
+        f"(--max-temp-gib {max_temp:g})."
+      )
       continue
-    cands.append(bench.Candidate(label, lambda: None,
-                                 lambda fn=fn: jax.block_until_ready(
-                                     fn(*args))))
+    cands.append(
+      bench.Candidate(
+        label, lambda: None, lambda fn=fn: jax.block_until_ready(fn(*args))
+      )
+    )
   cands = bench.warm_up(cands, notes)
   timed = {c.name: c.fwd_bwd for c in cands}
   samples = bench.time_interleaved(timed, repeats) if timed else {}
   return table_rows(v, temps, names_of, samples, notes)
 
 
-def table_rows(v: int, temps: dict[str, int | None],
-               names_of: dict[str, str], samples: dict[str, list[float]],
-               notes: list[str]) -> list[list[str]]:
+def table_rows(
+  v: int,
+  temps: dict[str, int | None],
+  names_of: dict[str, str],
+  samples: dict[str, list[float]],
+  notes: list[str],
+) -> list[list[str]]:
   """One row per candidate: time, time ratio, temp memory, memory ratio."""
-  full_temp = {names_of[l]: t for l, t in temps.items()
-               if "(h @ W" in l and l.startswith("softjax")}
+  full_temp = {
+    names_of[name]: t
+    for name, t in temps.items()
+    if "(h @ W" in name and name.startswith("softjax")
+  }
   base = BASE
   if base not in samples:
     # The materialised softmax loss did not fit under --max-temp-gib:
     # ratios to optax's (which holds one [tokens, V] array less) instead.
-    base = next((l for l in samples if l.startswith("optax")), None)
+    base = next((n for n in samples if n.startswith("optax")), None)
     if base is not None:
-      notes.append(f"V = {v}: time ratios are to `{base}`, as the "
-                   "materialised softmax loss was not run; no targets apply.")
+      notes.append(
+        f"V = {v}: time ratios are to `{base}`, as the "
+        "materialised softmax loss was not run; no targets apply."
+      )
   rows = []
   for label, temp in temps.items():
     if temp is None and label not in samples:
-      continue    # failed to compile: bench.warm_up's note says why
+      continue  # failed to compile: bench.warm_up's note says why
     name = names_of[label]
     fused = "linear_" in label
     if label in samples and base in samples:
       t = statistics.median(samples[label])
-      ratio = statistics.median(a / b for a, b in zip(samples[label],
-                                                      samples[base]))
+      ratio = statistics.median(
+        a / b for a, b in zip(samples[label], samples[base])
+      )
       time_cell, ratio_cell = f"{t * 1e3:.0f}", f"{ratio:.2f}"
       target = TIME_TARGETS.get(name) if fused and base == BASE else None
       if target is not None:
@@ -193,8 +242,16 @@ def table_rows(v: int, temps: dict[str, int | None],
       if fused and ref and v == 32768:
         verdict = "ok" if temp <= MEMORY_TARGET * ref else "**over**"
         mem_cell += f" (≤ 1/16 {verdict})"
-    rows.append([f"`{label}`", time_cell, ratio_cell, temp_cell, mem_cell,
-                 str(len(samples.get(label, [])))])
+    rows.append(
+      [
+        f"`{label}`",
+        time_cell,
+        ratio_cell,
+        temp_cell,
+        mem_cell,
+        str(len(samples.get(label, []))),
+      ]
+    )
   return rows
 
 
@@ -212,34 +269,52 @@ def group_failures(notes: list[str]) -> list[str]:
       grouped[error].append(label)
     else:
       out.append(note)
-  return [f"{', '.join(grouped[n])} failed and "
-          f"{'was' if len(grouped[n]) == 1 else 'were'} skipped: {n}"
-          if n in grouped else n for n in out]
+  return [
+    f"{', '.join(grouped[n])} failed and "
+    f"{'was' if len(grouped[n]) == 1 else 'were'} skipped: {n}"
+    if n in grouped
+    else n
+    for n in out
+  ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--vocab", default=",".join(map(str, VOCABS)),
-                 help="comma-separated vocabulary sizes")
-  p.add_argument("--losses", default=",".join(LOSSES),
-                 help=f"comma-separated subset of {','.join(LOSSES)}")
-  p.add_argument("--chunks", default="",
-                 help="extra chunk sizes to time linear_*_loss at (at the "
-                      "first --vocab only)")
+  p.add_argument(
+    "--vocab",
+    default=",".join(map(str, VOCABS)),
+    help="comma-separated vocabulary sizes",
+  )
+  p.add_argument(
+    "--losses",
+    default=",".join(LOSSES),
+    help=f"comma-separated subset of {','.join(LOSSES)}",
+  )
+  p.add_argument(
+    "--chunks",
+    default="",
+    help="extra chunk sizes to time linear_*_loss at (at the "
+    "first --vocab only)",
+  )
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--max-temp-gib", type=float, default=6.0,
-                 help="skip timing candidates needing more temp memory")
-  p.add_argument("--quick", action="store_true",
-                 help="smoke test: a small size, 2 repeats, no file "
-                      "unless --out is given")
+  p.add_argument(
+    "--max-temp-gib",
+    type=float,
+    default=6.0,
+    help="skip timing candidates needing more temp memory",
+  )
+  p.add_argument(
+    "--quick",
+    action="store_true",
+    help="smoke test: a small size, 2 repeats, no file unless --out is given",
+  )
   p.add_argument("--out", type=Path, default=None)
   a = p.parse_args(argv)
   names = [n for n in a.losses.split(",") if n]
   for n in names:
     if n not in LOSSES:
       p.error(f"unknown loss {n!r}; choose from {','.join(LOSSES)}")
-  chunks: list[int | None] = [None] + [int(c) for c in a.chunks.split(",")
-                                       if c]
+  chunks: list[int | None] = [None] + [int(c) for c in a.chunks.split(",") if c]
   tokens, dim, repeats = TOKENS, DIM, a.repeats
   vocabs = [int(v) for v in a.vocab.split(",") if v]
   out_dir = a.out
@@ -253,24 +328,53 @@ def main(argv: Sequence[str] | None = None) -> None:
 
   notes: list[str] = []
   sections = []
-  header = ["candidate", "fwd+bwd (ms)", "time ratio", "temp (MiB)",
-            "mem ratio", "n"]
+  header = [
+    "candidate",
+    "fwd+bwd (ms)",
+    "time ratio",
+    "temp (MiB)",
+    "mem ratio",
+    "n",
+  ]
   for i, v in enumerate(vocabs):
-    rows = run_vocab(v, tokens, dim, names, chunks if i == 0 else [None],
-                     repeats, a.max_temp_gib, notes)
-    sections.append(f"## tokens = {tokens}, d = {dim}, V = {v}\n\n"
-                    + bench.markdown_table(header, rows))
+    rows = run_vocab(
+      v,
+      tokens,
+      dim,
+      names,
+      chunks if i == 0 else [None],
+      repeats,
+      a.max_temp_gib,
+      notes,
+    )
+    sections.append(
+      f"## tokens = {tokens}, d = {dim}, V = {v}\n\n"
+      + bench.markdown_table(header, rows)
+    )
     print(f"  V = {v} done", file=sys.stderr, flush=True)
   notes = group_failures(notes)
-  text = "\n".join([
-      "# softjax fused output-layer losses", "",
-      bench.environment_line(repeats, a.quick), "",
-      "Command: `" + " ".join(["python benchmarks/bench_linear_loss.py",
-                               *(argv if argv is not None
-                                 else sys.argv[1:])]) + "`", "",
-      f"**Method.** {METHOD}", "", "\n\n".join(sections), ""]
-      + (["**Notes.**", ""] + [f"- {n}" for n in notes] + [""]
-         if notes else []))
+  text = "\n".join(
+    [
+      "# softjax fused output-layer losses",
+      "",
+      bench.environment_line(repeats, a.quick),
+      "",
+      "Command: `"
+      + " ".join(
+        [
+          "python benchmarks/bench_linear_loss.py",
+          *(argv if argv is not None else sys.argv[1:]),
+        ]
+      )
+      + "`",
+      "",
+      f"**Method.** {METHOD}",
+      "",
+      "\n\n".join(sections),
+      "",
+    ]
+    + (["**Notes.**", ""] + [f"- {n}" for n in notes] + [""] if notes else [])
+  )
   print(text, flush=True)
   if out_dir is not None:
     out_dir.mkdir(parents=True, exist_ok=True)

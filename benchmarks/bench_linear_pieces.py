@@ -33,15 +33,16 @@ repeats, median times and median per-repeat ratios; printed as markdown.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from collections.abc import Sequence
 import functools
 import statistics
-from collections.abc import Callable, Sequence
 
 import bench  # benchmarks/bench.py; puts this checkout on sys.path
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from softjax import _linear_loss as L
 
@@ -51,13 +52,16 @@ TOKENS, DIM, CHUNK = 4096, 512, 2048
 def fwd_max(h, w):
   def add(m, c):
     return jnp.maximum(m, c.z.max(-1))
-  return L.scan_vocab(h, w, None, L.Vocab(w.shape[1], CHUNK), add,
-                      jnp.full(h.shape[0], -jnp.inf))
+
+  return L.scan_vocab(
+    h, w, None, L.Vocab(w.shape[1], CHUNK), add, jnp.full(h.shape[0], -jnp.inf)
+  )
 
 
 def fwd_lse(h, w):
-  stat = L.scan_vocab(h, w, None, L.Vocab(w.shape[1], CHUNK), L.lse_add,
-                      L.lse_start(h.shape[0]))
+  stat = L.scan_vocab(
+    h, w, None, L.Vocab(w.shape[1], CHUNK), L.lse_add, L.lse_start(h.shape[0])
+  )
   return L.lse_finish(stat, None)
 
 
@@ -72,8 +76,11 @@ def fwd_topk(h, w, k, chunk_first):
     v, j = lax.top_k(jnp.concatenate([values, z], axis=1), k)
     all_ids = jnp.concatenate([ids, block_ids], axis=1)
     return v, jnp.take_along_axis(all_ids, j, axis=1)
-  init = (jnp.full((h.shape[0], k), -jnp.inf),
-          jnp.zeros((h.shape[0], k), jnp.int32))
+
+  init = (
+    jnp.full((h.shape[0], k), -jnp.inf),
+    jnp.zeros((h.shape[0], k), jnp.int32),
+  )
   return L.scan_vocab(h, w, None, L.Vocab(w.shape[1], CHUNK), add, init)
 
 
@@ -81,8 +88,9 @@ def bwd_softmax(h, w, ids, c):
   del ids, c
   lse = jnp.full(h.shape[0], 10.0)
   labels = jnp.zeros(h.shape[0], jnp.int32)
-  return L.softmax_bwd_pass(h, w, None, labels, lse, jnp.ones(h.shape[0]),
-                            L.Vocab(w.shape[1], CHUNK))[:2]
+  return L.softmax_bwd_pass(
+    h, w, None, labels, lse, jnp.ones(h.shape[0]), L.Vocab(w.shape[1], CHUNK)
+  )[:2]
 
 
 def bwd_dense(h, w, ids, c):
@@ -97,17 +105,22 @@ def bwd_dense(h, w, ids, c):
     w_c = lax.dynamic_slice_in_dim(w, start, CHUNK, axis=1)
     local = ids - start
     inside = (local >= 0) & (local < CHUNK)
-    dz = jnp.zeros((t, CHUNK)).at[rows, jnp.where(inside, local, CHUNK)].add(
-        jnp.where(inside, c, 0.0), mode="drop")
+    dz = (
+      jnp.zeros((t, CHUNK))
+      .at[rows, jnp.where(inside, local, CHUNK)]
+      .add(jnp.where(inside, c, 0.0), mode="drop")
+    )
     dw = lax.dynamic_update_slice_in_dim(dw, h.T @ dz, start, axis=1)
     return (dh + dz @ w_c.T, dw), None
+
   init = (jnp.zeros((t, d)), jnp.zeros((d, v)))
   return lax.scan(body, init, jnp.arange(v // CHUNK))[0]
 
 
 def _token_blocks(block, *arrays):
-  return tuple(a.reshape((a.shape[0] // block, block) + a.shape[1:])
-               for a in arrays)
+  return tuple(
+    a.reshape((a.shape[0] // block, block) + a.shape[1:]) for a in arrays
+  )
 
 
 def bwd_columns(h, w, ids, c, block):
@@ -121,6 +134,7 @@ def bwd_columns(h, w, ids, c, block):
     dh = jnp.einsum("dbk,bk->bd", cols, cb)
     upd = jnp.einsum("bd,bk->dbk", hb, cb).reshape(d, block * k)
     return dw.at[:, ib.reshape(-1)].add(upd), dh
+
   dw, dh = lax.scan(body, jnp.zeros_like(w), _token_blocks(block, h, ids, c))
   return dh.reshape(t, d), dw
 
@@ -136,15 +150,17 @@ def bwd_rows(h, w, ids, c, block):
     dh = jnp.einsum("bkd,bk->bd", jnp.take(wt, ib, axis=0), cb)
     upd = (cb[:, :, None] * hb[:, None, :]).reshape(block * k, d)
     return dwt.at[ib.reshape(-1)].add(upd), dh
-  dwt, dh = lax.scan(body, jnp.zeros_like(wt),
-                     _token_blocks(block, h, ids, c))
+
+  dwt, dh = lax.scan(body, jnp.zeros_like(wt), _token_blocks(block, h, ids, c))
   return dh.reshape(t, d), dwt.T
 
 
-def _time(fns: dict[str, Callable], args, base: str, repeats: int,
-          title: str) -> str:
-  thunks = {n: (lambda f=f: jax.block_until_ready(f(*args)))
-            for n, f in fns.items()}
+def _time(
+  fns: dict[str, Callable], args, base: str, repeats: int, title: str
+) -> str:
+  thunks = {
+    n: (lambda f=f: jax.block_until_ready(f(*args))) for n, f in fns.items()
+  }
   for thunk in thunks.values():
     thunk()
     thunk()
@@ -152,8 +168,14 @@ def _time(fns: dict[str, Callable], args, base: str, repeats: int,
   rows = []
   for n, s in samples.items():
     r = [a / b for a, b in zip(s, samples[base])]
-    rows.append([n, f"{statistics.median(s) * 1e3:.0f}",
-                 f"{statistics.median(r):.2f}", f"{min(r):.2f}–{max(r):.2f}"])
+    rows.append(
+      [
+        n,
+        f"{statistics.median(s) * 1e3:.0f}",
+        f"{statistics.median(r):.2f}",
+        f"{min(r):.2f}–{max(r):.2f}",
+      ]
+    )
   header = ["variant", "ms", f"ratio to {base}", "pair ratios"]
   return f"## {title}\n\n" + bench.markdown_table(header, rows)
 
@@ -164,8 +186,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   p.add_argument("--vocab", type=int, default=32768)
   p.add_argument("--ks", default="16,32,64,128")
   p.add_argument("--blocks", default="256")
-  p.add_argument("--merge", choices=["concat", "block-first", "both"],
-                 default="both", help="topk: the merges to time")
+  p.add_argument(
+    "--merge",
+    choices=["concat", "block-first", "both"],
+    default="both",
+    help="topk: the merges to time",
+  )
   p.add_argument("--repeats", type=int, default=5)
   a = p.parse_args(argv)
   kh, kw, ki, kc = jax.random.split(jax.random.key(0), 4)
@@ -174,39 +200,61 @@ def main(argv: Sequence[str] | None = None) -> None:
   ks = [int(k) for k in a.ks.split(",")]
   print(bench.environment_line(a.repeats, False), "\n")
   if a.part == "topk":
-    fns = {"matmul + max": jax.jit(fwd_max),
-           "matmul + lse (softmax forward)": jax.jit(fwd_lse)}
-    merges = {"concat": (False,), "block-first": (True,),
-              "both": (False, True)}[a.merge]
+    fns = {
+      "matmul + max": jax.jit(fwd_max),
+      "matmul + lse (softmax forward)": jax.jit(fwd_lse),
+    }
+    merges = {
+      "concat": (False,),
+      "block-first": (True,),
+      "both": (False, True),
+    }[a.merge]
     for k in ks:
       for first in merges:
         name = f"top-{k} " + ("block's top-k first" if first else "concat")
-        fns[name] = jax.jit(functools.partial(fwd_topk, k=k,
-                                              chunk_first=first))
+        fns[name] = jax.jit(functools.partial(fwd_topk, k=k, chunk_first=first))
         want = lax.top_k(h[:64] @ w, k)[0]
         got = fns[name](h[:64], w)[0]
         assert np.array_equal(np.asarray(got), np.asarray(want)), name
-    print(_time(fns, (h, w), "matmul + max", a.repeats,
-                f"running top-k, tokens {TOKENS}, d {DIM}, V {a.vocab}"))
+    print(
+      _time(
+        fns,
+        (h, w),
+        "matmul + max",
+        a.repeats,
+        f"running top-k, tokens {TOKENS}, d {DIM}, V {a.vocab}",
+      )
+    )
     return
   for k in ks:
     ids = jax.random.randint(ki, (TOKENS, k), 0, a.vocab)
     c = jax.random.normal(kc, (TOKENS, k))
-    fns = {"softmax backward (3 matmuls a block)": jax.jit(bwd_softmax),
-           "dense from candidates (2 matmuls a block)": jax.jit(bwd_dense)}
+    fns = {
+      "softmax backward (3 matmuls a block)": jax.jit(bwd_softmax),
+      "dense from candidates (2 matmuls a block)": jax.jit(bwd_dense),
+    }
     for b in (int(x) for x in a.blocks.split(",")):
       fns[f"columns of W [d, V], {b} tokens a block"] = jax.jit(
-          functools.partial(bwd_columns, block=b))
+        functools.partial(bwd_columns, block=b)
+      )
       fns[f"rows of W.T [V, d], {b} tokens a block"] = jax.jit(
-          functools.partial(bwd_rows, block=b))
+        functools.partial(bwd_rows, block=b)
+      )
     ref = fns["dense from candidates (2 matmuls a block)"](h, w, ids, c)
     for n, f in fns.items():
       if "tokens a block" in n:
         for got, want in zip(f(h, w, ids, c), ref):
           np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    print(_time(fns, (h, w, ids, c), "softmax backward (3 matmuls a block)",
-                a.repeats, f"sparse backward, tokens {TOKENS}, d {DIM}, "
-                f"V {a.vocab}, k {k}"), "\n")
+    print(
+      _time(
+        fns,
+        (h, w, ids, c),
+        "softmax backward (3 matmuls a block)",
+        a.repeats,
+        f"sparse backward, tokens {TOKENS}, d {DIM}, V {a.vocab}, k {k}",
+      ),
+      "\n",
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ never modified) this extension rewrites, in every docstring of the package:
 * an ``Example:`` section title to ``Examples:``, the Google-style section
   whose doctests griffe renders as code.
 
+Shared text (``{key}`` placeholders, see ``softjax/_docs.py``) is filled in
+first, as ``softjax._docs.shared`` does at import.
+
 It also checks the public API (``__all__`` of ``softjax`` and of its public
 submodules, or their public functions when there is no ``__all__``): every
 object must have a docstring that documents each of its parameters, and
@@ -29,7 +32,9 @@ Configured in ``mkdocs.yml`` under the python handler's ``options``::
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import pathlib
 import re
 from typing import Any
 
@@ -40,11 +45,28 @@ logger = logging.getLogger("mkdocs.plugins.softjax_docs")
 
 PACKAGE = "softjax"
 
+
+def _load_docs_module():
+  """softjax/_docs.py, loaded from the checkout (not an installed softjax)."""
+  path = pathlib.Path(__file__).resolve().parents[1] / PACKAGE / "_docs.py"
+  spec = importlib.util.spec_from_file_location("_softjax_docs", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+# The text that several docstrings share (placeholders such as ``{axis}``),
+# filled in exactly as softjax does at import.
+fill_shared_text = _load_docs_module().fill
+
 _ROLE = re.compile(
-    r":(?:py:)?(?P<role>math|func|meth|mod|class|attr|data|obj|exc|const)"
-    r":`(?P<body>[^`]+)`")
+  r":(?:py:)?(?P<role>math|func|meth|mod|class|attr|data|obj|exc|const)"
+  r":`(?P<body>[^`]+)`"
+)
 _TITLED = re.compile(r"^(?P<title>.*?)\s*<(?P<target>[^<>]+)>$")
-_MATH_DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<rest>.*)$")
+_MATH_DIRECTIVE = re.compile(
+  r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<rest>.*)$"
+)
 _LITERAL_INTRO = re.compile(r"^(?P<text>.*\S)?(?P<sep>[ \t]*)::[ \t]*$")
 _EXAMPLE = re.compile(r"^[ \t]*Example:[ \t]*$")
 _SECTION = re.compile(r"^(?P<indent>[ \t]*)References:[ \t]*$")
@@ -75,8 +97,8 @@ def _block(lines: list[str], start: int, base: int) -> int:
 
 
 def _dedent(block: list[str]) -> list[str]:
-  width = min((_indent_of(l) for l in block if l.strip()), default=0)
-  return [l[width:] if l.strip() else "" for l in block]
+  width = min((_indent_of(line) for line in block if line.strip()), default=0)
+  return [line[width:] if line.strip() else "" for line in block]
 
 
 def convert_blocks(text: str) -> str:
@@ -91,14 +113,14 @@ def convert_blocks(text: str) -> str:
     math = _MATH_DIRECTIVE.match(line)
     if math:
       end = _block(lines, i + 1, base)
-      body = _dedent(lines[i + 1:end])
+      body = _dedent(lines[i + 1 : end])
       if math.group("rest").strip():
         body.insert(0, math.group("rest").strip())
-      body = [l for l in body if l.strip()]
+      body = [line for line in body if line.strip()]
       if out and out[-1].strip():
         out.append("")
       out.append(pad + "$$")
-      out.extend(pad + l for l in body)
+      out.extend(pad + line for line in body)
       out.append(pad + "$$")
       if end < len(lines) and lines[end].strip():
         out.append("")
@@ -107,7 +129,7 @@ def convert_blocks(text: str) -> str:
     literal = _LITERAL_INTRO.match(line)
     if literal and not line.lstrip().startswith(".."):
       end = _block(lines, i + 1, base)
-      body = _dedent(lines[i + 1:end])
+      body = _dedent(lines[i + 1 : end])
       while body and not body[0].strip():
         body.pop(0)
       if body:
@@ -117,7 +139,7 @@ def convert_blocks(text: str) -> str:
           out.append(text_part + ("" if literal.group("sep") else ":"))
         out.append("")
         out.append(pad + "```python")
-        out.extend((pad + l) if l else "" for l in body)
+        out.extend((pad + line) if line else "" for line in body)
         out.append(pad + "```")
         if end < len(lines) and lines[end].strip():
           out.append("")
@@ -131,14 +153,16 @@ def convert_blocks(text: str) -> str:
       continue
     if _SECTION.match(line):
       end = _block(lines, i + 1, base)
-      body = " ".join(l.strip() for l in lines[i + 1:end] if l.strip())
+      body = " ".join(
+        line.strip() for line in lines[i + 1 : end] if line.strip()
+      )
       refs = [r for r in _REFERENCE_END.split(body) if r.strip()]
       out.append(line)
       inner = pad + "    "
       if len(refs) > 1:
         out.extend(f"{inner}- {r}" for r in refs)
       else:
-        out.extend(lines[i + 1:end])
+        out.extend(lines[i + 1 : end])
       i = end
       continue
     out.append(line)
@@ -168,9 +192,13 @@ class SoftjaxDocs(griffe.Extension):
   def _public_names(module: griffe.Module) -> list[str]:
     if module.exports is not None:
       return [e if isinstance(e, str) else e.name for e in module.exports]
-    return [n for n, m in module.members.items()
-            if not n.startswith("_") and not m.is_alias
-            and (m.is_function or m.is_class)]
+    return [
+      n
+      for n, m in module.members.items()
+      if not n.startswith("_")
+      and not m.is_alias
+      and (m.is_function or m.is_class)
+    ]
 
   def _documented(self, pkg: griffe.Module) -> dict[str, Any]:
     """Every identifier the API pages render: ``path -> object``."""
@@ -184,24 +212,31 @@ class SoftjaxDocs(griffe.Extension):
 
   # -- roles ---------------------------------------------------------------
 
-  def _resolve(self, target: str, where: griffe.Object,
-               documented: dict[str, Any]) -> str | None:
+  def _resolve(
+    self, target: str, where: griffe.Object, documented: dict[str, Any]
+  ) -> str | None:
     target = target.lstrip(".")
     candidates = [target, f"{where.module.path}.{target}"]
     if where.module.path.rsplit(".", 1)[-1].startswith("_"):
       candidates.append(f"{where.module.path.rsplit('.', 1)[0]}.{target}")
     candidates.append(f"{self.package}.{target}")
-    candidates.extend(f"{m}.{target}" for m in documented
-                      if isinstance(documented[m], griffe.Module))
+    candidates.extend(
+      f"{m}.{target}"
+      for m in documented
+      if isinstance(documented[m], griffe.Module)
+    )
     for c in candidates:
       if c in documented:
         return c
     return None
 
-  def convert_roles(self, text: str, where: griffe.Object,
-                    documented: dict[str, Any]) -> str:
-    rendered = {o.final_target.path if o.is_alias else o.path
-                for o in documented.values()}
+  def convert_roles(
+    self, text: str, where: griffe.Object, documented: dict[str, Any]
+  ) -> str:
+    rendered = {
+      o.final_target.path if o.is_alias else o.path for o in documented.values()
+    }
+
     def replace(m: re.Match[str]) -> str:
       role, body = m.group("role"), m.group("body")
       if role == "math":
@@ -222,10 +257,15 @@ class SoftjaxDocs(griffe.Extension):
         # Only what the site shows must resolve; private helpers' roles
         # become code spans.
         if where.path in rendered and (
-            "." not in target.lstrip("~.") or first == self.package):
+          "." not in target.lstrip("~.") or first == self.package
+        ):
           logger.warning(
-              "%s: docstring role :%s:`%s` does not resolve to an object "
-              "documented on the site.", where.path, role, body)
+            "%s: docstring role :%s:`%s` does not resolve to an object "
+            "documented on the site.",
+            where.path,
+            role,
+            body,
+          )
         return f"`{title}`"
       return f"[`{title}`][{resolved}]"
 
@@ -250,13 +290,18 @@ class SoftjaxDocs(griffe.Extension):
       if param.name in ("self", "cls"):
         continue
       if param.name not in documented:
-        logger.warning("%s: parameter %r is not documented in its docstring "
-                       "(Args: section).", path, param.name)
+        logger.warning(
+          "%s: parameter %r is not documented in its docstring "
+          "(Args: section).",
+          path,
+          param.name,
+        )
 
   # -- griffe hook ---------------------------------------------------------
 
-  def on_package(self, *, pkg: griffe.Module, loader: griffe.GriffeLoader,
-                 **kwargs: Any) -> None:
+  def on_package(
+    self, *, pkg: griffe.Module, loader: griffe.GriffeLoader, **kwargs: Any
+  ) -> None:
     del loader, kwargs
     if pkg.name != self.package:
       return
@@ -268,7 +313,7 @@ class SoftjaxDocs(griffe.Extension):
         return
       seen.add(id(obj))
       if obj.docstring is not None:
-        text = convert_blocks(obj.docstring.value)
+        text = convert_blocks(fill_shared_text(obj.docstring.value))
         obj.docstring.value = self.convert_roles(text, obj, documented)
         # Drop a parse cached before the rewrite, if any.
         obj.docstring.__dict__.pop("parsed", None)
@@ -283,7 +328,8 @@ class SoftjaxDocs(griffe.Extension):
         logger.warning("%s: public module has no docstring.", module.path)
       for name in names:
         if name not in module.members:
-          logger.warning("%s: %r is in __all__ but not defined.",
-                         module.path, name)
+          logger.warning(
+            "%s: %r is in __all__ but not defined.", module.path, name
+          )
           continue
         self._check_docstring(f"{module.path}.{name}", module.members[name])

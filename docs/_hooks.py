@@ -17,13 +17,14 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import logging
+from pathlib import Path
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import griffe
-from mkdocs.structure.files import File, Files
+from mkdocs.structure.files import File
+from mkdocs.structure.files import Files
 
 logger = logging.getLogger("mkdocs.plugins.softjax_docs")
 
@@ -74,19 +75,25 @@ def _figures() -> dict[str, bytes]:
 def _check_api_pages() -> None:
   ext = _load("_softjax_docs_griffe", DOCS / "_griffe_softjax.py")
   checker = ext.SoftjaxDocs()
-  pkg = griffe.load("softjax", search_paths=[str(ROOT)],
-                    resolve_aliases=False)
-  pages = {p: p.read_text(encoding="utf-8")
-           for p in sorted((DOCS / "api").glob("*.md"))}
-  rendered = {m.group("ident") for text in pages.values()
-              for m in _DIRECTIVE.finditer(text)}
+  pkg = griffe.load("softjax", search_paths=[str(ROOT)], resolve_aliases=False)
+  pages = {
+    p: p.read_text(encoding="utf-8")
+    for p in sorted((DOCS / "api").glob("*.md"))
+  }
+  rendered = {
+    m.group("ident")
+    for text in pages.values()
+    for m in _DIRECTIVE.finditer(text)
+  }
   for module in checker._public_modules(pkg):  # pylint: disable=protected-access
     for name in checker._public_names(module):  # pylint: disable=protected-access
       ident = f"{module.path}.{name}"
       if ident not in rendered:
         logger.warning(
-            "softjax docs: public %s has no '::: %s' in docs/api/*.md.",
-            ident, ident)
+          "softjax docs: public %s has no '::: %s' in docs/api/*.md.",
+          ident,
+          ident,
+        )
 
 
 def on_files(files: Files, config: Any) -> Files:

@@ -10,10 +10,10 @@ folder, e.g. to refresh the README figure ``docs/img/normalisers.png``::
 
 from __future__ import annotations
 
-import io
-import sys
 from collections.abc import Callable
+import io
 from pathlib import Path
+import sys
 
 import matplotlib
 
@@ -38,8 +38,9 @@ METADATA = {"Software": None}
 
 def _png(fig: plt.Figure) -> bytes:
   buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=DPI, metadata=METADATA,
-              bbox_inches="tight")
+  fig.savefig(
+    buf, format="png", dpi=DPI, metadata=METADATA, bbox_inches="tight"
+  )
   plt.close(fig)
   return buf.getvalue()
 
@@ -51,16 +52,22 @@ def normalisers() -> bytes:
   fig, ax = plt.subplots(figsize=(6.0, 3.6))
   # Jitted (compiling is cheaper than running the solver op by op); the two
   # extra α share one call with an array α of shape (2, 1, 1).
-  other = np.asarray(jax.jit(softjax.entmax)(
-      jnp.broadcast_to(x, (2,) + x.shape), jnp.array([1.25, 4.0])[:, None, None]))
+  other = np.asarray(
+    jax.jit(softjax.entmax)(
+      jnp.broadcast_to(x, (2,) + x.shape), jnp.array([1.25, 4.0])[:, None, None]
+    )
+  )
   curves = [
-      ("softmax", jax.jit(softjax.softmax)(x), "-", COLORS["softmax"]),
-      ("entmax(α=1.25)", other[0], ":", "#17becf"),
-      ("entmax15 (α=1.5)", jax.jit(softjax.entmax15)(x), "-",
-       COLORS["entmax15"]),
-      ("sparsemax (α=2)", jax.jit(softjax.sparsemax)(x), "-",
-       COLORS["sparsemax"]),
-      ("entmax(α=4)", other[1], ":", "#9467bd"),
+    ("softmax", jax.jit(softjax.softmax)(x), "-", COLORS["softmax"]),
+    ("entmax(α=1.25)", other[0], ":", "#17becf"),
+    ("entmax15 (α=1.5)", jax.jit(softjax.entmax15)(x), "-", COLORS["entmax15"]),
+    (
+      "sparsemax (α=2)",
+      jax.jit(softjax.sparsemax)(x),
+      "-",
+      COLORS["sparsemax"],
+    ),
+    ("entmax(α=4)", other[1], ":", "#9467bd"),
   ]
   for label, p, style, color in curves:
     ax.plot(t, np.asarray(p)[:, 0], style, color=color, label=label, lw=2)
@@ -80,14 +87,18 @@ def support() -> bytes:
   # One jitted call: axis 0 the temperature, axis 1 α (array arguments with
   # size 1 along the normalised axis broadcast against the scores).
   p = jax.jit(softjax.entmax)(
-      jnp.broadcast_to(x, (len(temperatures), alphas.size, x.size)),
-      jnp.asarray(alphas, jnp.float32)[None, :, None],
-      temperature=jnp.asarray(temperatures)[:, None, None])
+    jnp.broadcast_to(x, (len(temperatures), alphas.size, x.size)),
+    jnp.asarray(alphas, jnp.float32)[None, :, None],
+    temperature=jnp.asarray(temperatures)[:, None, None],
+  )
   all_sizes = np.asarray(jnp.sum(p > 0, axis=-1))
   fig, ax = plt.subplots(figsize=(6.0, 3.4))
-  for temperature, sizes, color in zip(temperatures, all_sizes,
-                                       ["#d62728", "#2ca02c", "#1f77b4"]):
-    ax.plot(alphas, sizes, color=color, lw=2, label=f"temperature {temperature}")
+  for temperature, sizes, color in zip(
+    temperatures, all_sizes, ["#d62728", "#2ca02c", "#1f77b4"]
+  ):
+    ax.plot(
+      alphas, sizes, color=color, lw=2, label=f"temperature {temperature}"
+    )
   ax.set_xlabel("α")
   ax.set_ylabel("entries > 0 (of 64)")
   ax.set_title("Support of α-entmax on 64 standard-normal scores")
@@ -102,12 +113,14 @@ def temperature() -> bytes:
   x = jnp.array([1.0, 3.0, 2.0])
   temps = np.geomspace(0.1, 10.0, 200)
   fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.2), sharey=True)
-  for ax, (name, f) in zip(axes, [("softmax", softjax.softmax),
-                                  ("sparsemax", softjax.sparsemax)]):
+  for ax, (name, f) in zip(
+    axes, [("softmax", softjax.softmax), ("sparsemax", softjax.sparsemax)]
+  ):
     # One call: a row per temperature (an array temperature broadcasts).
     rows = jnp.broadcast_to(x, (temps.size, x.size))
-    p = np.asarray(jax.jit(f)(
-        rows, temperature=jnp.asarray(temps[:, None], jnp.float32)))
+    p = np.asarray(
+      jax.jit(f)(rows, temperature=jnp.asarray(temps[:, None], jnp.float32))
+    )
     for i, style in enumerate(["-", "--", ":"]):
       ax.plot(temps, p[:, i], style, lw=2, label=f"x = {float(x[i]):g}")
     ax.set_xscale("log")
@@ -129,6 +142,7 @@ def _temp_mib(f, *shapes) -> float:
 def linear_loss_memory() -> bytes:
   """fwd+bwd temp memory of the softmax loss against the vocabulary size."""
   import optax  # pylint: disable=import-outside-toplevel
+
   tokens, d = 4096, 512
   vocabs = [8192, 32768, 131072]
   losses = softjax.losses
@@ -137,59 +151,94 @@ def linear_loss_memory() -> bytes:
     def f(h, w, y, g):
       def objective(h, w):
         return loss(h, w.T if tied else w, y)
+
       return jax.vjp(objective, h, w)[1](g)
+
     return f
 
   curves = [
-      ("softmax_loss(h @ W, y)", COLORS["softmax"], "o-",
-       lambda h, w, y: losses.softmax_loss(h @ w, y), False),
-      ("optax softmax_cross_entropy_with_integer_labels", "#7f7f7f", "s--",
-       lambda h, w, y: optax.softmax_cross_entropy_with_integer_labels(
-           h @ w, y), False),
-      ("linear_softmax_loss(h, W, y)", COLORS["entmax15"], "o-",
-       losses.linear_softmax_loss, False),
-      ("linear_softmax_loss(h, E.T, y), tied", COLORS["sparsemax"], "^:",
-       losses.linear_softmax_loss, True),
+    (
+      "softmax_loss(h @ W, y)",
+      COLORS["softmax"],
+      "o-",
+      lambda h, w, y: losses.softmax_loss(h @ w, y),
+      False,
+    ),
+    (
+      "optax softmax_cross_entropy_with_integer_labels",
+      "#7f7f7f",
+      "s--",
+      lambda h, w, y: optax.softmax_cross_entropy_with_integer_labels(h @ w, y),
+      False,
+    ),
+    (
+      "linear_softmax_loss(h, W, y)",
+      COLORS["entmax15"],
+      "o-",
+      losses.linear_softmax_loss,
+      False,
+    ),
+    (
+      "linear_softmax_loss(h, E.T, y), tied",
+      COLORS["sparsemax"],
+      "^:",
+      losses.linear_softmax_loss,
+      True,
+    ),
   ]
   fig, ax = plt.subplots(figsize=(6.4, 3.8))
   for label, color, style, loss, tied in curves:
     mib = []
     for v in vocabs:
       w_shape = (v, d) if tied else (d, v)
-      mib.append(_temp_mib(fwd_bwd(loss, tied),
-                           ((tokens, d), jnp.float32),
-                           (w_shape, jnp.float32), ((tokens,), jnp.int32),
-                           ((tokens,), jnp.float32)))
+      mib.append(
+        _temp_mib(
+          fwd_bwd(loss, tied),
+          ((tokens, d), jnp.float32),
+          (w_shape, jnp.float32),
+          ((tokens,), jnp.int32),
+          ((tokens,), jnp.float32),
+        )
+      )
     ax.plot(vocabs, mib, style, color=color, lw=2, label=label)
   v = np.asarray(vocabs, np.float64)
-  ax.plot(v, tokens * v * 4 / 2**20, color="black", lw=1, alpha=0.5,
-          label="one [tokens, V] float32 array")
+  ax.plot(
+    v,
+    tokens * v * 4 / 2**20,
+    color="black",
+    lw=1,
+    alpha=0.5,
+    label="one [tokens, V] float32 array",
+  )
   ax.set_xscale("log", base=2)
   ax.set_yscale("log", base=2)
   ax.yaxis.set_major_formatter(
-      matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}")
+  )
   ax.set_xticks(vocabs, [f"{x // 1024}k" for x in vocabs])
   ax.set_xlabel("vocabulary size V")
   ax.set_ylabel("XLA temp memory, fwd+bwd (MiB)")
-  ax.set_title(f"Softmax loss of a linear layer: {tokens} tokens, d = {d}",
-               fontsize=10)
+  ax.set_title(
+    f"Softmax loss of a linear layer: {tokens} tokens, d = {d}", fontsize=10
+  )
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7)
   return _png(fig)
 
 
 FIGURES: dict[str, Callable[[], bytes]] = {
-    "linear_loss_memory": linear_loss_memory,
-    "normalisers": normalisers,
-    "support": support,
-    "temperature": temperature,
+  "linear_loss_memory": linear_loss_memory,
+  "normalisers": normalisers,
+  "support": support,
+  "temperature": temperature,
 }
 
 
 def render(names: list[str] | None = None) -> dict[str, bytes]:
   """``{"img/<name>.png": png bytes}`` for the given figures (default all)."""
-  return {f"img/{name}.png": FIGURES[name]()
-          for name in (names or list(FIGURES))}
+  return {
+    f"img/{name}.png": FIGURES[name]() for name in (names or list(FIGURES))
+  }
 
 
 def main(argv: list[str]) -> None:

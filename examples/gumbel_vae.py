@@ -20,9 +20,9 @@ code's most common prototype is their own).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import os
 import sys
-from collections.abc import Sequence
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -37,8 +37,9 @@ N_PROTOTYPES, N_BITS, N_CODES, HIDDEN = 8, 32, 16, 64
 FLIP = 0.1
 
 
-def make_data(key: jax.Array, prototypes: jax.Array, n: int
-              ) -> tuple[jax.Array, jax.Array]:
+def make_data(
+  key: jax.Array, prototypes: jax.Array, n: int
+) -> tuple[jax.Array, jax.Array]:
   k_which, k_flip = jax.random.split(key)
   which = jax.random.randint(k_which, (n,), 0, N_PROTOTYPES)
   flips = jax.random.bernoulli(k_flip, FLIP, (n, N_BITS))
@@ -48,10 +49,14 @@ def make_data(key: jax.Array, prototypes: jax.Array, n: int
 def init_params(key: jax.Array) -> dict[str, jax.Array]:
   ks = jax.random.split(key, 3)
   glorot = jax.nn.initializers.glorot_normal()
-  return {"enc1": glorot(ks[0], (N_BITS, HIDDEN)), "enc1_b": jnp.zeros(HIDDEN),
-          "enc2": glorot(ks[1], (HIDDEN, N_CODES)),
-          "enc2_b": jnp.zeros(N_CODES),
-          "dec": glorot(ks[2], (N_CODES, N_BITS)), "dec_b": jnp.zeros(N_BITS)}
+  return {
+    "enc1": glorot(ks[0], (N_BITS, HIDDEN)),
+    "enc1_b": jnp.zeros(HIDDEN),
+    "enc2": glorot(ks[1], (HIDDEN, N_CODES)),
+    "enc2_b": jnp.zeros(N_CODES),
+    "dec": glorot(ks[2], (N_CODES, N_BITS)),
+    "dec_b": jnp.zeros(N_BITS),
+  }
 
 
 def encode(params, x):
@@ -60,7 +65,7 @@ def encode(params, x):
 
 
 def decode(params, code):
-  return code @ params["dec"] + params["dec_b"]     # bit logits
+  return code @ params["dec"] + params["dec_b"]  # bit logits
 
 
 def loss_fn(params, x, key, temperature):
@@ -78,14 +83,17 @@ def loss_fn(params, x, key, temperature):
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--fast", action="store_true",
-      default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
-      help="fewer steps, for tests and CI (also SOFTJAX_FAST=1)")
+    "--fast",
+    action="store_true",
+    default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
+    help="fewer steps, for tests and CI (also SOFTJAX_FAST=1)",
+  )
   args = parser.parse_args(argv)
   steps = 300 if args.fast else 3000
 
   k_proto, k_init, k_train, k_test, k_eval = jax.random.split(
-      jax.random.key(0), 5)
+    jax.random.key(0), 5
+  )
   prototypes = jax.random.bernoulli(k_proto, 0.5, (N_PROTOTYPES, N_BITS))
   params = init_params(k_init)
   tx = optax.adam(3e-3)
@@ -99,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Anneal the temperature from 1 to 0.5.
     temperature = jnp.maximum(0.5, jnp.exp(-3.0 * step / steps))
     (loss, recon), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, x, k_noise, temperature)
+      params, x, k_noise, temperature
+    )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, recon
 
@@ -110,16 +119,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     recon = optax.sigmoid_binary_cross_entropy(decode(params, code), x_test)
     return jnp.mean(jnp.sum(recon, -1)), jnp.argmax(logits, -1)
 
-  print(f"Gumbel-Softmax autoencoder: {N_PROTOTYPES} prototypes of {N_BITS} "
-        f"bits, {N_CODES} codes, {steps} steps"
-        f"{' (--fast)' if args.fast else ''}")
+  print(
+    f"Gumbel-Softmax autoencoder: {N_PROTOTYPES} prototypes of {N_BITS} "
+    f"bits, {N_CODES} codes, {steps} steps"
+    f"{' (--fast)' if args.fast else ''}"
+  )
   recon0, _ = evaluate(params)
   print(f"reconstruction loss (test, bits): start {float(recon0):.3f}")
   for step in range(steps):
     params, opt_state, recon = train_step(params, opt_state, step)
     if (step + 1) % (steps // 5) == 0:
-      print(f"step {step + 1:5d}: train reconstruction loss "
-            f"{float(recon):.3f}", flush=True)
+      print(
+        f"step {step + 1:5d}: train reconstruction loss {float(recon):.3f}",
+        flush=True,
+      )
   recon1, codes = jax.device_get(evaluate(params))
   which = np.asarray(which_test)
   used = np.unique(codes)
@@ -128,11 +141,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   # The noise floor: a decoder that knew the prototype exactly still pays
   # the entropy of the 10% bit flips.
   floor = -N_BITS * (FLIP * np.log(FLIP) + (1 - FLIP) * np.log(1 - FLIP))
-  print(f"reconstruction loss (test, bits): start {float(recon0):.3f}, end "
-        f"{float(recon1):.3f} (noise floor {floor:.3f})")
-  print(f"codes used: {len(used)} of {N_CODES}; purity "
-        f"{purity:.3f}; prototypes recovered: "
-        f"{len(set(majority.values()))} of {N_PROTOTYPES}")
+  print(
+    f"reconstruction loss (test, bits): start {float(recon0):.3f}, end "
+    f"{float(recon1):.3f} (noise floor {floor:.3f})"
+  )
+  print(
+    f"codes used: {len(used)} of {N_CODES}; purity "
+    f"{purity:.3f}; prototypes recovered: "
+    f"{len(set(majority.values()))} of {N_PROTOTYPES}"
+  )
   return 0
 
 

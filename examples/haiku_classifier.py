@@ -17,9 +17,9 @@ plausible classes only, and every other class gets exactly 0.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import os
 import sys
-from collections.abc import Sequence
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -33,8 +33,9 @@ import softjax  # noqa: E402
 
 N_CLASSES = 5
 # Class centres in 2-D; classes 3 and 4 overlap on purpose.
-CENTRES = np.array([[0.0, 3.0], [3.0, 0.0], [-3.0, 0.0], [0.0, -2.0],
-                    [0.8, -2.6]], np.float32)
+CENTRES = np.array(
+  [[0.0, 3.0], [3.0, 0.0], [-3.0, 0.0], [0.0, -2.0], [0.8, -2.6]], np.float32
+)
 
 
 def make_data(key: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
@@ -52,9 +53,11 @@ def forward(x: jax.Array) -> jax.Array:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--fast", action="store_true",
-      default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
-      help="fewer steps, for tests and CI (also SOFTJAX_FAST=1)")
+    "--fast",
+    action="store_true",
+    default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
+    help="fewer steps, for tests and CI (also SOFTJAX_FAST=1)",
+  )
   args = parser.parse_args(argv)
   steps = 200 if args.fast else 2000
 
@@ -74,10 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   @jax.jit
   def train_step(params, opt_state, step):
-    idx = jax.random.randint(jax.random.fold_in(k_train, step), (256,), 0,
-                             x_train.shape[0])
-    loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx],
-                                              y_train[idx])
+    idx = jax.random.randint(
+      jax.random.fold_in(k_train, step), (256,), 0, x_train.shape[0]
+    )
+    loss, grads = jax.value_and_grad(loss_fn)(
+      params, x_train[idx], y_train[idx]
+    )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -89,10 +94,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return loss_fn(params, x_test, y_test), accuracy, support, probs
 
   loss0, acc0, _, _ = evaluate(params)
-  print(f"Haiku MLP, sparsemax loss, {N_CLASSES} classes, {steps} steps"
-        f"{' (--fast)' if args.fast else ''}")
-  print(f"step {0:5d}: test loss {float(loss0):.4f}, accuracy "
-        f"{float(acc0):.3f}")
+  print(
+    f"Haiku MLP, sparsemax loss, {N_CLASSES} classes, {steps} steps"
+    f"{' (--fast)' if args.fast else ''}"
+  )
+  print(
+    f"step {0:5d}: test loss {float(loss0):.4f}, accuracy {float(acc0):.3f}"
+  )
   for step in range(steps):
     params, opt_state, loss = train_step(params, opt_state, step)
     if (step + 1) % (steps // 4) == 0:
@@ -100,17 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
   loss, accuracy, support, probs = jax.device_get(evaluate(params))
   print(f"test loss {float(loss):.4f}, test accuracy {float(accuracy):.3f}")
   counts = np.bincount(support, minlength=N_CLASSES + 1)[1:]
-  print("support sizes of the predicted distributions (test set): "
-        + ", ".join(f"{k}: {c}" for k, c in enumerate(counts, 1) if c))
-  print(f"exact zeros: {float(np.mean(probs == 0)):.1%} of all predicted "
-        "probabilities")
+  print(
+    "support sizes of the predicted distributions (test set): "
+    + ", ".join(f"{k}: {c}" for k, c in enumerate(counts, 1) if c)
+  )
+  print(
+    f"exact zeros: {float(np.mean(probs == 0)):.1%} of all predicted "
+    "probabilities"
+  )
 
   print("\nsparsemax predictions at a few points (exact zeros print as 0):")
-  points = np.array([[0.0, 3.0], [1.5, 1.5], [0.0, 0.0], [0.4, -2.3],
-                     [-3.0, 0.2]], np.float32)
+  points = np.array(
+    [[0.0, 3.0], [1.5, 1.5], [0.0, 0.0], [0.4, -2.3], [-3.0, 0.2]], np.float32
+  )
   p = np.asarray(softjax.sparsemax(model.apply(params, points)))
-  print("      x      y  " + "  ".join(f"p[{c}]".rjust(5)
-                                       for c in range(N_CLASSES)))
+  print(
+    "      x      y  " + "  ".join(f"p[{c}]".rjust(5) for c in range(N_CLASSES))
+  )
   for point, row in zip(points, p):
     cells = "  ".join(("0" if v == 0 else f"{v:.2f}").rjust(5) for v in row)
     print(f"{point[0]:7.1f}{point[1]:7.1f}  {cells}")

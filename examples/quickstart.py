@@ -1,10 +1,10 @@
-"""softjax quickstart: normaliser tables, then sparse attention in a transformer.
+"""softjax quickstart: normaliser tables, then sparse attention at work.
 
 Run from the repository root after ``pip install ".[examples]"``::
 
-  python examples/quickstart.py                 # full demo (under a minute on a CPU)
-  python examples/quickstart.py --fast          # a few seconds (tests, CI)
-  python examples/quickstart.py --out att.png   # where to write the figure
+  python examples/quickstart.py                # full demo (a minute on a CPU)
+  python examples/quickstart.py --fast         # a few seconds (tests, CI)
+  python examples/quickstart.py --out att.png  # where to write the figure
 
 ``SOFTJAX_FAST=1`` in the environment does the same as ``--fast``.
 
@@ -28,12 +28,13 @@ attention maps of one test example side by side to a PNG.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from collections.abc import Sequence
 import dataclasses
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
 
 # Before JAX initialises: one CPU device is all this demo needs.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -48,13 +49,22 @@ TEMPERATURES = (0.5, 1.0, 2.0)
 
 # (title, logits, where-mask or None)
 EXAMPLES = (
-    ("small logits", [1.0, 3.0, 2.0], None),
-    ("overflow: logits near 1000 (naive exp overflows)", [1000.0, 999.0, 998.0],
-     None),
-    ("ties: equal logits give the uniform distribution", [0.0, 0.0, 0.0, 0.0],
-     None),
-    ("masked: where=[True, True, False, True]", [2.0, 1.0, 5.0, 0.0],
-     [True, True, False, True]),
+  ("small logits", [1.0, 3.0, 2.0], None),
+  (
+    "overflow: logits near 1000 (naive exp overflows)",
+    [1000.0, 999.0, 998.0],
+    None,
+  ),
+  (
+    "ties: equal logits give the uniform distribution",
+    [0.0, 0.0, 0.0, 0.0],
+    None,
+  ),
+  (
+    "masked: where=[True, True, False, True]",
+    [2.0, 1.0, 5.0, 0.0],
+    [True, True, False, True],
+  ),
 )
 
 
@@ -71,9 +81,12 @@ def _fmt(value: float, width: int) -> str:
   return text.rjust(width)
 
 
-def format_table(title: str, logits: Sequence[float],
-                 where: Sequence[bool] | None = None,
-                 temperatures: Sequence[float] = TEMPERATURES) -> str:
+def format_table(
+  title: str,
+  logits: Sequence[float],
+  where: Sequence[bool] | None = None,
+  temperatures: Sequence[float] = TEMPERATURES,
+) -> str:
   """Returns a plain-text table of softmax/log_softmax for ``logits``."""
   x = jnp.asarray(logits, dtype=jnp.float32)
   mask = None if where is None else jnp.asarray(where, dtype=bool)
@@ -84,8 +97,14 @@ def format_table(title: str, logits: Sequence[float],
     return " ".join(_fmt(float(v), w) for v in values)
 
   group_width = n * w + (n - 1)
-  rows = [("T".rjust(4), "softmax".center(group_width), "sum".rjust(w),
-           "log_softmax".center(group_width))]
+  rows = [
+    (
+      "T".rjust(4),
+      "softmax".center(group_width),
+      "sum".rjust(w),
+      "log_softmax".center(group_width),
+    )
+  ]
   for t in temperatures:
     p = softjax.softmax(x, where=mask, temperature=t)
     lp = softjax.log_softmax(x, where=mask, temperature=t)
@@ -93,8 +112,9 @@ def format_table(title: str, logits: Sequence[float],
   lines = [" | ".join(row).rstrip() for row in rows]
   rule = "-" * max(len(line) for line in lines)
   logits_text = ", ".join(f"{float(v):g}" for v in logits)
-  return "\n".join([title, f"logits = [{logits_text}]", rule, lines[0], rule,
-                    *lines[1:], rule])
+  return "\n".join(
+    [title, f"logits = [{logits_text}]", rule, lines[0], rule, *lines[1:], rule]
+  )
 
 
 # --------------------------------------------------------------------------
@@ -110,11 +130,12 @@ class TaskConfig:
   share one of their two halves with the query: those near-misses are what
   the attention has to ignore.
   """
-  n_symbols: int = 8      # keys are (a, b): n_symbols ** 2 of them
-  n_values: int = 32      # value vocabulary (the classes)
-  min_pairs: int = 8      # stored pairs per example, padded to max_pairs
+
+  n_symbols: int = 8  # keys are (a, b): n_symbols ** 2 of them
+  n_values: int = 32  # value vocabulary (the classes)
+  min_pairs: int = 8  # stored pairs per example, padded to max_pairs
   max_pairs: int = 16
-  n_queries: int = 8      # distinct stored keys asked about per example
+  n_queries: int = 8  # distinct stored keys asked about per example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,8 +150,9 @@ class TrainConfig:
 FAST_TRAIN = TrainConfig(steps=60, n_test=256)
 
 
-def make_batch(key: jax.Array, batch_size: int, task: TaskConfig
-               ) -> dict[str, jax.Array]:
+def make_batch(
+  key: jax.Array, batch_size: int, task: TaskConfig
+) -> dict[str, jax.Array]:
   """A batch of recall problems, generated on device from ``key``.
 
   Returns ``pair_keys``, ``pair_values``, ``pair_mask`` (``[batch, pairs]``;
@@ -140,7 +162,7 @@ def make_batch(key: jax.Array, batch_size: int, task: TaskConfig
   k_perm, k_val, k_len, k_pick = jax.random.split(key, 4)
   b, p, q = batch_size, task.max_pairs, task.n_queries
   # Distinct keys per example: the first `p` entries of a random permutation.
-  n_keys = task.n_symbols ** 2
+  n_keys = task.n_symbols**2
   order = jnp.argsort(jax.random.uniform(k_perm, (b, n_keys)), axis=-1)
   pair_keys = order[:, :p]
   pair_values = jax.random.randint(k_val, (b, p), 0, task.n_values)
@@ -150,13 +172,22 @@ def make_batch(key: jax.Array, batch_size: int, task: TaskConfig
   noise = jax.random.uniform(k_pick, (b, p))
   answer_pos = jnp.argsort(jnp.where(pair_mask, noise, 2.0), axis=-1)[:, :q]
   take = lambda a: jnp.take_along_axis(a, answer_pos, axis=-1)
-  return dict(pair_keys=pair_keys, pair_values=pair_values,
-              pair_mask=pair_mask, query_keys=take(pair_keys),
-              targets=take(pair_values), answer_pos=answer_pos)
+  return dict(
+    pair_keys=pair_keys,
+    pair_values=pair_values,
+    pair_mask=pair_mask,
+    query_keys=take(pair_keys),
+    targets=take(pair_values),
+    answer_pos=answer_pos,
+  )
 
 
-def build_model(task: TaskConfig, normalizer: Callable[..., jax.Array] | None,
-                learn_alpha: bool, seed: int):
+def build_model(
+  task: TaskConfig,
+  normalizer: Callable[..., jax.Array] | None,
+  learn_alpha: bool,
+  seed: int,
+):
   """The model: embeddings, one transformer block, a linear read-out."""
   from flax import nnx  # noqa: PLC0415  (imported late: part 1 needs no Flax)
 
@@ -170,11 +201,11 @@ def build_model(task: TaskConfig, normalizer: Callable[..., jax.Array] | None,
 
     def __init__(self, dim: int, heads: int, *, rngs: nnx.Rngs):
       self.heads, self.head_dim = heads, dim // heads
-      dense = lambda: nnx.LinearGeneral(dim, (heads, self.head_dim),
-                                        rngs=rngs)
+      dense = lambda: nnx.LinearGeneral(dim, (heads, self.head_dim), rngs=rngs)
       self.q, self.k, self.v = dense(), dense(), dense()
-      self.out = nnx.LinearGeneral((heads, self.head_dim), dim, axis=(-2, -1),
-                                   rngs=rngs)
+      self.out = nnx.LinearGeneral(
+        (heads, self.head_dim), dim, axis=(-2, -1), rngs=rngs
+      )
       if learn_alpha:
         # α = 1 + sigmoid(raw) in (1, 2): from softmax to sparsemax; 1.5 at 0.
         self.alpha_raw = nnx.Param(jnp.zeros((heads,)))
@@ -188,8 +219,9 @@ def build_model(task: TaskConfig, normalizer: Callable[..., jax.Array] | None,
       where = mask[:, None, None, :]
       if learn_alpha:
         # One α per head: shape (heads, 1, 1), size 1 along the key axis.
-        weights = softjax.entmax(scores, self.alpha()[:, None, None],
-                                 where=where)
+        weights = softjax.entmax(
+          scores, self.alpha()[:, None, None], where=where
+        )
       else:
         weights = normalizer(scores, where=where)
       mixed = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
@@ -198,8 +230,9 @@ def build_model(task: TaskConfig, normalizer: Callable[..., jax.Array] | None,
   class Recall(nnx.Module):
     """Pair tokens embed key + value; query tokens attend to them."""
 
-    def __init__(self, task: TaskConfig, dim: int = 64, heads: int = 2, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+      self, task: TaskConfig, dim: int = 64, heads: int = 2, *, rngs: nnx.Rngs
+    ):
       self.n_symbols = task.n_symbols
       self.key_a = nnx.Embed(task.n_symbols, dim, rngs=rngs)
       self.key_b = nnx.Embed(task.n_symbols, dim, rngs=rngs)
@@ -219,11 +252,13 @@ def build_model(task: TaskConfig, normalizer: Callable[..., jax.Array] | None,
       # A key (a, b) is stored as the integer a * n_symbols + b.
       pa, pb = jnp.divmod(batch["pair_keys"], self.n_symbols)
       qa, qb = jnp.divmod(batch["query_keys"], self.n_symbols)
-      memory = (self.key_a(pa) + self.key_b(pb)
-                + self.value_embed(batch["pair_values"]))
+      memory = (
+        self.key_a(pa) + self.key_b(pb) + self.value_embed(batch["pair_values"])
+      )
       h = self.query_a(qa) + self.query_b(qb)
-      a, weights = self.attention(self.norm_q(h), self.norm_m(memory),
-                                  batch["pair_mask"])
+      a, weights = self.attention(
+        self.norm_q(h), self.norm_m(memory), batch["pair_mask"]
+      )
       h = h + a
       h = h + self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm_mlp(h))))
       return self.readout(self.norm_out(h)), weights
@@ -239,26 +274,35 @@ class RunResult:
   sparsity: float
   mean_support: float
   seconds: float
-  weights: np.ndarray           # attention of test example 0: [heads, q, k]
+  weights: np.ndarray  # attention of test example 0: [heads, q, k]
   example: dict[str, np.ndarray]  # test example 0
-  alpha: np.ndarray | None      # learned α per head, if any
-  n_symbols: int = 8            # for the key labels of the plot
+  alpha: np.ndarray | None  # learned α per head, if any
+  n_symbols: int = 8  # for the key labels of the plot
 
 
-def train_and_evaluate(name: str, normalizer: Callable[..., jax.Array] | None,
-                       learn_alpha: bool, task: TaskConfig,
-                       train: TrainConfig, progress: bool = True) -> RunResult:
+def train_and_evaluate(
+  name: str,
+  normalizer: Callable[..., jax.Array] | None,
+  learn_alpha: bool,
+  task: TaskConfig,
+  train: TrainConfig,
+  progress: bool = True,
+) -> RunResult:
   """Trains one model with ``normalizer`` in its attention; tests it."""
-  import optax  # noqa: PLC0415
   from flax import nnx  # noqa: PLC0415
+  import optax  # noqa: PLC0415
   from tqdm.auto import tqdm  # noqa: PLC0415
 
   start = time.perf_counter()
   model = build_model(task, normalizer, learn_alpha, train.seed)
   graphdef, params = nnx.split(model)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0, train.learning_rate, min(100, train.steps // 10), train.steps,
-      train.learning_rate / 10)
+    0.0,
+    train.learning_rate,
+    min(100, train.steps // 10),
+    train.steps,
+    train.learning_rate / 10,
+  )
   tx = optax.adamw(schedule, weight_decay=1e-4)
   opt_state = tx.init(params)
   data_key, test_key = jax.random.split(jax.random.key(train.seed + 1))
@@ -266,15 +310,18 @@ def train_and_evaluate(name: str, normalizer: Callable[..., jax.Array] | None,
   def loss_and_outputs(params, batch):
     logits, weights = nnx.merge(graphdef, params)(batch)
     loss = optax.softmax_cross_entropy_with_integer_labels(
-        logits, batch["targets"]).mean()
+      logits, batch["targets"]
+    ).mean()
     return loss, (logits, weights)
 
   @jax.jit
   def train_step(params, opt_state, step):
-    batch = make_batch(jax.random.fold_in(data_key, step), train.batch_size,
-                       task)
+    batch = make_batch(
+      jax.random.fold_in(data_key, step), train.batch_size, task
+    )
     (loss, _), grads = jax.value_and_grad(loss_and_outputs, has_aux=True)(
-        params, batch)
+      params, batch
+    )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
@@ -283,14 +330,19 @@ def train_and_evaluate(name: str, normalizer: Callable[..., jax.Array] | None,
     batch = make_batch(test_key, train.n_test, task)
     loss, (logits, weights) = loss_and_outputs(params, batch)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["targets"])
-    live = jnp.broadcast_to(batch["pair_mask"][:, None, None, :],
-                            weights.shape)
+    live = jnp.broadcast_to(batch["pair_mask"][:, None, None, :], weights.shape)
     zeros = jnp.sum((weights == 0) & live) / jnp.sum(live)
     support = jnp.sum(weights > 0) / math.prod(weights.shape[:-1])
     return loss, accuracy, zeros, support, weights[0], batch
 
-  bar = tqdm(range(train.steps), desc=f"{name:>16}", disable=not progress,
-             leave=True, mininterval=0.5, file=sys.stderr)
+  bar = tqdm(
+    range(train.steps),
+    desc=f"{name:>16}",
+    disable=not progress,
+    leave=True,
+    mininterval=0.5,
+    file=sys.stderr,
+  )
   loss = None
   for step in bar:
     params, opt_state, loss = train_step(params, opt_state, step)
@@ -298,33 +350,45 @@ def train_and_evaluate(name: str, normalizer: Callable[..., jax.Array] | None,
       bar.set_postfix(loss=f"{float(loss):.3f}")
   bar.close()
   loss, accuracy, zeros, support, weights, batch = jax.device_get(
-      evaluate(params))
+    evaluate(params)
+  )
   alpha = None
   if learn_alpha:
     alpha = np.asarray(nnx.merge(graphdef, params).attention.alpha())
   return RunResult(
-      name=name, accuracy=float(accuracy), loss=float(loss),
-      sparsity=float(zeros), mean_support=float(support),
-      seconds=time.perf_counter() - start, weights=np.asarray(weights),
-      example={k: np.asarray(v[0]) for k, v in batch.items()}, alpha=alpha,
-      n_symbols=task.n_symbols)
+    name=name,
+    accuracy=float(accuracy),
+    loss=float(loss),
+    sparsity=float(zeros),
+    mean_support=float(support),
+    seconds=time.perf_counter() - start,
+    weights=np.asarray(weights),
+    example={k: np.asarray(v[0]) for k, v in batch.items()},
+    alpha=alpha,
+    n_symbols=task.n_symbols,
+  )
 
 
 def format_results(results: Sequence[RunResult], task: TaskConfig) -> str:
   """The comparison table: one row per normaliser."""
-  header = (f"{'normaliser':<18} {'accuracy':>8} {'loss':>7} "
-            f"{'sparsity':>8} {'support':>7} {'time':>6}")
+  header = (
+    f"{'normaliser':<18} {'accuracy':>8} {'loss':>7} "
+    f"{'sparsity':>8} {'support':>7} {'time':>6}"
+  )
   rule = "-" * len(header)
   lines = [rule, header, rule]
   for r in results:
-    lines.append(f"{r.name:<18} {r.accuracy:8.3f} {r.loss:7.3f} "
-                 f"{r.sparsity:8.3f} {r.mean_support:7.2f} {r.seconds:5.1f}s")
+    lines.append(
+      f"{r.name:<18} {r.accuracy:8.3f} {r.loss:7.3f} "
+      f"{r.sparsity:8.3f} {r.mean_support:7.2f} {r.seconds:5.1f}s"
+    )
   lines.append(rule)
   lines.append(
-      f"accuracy: test queries answered correctly (chance 1/{task.n_values}); "
-      "sparsity: fraction of\nattention weights exactly 0 (padding excluded); "
-      f"support: mean nonzero weights per\nattention row "
-      f"({task.min_pairs} to {task.max_pairs} stored pairs, one correct).")
+    f"accuracy: test queries answered correctly (chance 1/{task.n_values}); "
+    "sparsity: fraction of\nattention weights exactly 0 (padding excluded); "
+    f"support: mean nonzero weights per\nattention row "
+    f"({task.min_pairs} to {task.max_pairs} stored pairs, one correct)."
+  )
   for r in results:
     if r.alpha is not None:
       alphas = ", ".join(f"{a:.2f}" for a in r.alpha)
@@ -335,19 +399,26 @@ def format_results(results: Sequence[RunResult], task: TaskConfig) -> str:
 def plot_attention(results: Sequence[RunResult], path: str) -> None:
   """Writes the attention maps of test example 0, one column per normaliser."""
   import matplotlib  # noqa: PLC0415
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # noqa: PLC0415
 
   heads = results[0].weights.shape[0]
-  fig, axes = plt.subplots(heads, len(results), squeeze=False,
-                           figsize=(3.6 * len(results), 2.6 * heads + 0.6),
-                           constrained_layout=True)
+  fig, axes = plt.subplots(
+    heads,
+    len(results),
+    squeeze=False,
+    figsize=(3.6 * len(results), 2.6 * heads + 0.6),
+    constrained_layout=True,
+  )
   ex = results[0].example
   n = int(ex["pair_mask"].sum())
   sym = results[0].n_symbols
-  key_name = lambda k: f"{k // sym}{k % sym}"   # key (a, b) shown as "ab"
-  xlabels = [f"{key_name(k)}→{v}" for k, v in zip(ex["pair_keys"][:n],
-                                                 ex["pair_values"][:n])]
+  key_name = lambda k: f"{k // sym}{k % sym}"  # key (a, b) shown as "ab"
+  xlabels = [
+    f"{key_name(k)}→{v}"
+    for k, v in zip(ex["pair_keys"][:n], ex["pair_values"][:n])
+  ]
   ylabels = [f"{key_name(k)}?" for k in ex["query_keys"]]
   image = None
   for col, r in enumerate(results):
@@ -355,61 +426,86 @@ def plot_attention(results: Sequence[RunResult], path: str) -> None:
       ax = axes[head, col]
       w = r.weights[head, :, :n]
       # Exact zeros are drawn white, so the support is what is coloured.
-      image = ax.imshow(np.ma.masked_equal(w, 0.0), vmin=0.0, vmax=1.0,
-                        cmap="viridis", aspect="auto")
+      image = ax.imshow(
+        np.ma.masked_equal(w, 0.0),
+        vmin=0.0,
+        vmax=1.0,
+        cmap="viridis",
+        aspect="auto",
+      )
       ax.set_facecolor("white")
       for qi, pos in enumerate(ex["answer_pos"]):
-        ax.add_patch(plt.Rectangle((pos - 0.5, qi - 0.5), 1, 1, fill=False,
-                                   edgecolor="red", linewidth=1.2))
+        ax.add_patch(
+          plt.Rectangle(
+            (pos - 0.5, qi - 0.5),
+            1,
+            1,
+            fill=False,
+            edgecolor="red",
+            linewidth=1.2,
+          )
+        )
       ax.set_xticks(range(n), xlabels, rotation=90, fontsize=7)
       ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
-      title = r.name if r.alpha is None else (
-          f"{r.name} (α = {r.alpha[head]:.2f})")
+      title = (
+        r.name if r.alpha is None else (f"{r.name} (α = {r.alpha[head]:.2f})")
+      )
       zeros = float((w == 0).mean())
-      ax.set_title(f"{title}\nhead {head}: {zeros:.0%} exact zeros",
-                   fontsize=8)
+      ax.set_title(f"{title}\nhead {head}: {zeros:.0%} exact zeros", fontsize=8)
       if col == 0:
         ax.set_ylabel("query key")
   fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
-  fig.suptitle("Attention of each query over the stored key:value pairs "
-               "(key ab→value; red: the pair holding the answer; white: exactly 0)",
-               fontsize=9)
+  fig.suptitle(
+    "Attention of each query over the stored key:value pairs "
+    "(key ab→value; red: the pair holding the answer; white: exactly 0)",
+    fontsize=9,
+  )
   fig.savefig(path, dpi=120)
   plt.close(fig)
 
 
 NORMALIZERS: tuple[tuple[str, Callable[..., jax.Array] | None, bool], ...] = (
-    ("softmax", softjax.softmax, False),
-    ("entmax15", softjax.entmax15, False),
-    ("entmax (learned α)", None, True),
+  ("softmax", softjax.softmax, False),
+  ("entmax15", softjax.entmax15, False),
+  ("entmax (learned α)", None, True),
 )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--fast", action="store_true",
-      default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
-      help="a few seconds of training, for tests and CI (also "
-           "SOFTJAX_FAST=1)")
+    "--fast",
+    action="store_true",
+    default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
+    help="a few seconds of training, for tests and CI (also SOFTJAX_FAST=1)",
+  )
   parser.add_argument(
-      "--out", default=None,
-      help="path of the attention PNG (default: quickstart_attention.png in "
-           "--out-dir)")
-  parser.add_argument("--out-dir", default=".",
-                      help="folder for the PNG when --out is not given")
-  parser.add_argument("--steps", type=int, default=None,
-                      help="training steps per model (default 500, 60 with "
-                           "--fast)")
-  parser.add_argument("--no-progress", action="store_true",
-                      help="no progress bars")
+    "--out",
+    default=None,
+    help="path of the attention PNG (default: quickstart_attention.png in "
+    "--out-dir)",
+  )
+  parser.add_argument(
+    "--out-dir", default=".", help="folder for the PNG when --out is not given"
+  )
+  parser.add_argument(
+    "--steps",
+    type=int,
+    default=None,
+    help="training steps per model (default 500, 60 with --fast)",
+  )
+  parser.add_argument(
+    "--no-progress", action="store_true", help="no progress bars"
+  )
   return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  print(f"softjax {softjax.__version__}: softmax and log_softmax at "
-        f"temperatures {', '.join(str(t) for t in TEMPERATURES)}\n")
+  print(
+    f"softjax {softjax.__version__}: softmax and log_softmax at "
+    f"temperatures {', '.join(str(t) for t in TEMPERATURES)}\n"
+  )
   for title, logits, where in EXAMPLES:
     print(format_table(title, logits, where))
     print()
@@ -418,14 +514,25 @@ def main(argv: Sequence[str] | None = None) -> int:
   train = FAST_TRAIN if args.fast else TrainConfig()
   if args.steps is not None:
     train = dataclasses.replace(train, steps=args.steps)
-  print(f"Sparse attention: associative recall, {task.min_pairs}-"
-        f"{task.max_pairs} key:value pairs, {task.n_queries} queries per "
-        f"example, {train.steps} training steps per model"
-        f"{' (--fast)' if args.fast else ''}.", flush=True)
+  print(
+    f"Sparse attention: associative recall, {task.min_pairs}-"
+    f"{task.max_pairs} key:value pairs, {task.n_queries} queries per "
+    f"example, {train.steps} training steps per model"
+    f"{' (--fast)' if args.fast else ''}.",
+    flush=True,
+  )
   results = []
   for name, normalizer, learn_alpha in NORMALIZERS:
-    results.append(train_and_evaluate(name, normalizer, learn_alpha, task,
-                                      train, progress=not args.no_progress))
+    results.append(
+      train_and_evaluate(
+        name,
+        normalizer,
+        learn_alpha,
+        task,
+        train,
+        progress=not args.no_progress,
+      )
+    )
   print()
   print(format_results(results, task))
   out = args.out or os.path.join(args.out_dir, "quickstart_attention.png")

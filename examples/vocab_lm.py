@@ -30,38 +30,66 @@ size (4096 tokens, d = 512, V = 32768).
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import os
 import sys
-from collections.abc import Sequence
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from flax import linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from flax import linen as nn  # noqa: E402
 
 import softjax  # noqa: E402
 
 CONTEXT = 4
-FUSED = {"softmax": softjax.losses.linear_softmax_loss,
-         "sparsemax": softjax.losses.linear_sparsemax_loss,
-         "entmax15": softjax.losses.linear_entmax15_loss}
-MATERIALISED = {"softmax": softjax.losses.softmax_loss,
-                "sparsemax": softjax.losses.sparsemax_loss,
-                "entmax15": softjax.losses.entmax15_loss}
+FUSED = {
+  "softmax": softjax.losses.linear_softmax_loss,
+  "sparsemax": softjax.losses.linear_sparsemax_loss,
+  "entmax15": softjax.losses.linear_entmax15_loss,
+}
+MATERIALISED = {
+  "softmax": softjax.losses.softmax_loss,
+  "sparsemax": softjax.losses.sparsemax_loss,
+  "entmax15": softjax.losses.entmax15_loss,
+}
 
 # The grammar: "the <adj> <noun> <verb> the <adj> <noun> <adverb> ." with
 # numbered variants of each noun, so the vocabulary is a few hundred words
 # while the sentence structure stays learnable.
-ADJECTIVES = ["red", "small", "quiet", "old", "bright", "heavy", "round",
-              "cold"]
-NOUNS = ["cat", "river", "engine", "garden", "letter", "window", "stone",
-         "bird", "lamp", "ship"]
+ADJECTIVES = [
+  "red",
+  "small",
+  "quiet",
+  "old",
+  "bright",
+  "heavy",
+  "round",
+  "cold",
+]
+NOUNS = [
+  "cat",
+  "river",
+  "engine",
+  "garden",
+  "letter",
+  "window",
+  "stone",
+  "bird",
+  "lamp",
+  "ship",
+]
 # (singular, plural): the verb agrees with its subject.
-VERBS = [("sees", "see"), ("follows", "follow"), ("carries", "carry"),
-         ("paints", "paint"), ("finds", "find"), ("hears", "hear")]
+VERBS = [
+  ("sees", "see"),
+  ("follows", "follow"),
+  ("carries", "carry"),
+  ("paints", "paint"),
+  ("finds", "find"),
+  ("hears", "hear"),
+]
 VARIANTS = 40
 ADVERBS = ["slowly", "today", "again", "quietly", "at-night"]
 
@@ -69,10 +97,12 @@ ADVERBS = ["slowly", "today", "again", "quietly", "at-night"]
 def make_corpus(rng: np.random.Generator, n_sentences: int) -> list[str]:
   words = []
   for _ in range(n_sentences):
+
     def noun_phrase():
       adjective = rng.choice(ADJECTIVES)
       noun = f"{rng.choice(NOUNS)}-{rng.integers(VARIANTS)}"
       return ["the", adjective, noun]
+
     subject, obj = noun_phrase(), noun_phrase()
     # Even-numbered nouns are singular, odd ones plural.
     plural = int(subject[2].rsplit("-", 1)[1]) % 2
@@ -83,18 +113,20 @@ def make_corpus(rng: np.random.Generator, n_sentences: int) -> list[str]:
 
 class Body(nn.Module):
   """Context words -> hidden vector, plus the output layer's parameters."""
+
   vocab: int
   dim: int = 64
 
   @nn.compact
   def __call__(self, context: jax.Array):
-    emb = nn.Embed(self.vocab, 32)(context)               # [B, CONTEXT, 32]
+    emb = nn.Embed(self.vocab, 32)(context)  # [B, CONTEXT, 32]
     x = emb.reshape(emb.shape[:-2] + (-1,))
     x = nn.gelu(nn.Dense(128)(x))
-    hidden = nn.Dense(self.dim)(x)                        # [B, d]
+    hidden = nn.Dense(self.dim)(x)  # [B, d]
     # The output layer's kernel and bias, used by the fused loss directly.
-    kernel = self.param("head_kernel", nn.initializers.lecun_normal(),
-                        (self.dim, self.vocab))
+    kernel = self.param(
+      "head_kernel", nn.initializers.lecun_normal(), (self.dim, self.vocab)
+    )
     bias = self.param("head_bias", nn.initializers.zeros, (self.vocab,))
     return hidden, kernel, bias
 
@@ -108,33 +140,46 @@ def windows(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def temp_mib(loss, tokens: int, dim: int, vocab: int) -> float:
   """XLA's temp memory of jit(fwd+bwd of loss(h, W, y)), compiled only."""
+
   def fwd_bwd(h, w, y, g):
     return jax.vjp(lambda h, w: loss(h, w, y), h, w)[1](g)
-  args = (jax.ShapeDtypeStruct((tokens, dim), jnp.float32),
-          jax.ShapeDtypeStruct((dim, vocab), jnp.float32),
-          jax.ShapeDtypeStruct((tokens,), jnp.int32),
-          jax.ShapeDtypeStruct((tokens,), jnp.float32))
+
+  args = (
+    jax.ShapeDtypeStruct((tokens, dim), jnp.float32),
+    jax.ShapeDtypeStruct((dim, vocab), jnp.float32),
+    jax.ShapeDtypeStruct((tokens,), jnp.int32),
+    jax.ShapeDtypeStruct((tokens,), jnp.float32),
+  )
   compiled = jax.jit(fwd_bwd).lower(*args).compile()
   return compiled.memory_analysis().temp_size_in_bytes / 2**20
 
 
 def report_memory(name: str, tokens: int, dim: int, vocab: int) -> None:
-  full = temp_mib(lambda h, w, y: MATERIALISED[name](h @ w, y), tokens, dim,
-                  vocab)
+  full = temp_mib(
+    lambda h, w, y: MATERIALISED[name](h @ w, y), tokens, dim, vocab
+  )
   fused = temp_mib(FUSED[name], tokens, dim, vocab)
-  print(f"memory at {tokens} tokens, d = {dim}, V = {vocab} (XLA temp, "
-        f"fwd+bwd): materialised {full:.1f} MiB, fused {fused:.1f} MiB "
-        f"({full / max(fused, 1e-9):.0f}x less)")
+  print(
+    f"memory at {tokens} tokens, d = {dim}, V = {vocab} (XLA temp, "
+    f"fwd+bwd): materialised {full:.1f} MiB, fused {fused:.1f} MiB "
+    f"({full / max(fused, 1e-9):.0f}x less)"
+  )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument(
-      "--fast", action="store_true",
-      default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
-      help="fewer steps, for tests and CI (also SOFTJAX_FAST=1)")
-  parser.add_argument("--loss", choices=sorted(FUSED), default="softmax",
-                      help="the fused loss to train with")
+    "--fast",
+    action="store_true",
+    default=os.environ.get("SOFTJAX_FAST", "") not in ("", "0"),
+    help="fewer steps, for tests and CI (also SOFTJAX_FAST=1)",
+  )
+  parser.add_argument(
+    "--loss",
+    choices=sorted(FUSED),
+    default="softmax",
+    help="the fused loss to train with",
+  )
   args = parser.parse_args(argv)
   steps, batch = (150, 256) if args.fast else (1500, 512)
 
@@ -146,8 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   split = int(0.9 * ids.size)
   x_train, y_train = windows(ids[:split])
   x_test, y_test = windows(ids[split:])
-  print(f"corpus: {ids.size} words, vocabulary V = {len(vocab)}, "
-        f"{x_train.shape[0]} training windows of {CONTEXT} words")
+  print(
+    f"corpus: {ids.size} words, vocabulary V = {len(vocab)}, "
+    f"{x_train.shape[0]} training windows of {CONTEXT} words"
+  )
 
   model = Body(len(vocab))
   params = model.init(jax.random.key(0), x_train[:1])
@@ -169,17 +216,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   @jax.jit
   def train_step(params, opt_state, step):
-    idx = jax.random.randint(jax.random.fold_in(jax.random.key(1), step),
-                             (batch,), 0, x_train.shape[0])
-    loss, grads = jax.value_and_grad(loss_fn)(params, x_train[idx],
-                                              y_train[idx])
+    idx = jax.random.randint(
+      jax.random.fold_in(jax.random.key(1), step), (batch,), 0, x_train.shape[0]
+    )
+    loss, grads = jax.value_and_grad(loss_fn)(
+      params, x_train[idx], y_train[idx]
+    )
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
   evaluate = jax.jit(loss_fn)
   first = float(evaluate(params, x_test, y_test))
-  print(f"loss {args.loss}, {steps} steps of {batch} windows"
-        f"{' (--fast)' if args.fast else ''}")
+  print(
+    f"loss {args.loss}, {steps} steps of {batch} windows"
+    f"{' (--fast)' if args.fast else ''}"
+  )
   print(f"step {0:5d}: held-out loss {first:.4f}")
   for step in range(steps):
     params, opt_state, loss = train_step(params, opt_state, step)
@@ -191,13 +242,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"held-out perplexity {np.exp(last):.1f} (uniform: {len(vocab)})")
 
   print("\ngreedy continuations (the output layer applied to 1 token):")
-  for start in (["the", "red", "cat-4", "sees"], ["the", "cold", "ship-7",
-                                                  "find"]):
+  for start in (
+    ["the", "red", "cat-4", "sees"],
+    ["the", "cold", "ship-7", "find"],
+  ):
     context = [index[w] for w in start]
     out = list(start)
     for _ in range(6):
-      hidden, kernel, bias = model.apply(params,
-                                         jnp.asarray([context[-CONTEXT:]]))
+      hidden, kernel, bias = model.apply(
+        params, jnp.asarray([context[-CONTEXT:]])
+      )
       nxt = int(jnp.argmax(hidden @ kernel + bias, -1)[0])
       out.append(vocab[nxt])
       context.append(nxt)

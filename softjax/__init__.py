@@ -4,23 +4,24 @@ Dense (:func:`softmax`, :func:`log_softmax`) and sparse normalisers, with
 hand-written gradients, masks, temperatures and the conventions of ``jax.nn``.
 """
 
+# Redundant aliases mark the public submodules as re-exported.
+from softjax import attention as attention
+from softjax import checks as checks
+from softjax import losses as losses
 from softjax._dense import log_softmax
 from softjax._dense import softmax
 from softjax._gumbel import gumbel_softmax
 from softjax._sparse import entmax
 from softjax._sparse import entmax15
 from softjax._sparse import sparsemax
-from softjax import attention
-from softjax import checks
-from softjax import losses
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "entmax",
-    "entmax15",
-    "gumbel_softmax",
-    "log_softmax",
-    "softmax",
-    "sparsemax",
+  "entmax",
+  "entmax15",
+  "gumbel_softmax",
+  "log_softmax",
+  "softmax",
+  "sparsemax",
 ]

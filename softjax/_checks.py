@@ -3,14 +3,15 @@
 Everything here runs at trace time on static information (shapes, dtypes,
 Python scalars, concrete arrays). Errors name the offending argument and say
 what to pass instead. Traced values cannot be checked here; see
-:mod:`softjax.checks` for opt-in runtime checks with ``jax.experimental.checkify``.
+:mod:`softjax.checks` for opt-in runtime checks with
+``jax.experimental.checkify``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import math
 import numbers
-from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -36,17 +37,21 @@ def as_float_array(x: Any, name: str = "x") -> jax.Array:
   dtype = getattr(x, "dtype", None)
   if dtype is None:
     raise TypeError(
-        f"`{name}` must be an array of scores, got {type(x).__name__}.")
+      f"`{name}` must be an array of scores, got {type(x).__name__}."
+    )
   if jnp.issubdtype(dtype, jnp.bool_):
     raise TypeError(
-        f"`{name}` has boolean dtype; scores must be real numbers. To mask "
-        "entries pass the boolean array as `where=` instead.")
+      f"`{name}` has boolean dtype; scores must be real numbers. To mask "
+      "entries pass the boolean array as `where=` instead."
+    )
   if jnp.issubdtype(dtype, jnp.complexfloating):
     raise TypeError(
-        f"`{name}` has complex dtype {dtype}; scores must be real. Pass "
-        f"`{name}.real` (or `jnp.abs({name})`) if that is what you mean.")
-  if not (jnp.issubdtype(dtype, jnp.floating)
-          or jnp.issubdtype(dtype, jnp.integer)):
+      f"`{name}` has complex dtype {dtype}; scores must be real. Pass "
+      f"`{name}.real` (or `jnp.abs({name})`) if that is what you mean."
+    )
+  if not (
+    jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
+  ):
     raise TypeError(f"`{name}` must have a numeric dtype, got {dtype}.")
   if jnp.issubdtype(dtype, jnp.integer):
     return jnp.asarray(x, dtype=jnp.result_type(float))
@@ -58,19 +63,22 @@ def check_axis_name(axis_name: Any) -> Any:
   if axis_name is None:
     return None
   names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
-  if not names or any(isinstance(n, (list, dict, set)) or n is None
-                      for n in names):
+  if not names or any(
+    isinstance(n, (list, dict, set)) or n is None for n in names
+  ):
     raise TypeError(
-        f"`axis_name` must be a mesh axis name or a tuple of names, got "
-        f"{axis_name!r}.")
+      f"`axis_name` must be a mesh axis name or a tuple of names, got "
+      f"{axis_name!r}."
+    )
   for n in names:
     try:
       jax.lax.axis_size(n)
     except NameError:
       raise ValueError(
-          f"`axis_name`={n!r} is not bound here. Pass it only inside "
-          "`jax.shard_map` or `jax.pmap` over that mesh axis, when the "
-          "normalised axis is split across it.") from None
+        f"`axis_name`={n!r} is not bound here. Pass it only inside "
+        "`jax.shard_map` or `jax.pmap` over that mesh axis, when the "
+        "normalised axis is split across it."
+      ) from None
   return axis_name
 
 
@@ -79,8 +87,9 @@ def compute_dtype(dtype: Any) -> Any:
   return jnp.promote_types(dtype, jnp.float32)
 
 
-def canonicalize_axis(axis: Axis, ndim: int, name: str = "axis"
-                      ) -> tuple[int, ...]:
+def canonicalize_axis(
+  axis: Axis, ndim: int, name: str = "axis"
+) -> tuple[int, ...]:
   """Returns ``axis`` as a sorted tuple of non-negative ints."""
   if axis is None:
     return tuple(range(ndim))
@@ -89,36 +98,40 @@ def canonicalize_axis(axis: Axis, ndim: int, name: str = "axis"
     axes = tuple(axes)
   except TypeError:
     raise TypeError(
-        f"`{name}` must be an int, a tuple of ints or None, got {axis!r}."
+      f"`{name}` must be an int, a tuple of ints or None, got {axis!r}."
     ) from None
   out = []
   for a in axes:
     if isinstance(a, bool) or not isinstance(a, numbers.Integral):
       raise TypeError(
-          f"`{name}` must be an int, a tuple of ints or None, got {axis!r}.")
+        f"`{name}` must be an int, a tuple of ints or None, got {axis!r}."
+      )
     if not -ndim <= a < ndim:
       raise ValueError(
-          f"`{name}`={axis!r} is out of range for an input with {ndim} "
-          f"dimension(s); valid values are {-ndim}..{ndim - 1}."
-          if ndim else
-          f"`{name}`={axis!r} is out of range: the input is a scalar, so "
-          "there is no axis to normalise over. Pass an array of scores.")
+        f"`{name}`={axis!r} is out of range for an input with {ndim} "
+        f"dimension(s); valid values are {-ndim}..{ndim - 1}."
+        if ndim
+        else f"`{name}`={axis!r} is out of range: the input is a scalar, so "
+        "there is no axis to normalise over. Pass an array of scores."
+      )
     out.append(int(a) % ndim)
   if len(set(out)) != len(out):
     raise ValueError(f"`{name}`={axis!r} names the same axis twice.")
   return tuple(sorted(out))
 
 
-def check_broadcastable(value: jax.Array, shape: tuple[int, ...], name: str,
-                        what: str = "broadcastable to `x`") -> None:
+def check_broadcastable(
+  value: jax.Array, shape: tuple[int, ...], name: str
+) -> None:
   try:
     broadcast = jnp.broadcast_shapes(jnp.shape(value), shape)
   except ValueError:
     broadcast = None
   if broadcast != tuple(shape):
     raise ValueError(
-        f"`{name}` has shape {jnp.shape(value)}, which is not {what} of "
-        f"shape {tuple(shape)}.")
+      f"`{name}` has shape {jnp.shape(value)}, which is not broadcastable "
+      f"to `x` of shape {tuple(shape)}."
+    )
 
 
 def check_where(where: Any, shape: tuple[int, ...]) -> jax.Array | None:
@@ -128,8 +141,9 @@ def check_where(where: Any, shape: tuple[int, ...]) -> jax.Array | None:
   where = jnp.asarray(where)
   if where.dtype != jnp.bool_:
     raise TypeError(
-        f"`where` must be a boolean mask, got dtype {where.dtype}. Pass "
-        "`mask.astype(bool)` (True keeps an entry).")
+      f"`where` must be a boolean mask, got dtype {where.dtype}. Pass "
+      "`mask.astype(bool)` (True keeps an entry)."
+    )
   check_broadcastable(where, shape, "where")
   return where
 
@@ -144,12 +158,14 @@ def _check_positive_finite(value: Any, name: str) -> None:
     raise ValueError(f"`{name}` must be finite, got {value!r}.")
   if (arr <= 0).any():
     raise ValueError(
-        f"`{name}` must be > 0, got {value!r}. A temperature near 0 gives "
-        "the arg-max; use a small positive value such as 1e-3 instead.")
+      f"`{name}` must be > 0, got {value!r}. A temperature near 0 gives "
+      "the arg-max; use a small positive value such as 1e-3 instead."
+    )
 
 
-def check_temperature(temperature: Any, shape: tuple[int, ...]
-                      ) -> float | jax.Array:
+def check_temperature(
+  temperature: Any, shape: tuple[int, ...]
+) -> float | jax.Array:
   """Returns a Python float, or a float array broadcastable to ``shape``."""
   if isinstance(temperature, bool):
     raise TypeError("`temperature` must be a number or an array, not a bool.")
@@ -185,15 +201,17 @@ def check_alpha_values(alpha: float | jax.Array) -> None:
   if np.isnan(arr).any() or (arr < 1).any():
     if arr.ndim == 0:
       raise ValueError(
-          f"`alpha` must be >= 1 (1 is softmax, 2 is sparsemax), got "
-          f"{float(arr)}.")
+        f"`alpha` must be >= 1 (1 is softmax, 2 is sparsemax), got "
+        f"{float(arr)}."
+      )
     raise ValueError(f"`alpha` must be >= 1 everywhere, got {alpha!r}.")
   if np.isinf(arr).any():
     raise ValueError("`alpha` must be finite; alpha -> inf is the arg-max.")
 
 
-def check_alpha(alpha: Any, shape: tuple[int, ...], axes: tuple[int, ...]
-                ) -> float | jax.Array:
+def check_alpha(
+  alpha: Any, shape: tuple[int, ...], axes: tuple[int, ...]
+) -> float | jax.Array:
   """Returns α as a Python float, or an array with size 1 along ``axes``."""
   a = _alpha_as_number_or_array(alpha)
   if isinstance(a, float):
@@ -203,9 +221,10 @@ def check_alpha(alpha: Any, shape: tuple[int, ...], axes: tuple[int, ...]
   a_shape = (1,) * (len(shape) - a.ndim) + a.shape
   if any(a_shape[i] != 1 for i in axes):
     raise ValueError(
-        f"`alpha` has shape {a.shape}: it must have size 1 along the "
-        f"normalised axis {axes} (one alpha per row or per head, e.g. shape "
-        "(heads, 1, 1) for scores (batch, heads, q, k)).")
+      f"`alpha` has shape {a.shape}: it must have size 1 along the "
+      f"normalised axis {axes} (one alpha per row or per head, e.g. shape "
+      "(heads, 1, 1) for scores (batch, heads, q, k))."
+    )
   # The original value: concrete even where its conversion is a tracer.
   check_alpha_values(alpha)
   return a
@@ -228,41 +247,50 @@ def check_key(key: Any, name: str = "key") -> Any:
   if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
     if shape != ():
       raise ValueError(
-          f"`{name}` holds {math.prod(shape)} keys of shape {shape}; pass one "
-          f"key, and `jax.vmap` over a batch of keys instead.")
+        f"`{name}` holds {math.prod(shape)} keys of shape {shape}; pass one "
+        f"key, and `jax.vmap` over a batch of keys instead."
+      )
     return key
   if dtype is not None and dtype == np.uint32 and shape == (2,):
     return key
   if dtype is not None and dtype == np.uint32 and shape[-1:] == (2,):
     raise ValueError(
-        f"`{name}` has shape {shape}: that is a batch of raw keys. Pass one "
-        f"key, and `jax.vmap` over a batch of keys instead.")
-  described = (type(key).__name__ if dtype is None
-               else f"an array of dtype {dtype} and shape {shape}")
+      f"`{name}` has shape {shape}: that is a batch of raw keys. Pass one "
+      f"key, and `jax.vmap` over a batch of keys instead."
+    )
+  described = (
+    type(key).__name__
+    if dtype is None
+    else f"an array of dtype {dtype} and shape {shape}"
+  )
   raise TypeError(
-      f"`{name}` must be a PRNG key from `jax.random.key(seed)` (or a legacy "
-      f"`jax.random.PRNGKey(seed)`), got {described}. The key comes first: "
-      f"`gumbel_softmax(key, logits)`.")
+    f"`{name}` must be a PRNG key from `jax.random.key(seed)` (or a legacy "
+    f"`jax.random.PRNGKey(seed)`), got {described}. The key comes first: "
+    f"`gumbel_softmax(key, logits)`."
+  )
 
 
 def check_callable(value: Any, name: str) -> Any:
   if not callable(value):
     raise TypeError(
-        f"`{name}` must be a callable such as `softjax.softmax` or "
-        f"`softjax.sparsemax`, got {type(value).__name__}.")
+      f"`{name}` must be a callable such as `softjax.softmax` or "
+      f"`softjax.sparsemax`, got {type(value).__name__}."
+    )
   return value
 
 
 def check_static_bool(value: Any, name: str) -> bool:
   if not isinstance(value, (bool, np.bool_)):
     raise TypeError(
-        f"`{name}` must be a Python bool (it changes the computation, so it "
-        f"cannot be traced), got {type(value).__name__}.")
+      f"`{name}` must be a Python bool (it changes the computation, so it "
+      f"cannot be traced), got {type(value).__name__}."
+    )
   return bool(value)
 
 
-def check_labels(labels: Any, shape: tuple[int, ...], axis: Axis,
-                 axes: tuple[int, ...]) -> tuple[jax.Array, bool]:
+def check_labels(
+  labels: Any, shape: tuple[int, ...], axis: Axis, axes: tuple[int, ...]
+) -> tuple[jax.Array, bool]:
   """Returns ``(labels, is_index)`` for a loss over ``axes`` of ``shape``.
 
   Integer labels are class ids (one per example, ``axis`` a single int);
@@ -272,41 +300,50 @@ def check_labels(labels: Any, shape: tuple[int, ...], axis: Axis,
     labels = np.asarray(labels)
   dtype = getattr(labels, "dtype", None)
   if dtype is None:
-    raise TypeError(
-        f"`labels` must be an array, got {type(labels).__name__}.")
+    raise TypeError(f"`labels` must be an array, got {type(labels).__name__}.")
   if jnp.issubdtype(dtype, jnp.bool_):
     raise TypeError(
-        "`labels` has boolean dtype. Pass integer class ids, or a one-hot / "
-        "soft target as floats: `labels.astype(jnp.float32)`.")
+      "`labels` has boolean dtype. Pass integer class ids, or a one-hot / "
+      "soft target as floats: `labels.astype(jnp.float32)`."
+    )
   if jnp.issubdtype(dtype, jnp.integer):
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
       raise ValueError(
-          f"`axis`={axis!r}: integer `labels` (class ids) need a single int "
-          "`axis`. For several class axes pass a one-hot (floating) target "
-          "of the shape of `logits` instead.")
+        f"`axis`={axis!r}: integer `labels` (class ids) need a single int "
+        "`axis`. For several class axes pass a one-hot (floating) target "
+        "of the shape of `logits` instead."
+      )
     expected = tuple(n for i, n in enumerate(shape) if i not in axes)
     if tuple(np.shape(labels)) != expected:
       raise ValueError(
-          f"`labels` has shape {tuple(np.shape(labels))}; integer class ids "
-          f"need one per example, shape {expected} (the shape of `logits` "
-          f"{tuple(shape)} without axis {axes[0]}).")
+        f"`labels` has shape {tuple(np.shape(labels))}; integer class ids "
+        f"need one per example, shape {expected} (the shape of `logits` "
+        f"{tuple(shape)} without axis {axes[0]})."
+      )
     # Returned unconverted: a NumPy array stays concrete (checkable) even
     # inside a jitted function, where its conversion would be a tracer.
     return labels, True
   if jnp.issubdtype(dtype, jnp.floating):
     if tuple(np.shape(labels)) != tuple(shape):
       raise ValueError(
-          f"`labels` has shape {tuple(np.shape(labels))}; floating labels are "
-          f"target distributions and need the shape of `logits`, "
-          f"{tuple(shape)}. For class ids pass an integer array.")
+        f"`labels` has shape {tuple(np.shape(labels))}; floating labels are "
+        f"target distributions and need the shape of `logits`, "
+        f"{tuple(shape)}. For class ids pass an integer array."
+      )
     return labels, False
   raise TypeError(
-      f"`labels` must be integer class ids or floating target distributions, "
-      f"got dtype {dtype}.")
+    f"`labels` must be integer class ids or floating target distributions, "
+    f"got dtype {dtype}."
+  )
 
 
-def check_label_values(labels: jax.Array, is_index: bool, n_classes: int,
-                       live: jax.Array | None, axes: tuple[int, ...]) -> None:
+def check_label_values(
+  labels: jax.Array,
+  is_index: bool,
+  n_classes: int,
+  live: jax.Array | None,
+  axes: tuple[int, ...],
+) -> None:
   """Checks concrete labels: ids in range, distributions on the simplex.
 
   ``live`` (concrete or None) marks the classes that are not masked; labels
@@ -318,53 +355,70 @@ def check_label_values(labels: jax.Array, is_index: bool, n_classes: int,
     live = None
     if not is_index:
       return
-  y = np.asarray(labels)
   if is_index:
-    bad = (y < 0) | (y >= n_classes)
-    if bad.any():
-      raise ValueError(
-          f"`labels` must be class ids in [0, {n_classes}), got "
-          f"{y[bad].ravel()[:5].tolist()}. To leave an example out, mask its "
-          "whole row with `where` or weight its loss by 0.")
-    if live is not None:
-      lv = np.moveaxis(np.asarray(live), axes[0], -1)
-      lv = np.broadcast_to(lv, y.shape + (n_classes,))
-      hit = np.take_along_axis(lv, y[..., None], axis=-1)[..., 0]
-      bad = ~hit & lv.any(-1)
-      if bad.any():
-        raise ValueError(
-            f"`labels` point at masked classes "
-            f"({y[bad].ravel()[:5].tolist()}); the loss would be +inf. "
-            "Unmask the target class, or mask the whole row to leave the "
-            "example out.")
+    _check_class_ids(np.asarray(labels), n_classes, live, axes)
+  else:
+    _check_distributions(np.asarray(labels), n_classes, live, axes)
+
+
+def _check_class_ids(y, n_classes, live, axes):
+  bad = (y < 0) | (y >= n_classes)
+  if bad.any():
+    raise ValueError(
+      f"`labels` must be class ids in [0, {n_classes}), got "
+      f"{y[bad].ravel()[:5].tolist()}. To leave an example out, mask its "
+      "whole row with `where` or weight its loss by 0."
+    )
+  if live is None:
     return
-  y = y.astype(np.float64)
+  lv = np.moveaxis(np.asarray(live), axes[0], -1)
+  lv = np.broadcast_to(lv, y.shape + (n_classes,))
+  hit = np.take_along_axis(lv, y[..., None], axis=-1)[..., 0]
+  bad = ~hit & lv.any(-1)
+  if bad.any():
+    raise ValueError(
+      f"`labels` point at masked classes "
+      f"({y[bad].ravel()[:5].tolist()}); the loss would be +inf. "
+      "Unmask the target class, or mask the whole row to leave the "
+      "example out."
+    )
+
+
+def _check_distributions(labels, n_classes, live, axes):
+  y = labels.astype(np.float64)
   if np.isnan(y).any():
     raise ValueError("`labels` contains NaN.")
   if (y < 0).any():
     raise ValueError(
-        f"`labels` must be non-negative (a distribution over classes), got "
-        f"{y[y < 0].ravel()[:5].tolist()}.")
-  lv = (np.ones(y.shape, bool) if live is None
-        else np.broadcast_to(np.asarray(live), y.shape))
+      f"`labels` must be non-negative (a distribution over classes), got "
+      f"{y[y < 0].ravel()[:5].tolist()}."
+    )
+  lv = (
+    np.ones(y.shape, bool)
+    if live is None
+    else np.broadcast_to(np.asarray(live), y.shape)
+  )
   row_live = lv.any(axis=axes)
   if ((y > 0) & ~lv).any(axis=axes)[row_live].any():
     raise ValueError(
-        "`labels` put mass on masked classes; the loss would be +inf. Make "
-        "the target 0 wherever `where` is False.")
+      "`labels` put mass on masked classes; the loss would be +inf. Make "
+      "the target 0 wherever `where` is False."
+    )
   eps = float(np.finfo(labels.dtype).eps)
   tol = max(math.sqrt(eps), 4 * n_classes * eps)
   sums = y.sum(axis=axes)
   off = (np.abs(sums - 1.0) > tol) & row_live
   if off.any():
     raise ValueError(
-        f"`labels` must sum to 1 along the class axis (floating labels are "
-        f"target distributions), got sums {sums[off].ravel()[:5].tolist()}. "
-        "For class ids pass an integer array.")
+      f"`labels` must sum to 1 along the class axis (floating labels are "
+      f"target distributions), got sums {sums[off].ravel()[:5].tolist()}. "
+      "For class ids pass an integer array."
+    )
 
 
-def check_alpha_per_example(alpha: Any, loss_shape: tuple[int, ...]
-                            ) -> float | jax.Array:
+def check_alpha_per_example(
+  alpha: Any, loss_shape: tuple[int, ...]
+) -> float | jax.Array:
   """α for a loss: a float, or an array broadcastable to the loss's shape."""
   a = _alpha_as_number_or_array(alpha)
   if isinstance(a, float):
@@ -376,9 +430,10 @@ def check_alpha_per_example(alpha: Any, loss_shape: tuple[int, ...]
     ok = False
   if not ok:
     raise ValueError(
-        f"`alpha` has shape {a.shape}; an array alpha holds one value per "
-        f"example and must be broadcastable to the loss's shape "
-        f"{tuple(loss_shape)} (the shape of `logits` without the class axis; "
-        "drop that axis from `alpha` rather than keeping it with size 1).")
+      f"`alpha` has shape {a.shape}; an array alpha holds one value per "
+      f"example and must be broadcastable to the loss's shape "
+      f"{tuple(loss_shape)} (the shape of `logits` without the class axis; "
+      "drop that axis from `alpha` rather than keeping it with size 1)."
+    )
   check_alpha_values(alpha)
   return a

@@ -20,16 +20,15 @@ Negative scores such as ``-0.4`` or ``-1e-3`` are read as scores, not options.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import math
 import re
 import sys
-from collections.abc import Sequence
 from typing import TextIO
 
 # A token that looks like a negative number ("-0.4", "-1e-3", "-.5"); argparse
 # alone would take "-1e-3" for an option.
-_NEGATIVE_NUMBER = re.compile(
-    r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _finite_float(text: str) -> float:
@@ -38,32 +37,54 @@ def _finite_float(text: str) -> float:
     value = float(text)
   except ValueError:
     raise argparse.ArgumentTypeError(
-        f"not a number: {text.strip()!r}") from None
+      f"not a number: {text.strip()!r}"
+    ) from None
   if not math.isfinite(value):
-    raise argparse.ArgumentTypeError(
-        f"must be finite, got {text.strip()!r}")
+    raise argparse.ArgumentTypeError(f"must be finite, got {text.strip()!r}")
   return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
-      prog="python -m softjax",
-      description="Print the distribution that each softjax normaliser "
-                  "(softmax, sparsemax, entmax15, α-entmax) gives to a few "
-                  "scores, with the support size of each.",
-      epilog="example: python -m softjax 2.3 1.1 -0.4 --alpha 1.25 3")
-  parser.add_argument("scores", nargs="+", type=_finite_float,
-                      metavar="SCORE", help="the scores (logits), e.g. 2.3 "
-                      "1.1 -0.4")
-  parser.add_argument("-t", "--temperature", type=_finite_float, default=1.0,
-                      metavar="T", help="positive temperature: the maps are "
-                      "applied to scores / T (default 1)")
-  parser.add_argument("-a", "--alpha", type=_finite_float, nargs="+",
-                      action="extend", default=[], metavar="A",
-                      help="also show α-entmax for each α >= 1 given (may be "
-                      "repeated; put it after the scores)")
-  parser.add_argument("--digits", type=int, default=4, metavar="N",
-                      help="decimals shown (default 4)")
+    prog="python -m softjax",
+    description="Print the distribution that each softjax normaliser "
+    "(softmax, sparsemax, entmax15, α-entmax) gives to a few "
+    "scores, with the support size of each.",
+    epilog="example: python -m softjax 2.3 1.1 -0.4 --alpha 1.25 3",
+  )
+  parser.add_argument(
+    "scores",
+    nargs="+",
+    type=_finite_float,
+    metavar="SCORE",
+    help="the scores (logits), e.g. 2.3 1.1 -0.4",
+  )
+  parser.add_argument(
+    "-t",
+    "--temperature",
+    type=_finite_float,
+    default=1.0,
+    metavar="T",
+    help="positive temperature: the maps are applied to scores / T (default 1)",
+  )
+  parser.add_argument(
+    "-a",
+    "--alpha",
+    type=_finite_float,
+    nargs="+",
+    action="extend",
+    default=[],
+    metavar="A",
+    help="also show α-entmax for each α >= 1 given (may be "
+    "repeated; put it after the scores)",
+  )
+  parser.add_argument(
+    "--digits",
+    type=int,
+    default=4,
+    metavar="N",
+    help="decimals shown (default 4)",
+  )
   return parser
 
 
@@ -78,9 +99,9 @@ def _protect_negative_numbers(argv: Sequence[str]) -> list[str]:
 
 def _format_probability(p: float, digits: int) -> str:
   if p == 0.0:
-    return "0"                   # an exact zero: outside the support
-  if p < 0.5 * 10.0 ** -digits:
-    return f"{p:.1e}"            # nonzero, but would print as 0.0000
+    return "0"  # an exact zero: outside the support
+  if p < 0.5 * 10.0**-digits:
+    return f"{p:.1e}"  # nonzero, but would print as 0.0000
   return f"{p:.{digits}f}"
 
 
@@ -88,9 +109,9 @@ def _format_score(value: float) -> str:
   return f"{value:g}"
 
 
-def compute_rows(scores: Sequence[float], temperature: float,
-                 alphas: Sequence[float]
-                 ) -> list[tuple[str, list[float]]]:
+def compute_rows(
+  scores: Sequence[float], temperature: float, alphas: Sequence[float]
+) -> list[tuple[str, list[float]]]:
   """``(name, probabilities)`` for each normaliser, in display order."""
   import jax.numpy as jnp  # noqa: PLC0415  (keeps `--help` fast)
   import numpy as np  # noqa: PLC0415
@@ -98,44 +119,59 @@ def compute_rows(scores: Sequence[float], temperature: float,
   import softjax  # noqa: PLC0415
 
   x = jnp.asarray(scores, dtype=jnp.float32)
-  maps = [("softmax", lambda v: softjax.softmax(v, temperature=temperature)),
-          ("sparsemax",
-           lambda v: softjax.sparsemax(v, temperature=temperature)),
-          ("entmax15", lambda v: softjax.entmax15(v, temperature=temperature))]
+  maps = [
+    ("softmax", lambda v: softjax.softmax(v, temperature=temperature)),
+    ("sparsemax", lambda v: softjax.sparsemax(v, temperature=temperature)),
+    ("entmax15", lambda v: softjax.entmax15(v, temperature=temperature)),
+  ]
   for alpha in alphas:
-    maps.append((f"entmax α={alpha:g}",
-                 lambda v, a=alpha: softjax.entmax(v, a,
-                                                   temperature=temperature)))
+    maps.append(
+      (
+        f"entmax α={alpha:g}",
+        lambda v, a=alpha: softjax.entmax(v, a, temperature=temperature),
+      )
+    )
   return [(name, [float(p) for p in np.asarray(f(x))]) for name, f in maps]
 
 
-def format_rows(rows: Sequence[tuple[str, Sequence[float]]],
-                digits: int = 4) -> str:
+def format_rows(
+  rows: Sequence[tuple[str, Sequence[float]]], digits: int = 4
+) -> str:
   """An aligned table: a column per score, then the support size."""
   n = len(rows[0][1])
-  cells = [[_format_probability(p, digits) for p in probs]
-           for _, probs in rows]
-  width = max([len(c) for row in cells for c in row] + [digits + 2] +
-              [len(f"p[{n - 1}]")])
+  cells = [[_format_probability(p, digits) for p in probs] for _, probs in rows]
+  width = max(
+    [len(c) for row in cells for c in row] + [digits + 2] + [len(f"p[{n - 1}]")]
+  )
   name_width = max(len("normaliser"), *(len(name) for name, _ in rows))
-  header = ("normaliser".ljust(name_width) + "  "
-            + "  ".join(f"p[{i}]".rjust(width) for i in range(n))
-            + "  " + "support")
+  header = (
+    "normaliser".ljust(name_width)
+    + "  "
+    + "  ".join(f"p[{i}]".rjust(width) for i in range(n))
+    + "  "
+    + "support"
+  )
   lines = [header, "-" * len(header)]
   for (name, probs), row in zip(rows, cells):
     support = sum(p > 0 for p in probs)
-    lines.append(name.ljust(name_width) + "  "
-                 + "  ".join(c.rjust(width) for c in row) + "  "
-                 + f"{support}/{n}".rjust(len("support")))
+    lines.append(
+      name.ljust(name_width)
+      + "  "
+      + "  ".join(c.rjust(width) for c in row)
+      + "  "
+      + f"{support}/{n}".rjust(len("support"))
+    )
   dense = {"softmax", "entmax α=1"}
   if any(name in dense and 0.0 in probs for name, probs in rows):
-    lines.append("(softmax is never sparse: its zeros here are float32 "
-                 "underflow)")
+    lines.append(
+      "(softmax is never sparse: its zeros here are float32 underflow)"
+    )
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None
-         ) -> int:
+def main(
+  argv: Sequence[str] | None = None, stdout: TextIO | None = None
+) -> int:
   """Runs the command line on ``argv`` (default ``sys.argv[1:]``).
 
   Returns the exit status: 0 on success. Bad arguments print a usage message
@@ -146,8 +182,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(_protect_negative_numbers(argv))
   if args.temperature <= 0:
-    parser.error(f"argument -t/--temperature: must be positive, got "
-                 f"{args.temperature:g}")
+    parser.error(
+      f"argument -t/--temperature: must be positive, got {args.temperature:g}"
+    )
   for alpha in args.alpha:
     if alpha < 1:
       parser.error(f"argument -a/--alpha: α must be >= 1, got {alpha:g}")
@@ -155,7 +192,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None
     parser.error(f"argument --digits: must be in 0..12, got {args.digits}")
   rows = compute_rows(args.scores, args.temperature, args.alpha)
   scores = ", ".join(_format_score(s) for s in args.scores)
-  print(f"scores [{scores}], temperature {_format_score(args.temperature)}",
-        file=stdout)
+  print(
+    f"scores [{scores}], temperature {_format_score(args.temperature)}",
+    file=stdout,
+  )
   print(format_rows(rows, args.digits), file=stdout)
   return 0

@@ -15,11 +15,12 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
 from softjax import _checks
 
@@ -32,7 +33,8 @@ class Rows(NamedTuple):
   reduction is followed by one collective, so the full row is never gathered.
   Hashable, so it can be a static argument of ``custom_vjp``/``custom_jvp``.
   """
-  axes: tuple[int, ...]              # sorted, non-negative
+
+  axes: tuple[int, ...]  # sorted, non-negative
   axis_name: Hashable | None = None  # mesh axis (or tuple of axes) or None
 
   def sum(self, x: jax.Array, chunks: int = 1) -> jax.Array:
@@ -42,9 +44,10 @@ class Rows(NamedTuple):
     if chunks == 1:
       total = jnp.sum(x, axis=self.axes, keepdims=True)
     else:
-      a, = self.axes
-      split = x.reshape(x.shape[:a] + (chunks, x.shape[a] // chunks)
-                        + x.shape[a + 1:])
+      (a,) = self.axes
+      split = x.reshape(
+        x.shape[:a] + (chunks, x.shape[a] // chunks) + x.shape[a + 1 :]
+      )
       # The barrier keeps XLA from fusing the two sums back into one.
       partial = lax.optimization_barrier(jnp.sum(split, axis=a + 1))
       total = jnp.sum(partial, axis=a, keepdims=True)
@@ -74,19 +77,30 @@ class Rows(NamedTuple):
 
 
 class Prepared(NamedTuple):
-  x: jax.Array               # scores in the compute dtype, masked with -inf
-  rows: Rows                 # normalised axes and the mesh axis they span
+  x: jax.Array  # scores in the compute dtype, masked with -inf
+  rows: Rows  # normalised axes and the mesh axis they span
   temperature: jax.Array | None  # array temperature, or None (already applied)
-  out_dtype: Any             # dtype the result is returned in
+  out_dtype: Any  # dtype the result is returned in
+  where: jax.Array | None = None  # the checked mask, if one was given
 
   @property
   def axes(self) -> tuple[int, ...]:
     return self.rows.axes
 
 
-def prepare(x: Any, axis: _checks.Axis, where: Any, temperature: Any,
-            axis_name: Any = None) -> Prepared:
-  x = _checks.as_float_array(x)
+def prepare(
+  x: Any,
+  axis: _checks.Axis,
+  where: Any,
+  temperature: Any,
+  axis_name: Any = None,
+  name: str = "x",
+) -> Prepared:
+  """Checks a normaliser's arguments and masks and scales the scores.
+
+  ``name`` is the scores' argument name, for error messages.
+  """
+  x = _checks.as_float_array(x, name)
   axes = _checks.canonicalize_axis(axis, x.ndim)
   rows = Rows(axes, _checks.check_axis_name(axis_name))
   where = _checks.check_where(where, x.shape)
@@ -103,11 +117,12 @@ def prepare(x: Any, axis: _checks.Axis, where: Any, temperature: Any,
     temperature = None
   else:
     temperature = temperature.astype(cdtype)
-  return Prepared(x, rows, temperature, out_dtype)
+  return Prepared(x, rows, temperature, out_dtype, where)
 
 
-def varies_along(value: jax.Array | None, ndim: int, axes: tuple[int, ...]
-                 ) -> bool:
+def varies_along(
+  value: jax.Array | None, ndim: int, axes: tuple[int, ...]
+) -> bool:
   """Whether an array argument takes different values along ``axes``."""
   if value is None:
     return False
@@ -151,25 +166,31 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   # make the derivative of the maximum 0/0 there (no entry equals it).
   m = jnp.maximum(rows.max(x), -big)
   shift = jnp.minimum(m * 0.25, big)
-  z = jnp.minimum(x * 0.25 - shift, 0.0) * 4.0
+  # The 0 is a per-row array (shift * 0: not folded) rather than a constant,
+  # which XLA:CPU would materialise as a full-size array when another
+  # fusion uses the same constant (see _threshold.find_threshold).
+  z = jnp.minimum(x * 0.25 - shift, shift * 0.0) * 4.0
   return z, m
 
 
-def shift_rows_for_exp(x: jax.Array, rows: Rows
-                       ) -> tuple[jax.Array, jax.Array]:
-  """Like :func:`shift_rows` for callers that only take ``exp`` of ``z``.
+def shift_rows_for_exp(
+  x: jax.Array, rows: Rows
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Like :func:`shift_rows` for callers that take ``exp`` of ``z``.
 
   Finite entries of a row that holds ``+inf`` come out at ``-0.75 *
   finfo.max`` or below rather than at ``-inf``; ``exp`` sends both to exactly
   0, and everything else is as in :func:`shift_rows`. This saves the scale by
-  4 there, one of only three ops per entry: ``z = min(x * a - s, 0)``.
+  4 there, one of only three ops per entry: ``z = min(x * a - s, 0)``. A
+  caller that needs the exact ``-inf`` (log_softmax) multiplies by the
+  per-row ``1 / a``, which sends those entries past ``-finfo.max``.
 
   The per-row scale ``a`` (1, or 1/4 in rows holding ``+inf``) and shift
   ``s`` cost a select per row, not per entry: finite rows get ``x * 1 - m``,
   which is exact, and ``+inf`` rows the quarters of :func:`shift_rows`.
   softmax's speed rests on this (see docs/benchmarks.md): per-entry ops, not
-  per-row ones, are what cost on XLA:CPU. ``m`` is the row maximum (not
-  floored).
+  per-row ones, are what cost on XLA:CPU. Returns ``(z, m, a)``; ``m`` is
+  the row maximum (not floored).
   """
   big = float(jnp.finfo(x.dtype).max)
   m = rows.max(x)
@@ -178,7 +199,7 @@ def shift_rows_for_exp(x: jax.Array, rows: Rows
   # Differentiable in m, like shift_rows: the min below ties at each row's
   # maximum, where m's derivative cancels the entry's (second order).
   s = jnp.where(holds_inf, jnp.asarray(big, x.dtype), jnp.maximum(m, -big))
-  return jnp.minimum(x * a - s, 0.0), m
+  return jnp.minimum(x * a - s, 0.0), m, a
 
 
 def safe_total(total: jax.Array) -> jax.Array:
@@ -232,7 +253,7 @@ def _varying(value: jax.Array) -> frozenset:
   manual = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
   if manual is not None:
     return frozenset(manual.varying)
-  return frozenset(getattr(aval, "vma", ()))        # older JAX
+  return frozenset(getattr(aval, "vma", ()))  # older JAX
 
 
 def match_vma(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
@@ -254,9 +275,12 @@ def param_cotangent(value: jax.Array, primal: jax.Array) -> jax.Array:
   return match_vma(reduce_to_shape(value, primal.shape), primal)
 
 
-def temperature_cotangent(du: jax.Array, centred: jax.Array,
-                          temperature: jax.Array,
-                          shift: jax.Array | None) -> jax.Array:
+def temperature_cotangent(
+  du: jax.Array,
+  centred: jax.Array,
+  temperature: jax.Array,
+  shift: jax.Array | None,
+) -> jax.Array:
   """Cotangent of ``T`` in ``u = x / T`` from the cotangent ``du`` of ``u``.
 
   ``dT = -sum(du * u) / T``. The normalisers recover ``u`` from their output

@@ -10,60 +10,101 @@ import jax.numpy as jnp
 
 from softjax import _checks
 from softjax import _core
+from softjax import _docs
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _dense(x: jax.Array, temperature: jax.Array | None,
-           rows: _core.Rows, log: bool) -> jax.Array:
-  return _dense_fwd(x, temperature, rows, log)[0]
+def forward(
+  x: jax.Array, temperature: jax.Array | None, rows: _core.Rows, log: bool
+) -> tuple[jax.Array, tuple[Any, ...]]:
+  """The forward pass of :func:`normalise`: ``(out, residuals)``.
 
-
-def _dense_fwd(x, temperature, rows, log):
+  Plain JAX, so callers that need the output differentiable to second order
+  (the losses) call this directly. The one output-sized residual is the
+  probabilities ``p``, for log_softmax too, whose backward ``g - p Σg`` then
+  needs no ``exp`` (a second transcendental per entry is what kept it at 2x
+  ``jax.nn.log_softmax``). Only with an array temperature, whose cotangent
+  needs every live entry's log-probability (``p`` loses it where it
+  underflows), does log_softmax keep its output instead.
+  """
   u = _core.scale(x, temperature)
-  # log_softmax outputs the shifted scores themselves, so it needs the exact
-  # -inf of shift_rows; softmax only takes exp of them.
-  shift_rows = _core.shift_rows if log else _core.shift_rows_for_exp
-  shifted, m = shift_rows(u, rows)
+  shifted, m, scale = _core.shift_rows_for_exp(u, rows)
   unnormalized = jnp.exp(shifted)
   total = _core.exp_total(rows.sum(unnormalized))
   if log:
-    out = shifted - jnp.log(total)
+    # log_softmax outputs the shifted scores, so it needs the exact -inf of
+    # the finite entries of rows holding +inf (see shift_rows_for_exp).
+    out = shifted * (1.0 / scale) - jnp.log(total)
+    saved = out if temperature is not None else unnormalized / total
   else:
-    out = unnormalized / total
+    out = saved = unnormalized / total
   shift = None
   if _core.varies_along(temperature, x.ndim, rows.axes):
     shift = _core.finite_or_zero(m + jnp.log(total))
-  return out, (out, temperature, shift)
+  return out, (saved, temperature, shift)
 
 
-def _dense_bwd(rows, log, res, g):
-  out, temperature, shift = res
-  if log:
-    # -inf outputs are constants (masked entries); their cotangent is dropped.
-    live = out > -jnp.inf
-    g = jnp.where(live, g, jnp.zeros((), g.dtype))
-    du = g - jnp.exp(out) * rows.sum(g)
-    centred = jnp.where(live, out, jnp.zeros((), out.dtype))
+def _backward(rows, log, res, g):
+  saved, temperature, shift = res
+  if not log:
+    p = saved
+    du = p * (g - rows.sum(g * p))
+    centred = None if temperature is None else _safe_log(p)
+  elif temperature is None:
+    # `saved` is p. A -inf output has p = 0 and takes no part; its own
+    # cotangent is 0 for any finite function of the outputs (log_softmax
+    # drops it explicitly for entries masked with `where`).
+    du = g - saved * rows.sum(g)
   else:
-    du = out * (g - rows.sum(g * out))
-    # log p up to a per-row constant; the safe argument avoids log(0) even in
-    # the discarded branch, which would poison second derivatives.
-    positive = out > 0
-    centred = jnp.where(positive,
-                        jnp.log(jnp.where(positive, out, jnp.ones((), out.dtype))),
-                        jnp.zeros((), out.dtype))
+    # `saved` is the output; -inf outputs are constants whose cotangent is
+    # dropped.
+    live = saved > -jnp.inf
+    g = jnp.where(live, g, jnp.zeros((), g.dtype))
+    du = g - jnp.exp(saved) * rows.sum(g)
+    centred = jnp.where(live, saved, jnp.zeros((), saved.dtype))
   if temperature is None:
     return du, None
   dt = _core.temperature_cotangent(du, centred, temperature, shift)
   return du / temperature, dt
 
 
-_dense.defvjp(_dense_fwd, _dense_bwd)
+def _safe_log(p: jax.Array) -> jax.Array:
+  """``log p`` where ``p > 0``, else 0 (log p up to a per-row constant).
+
+  The safe argument avoids ``log(0)`` even in the discarded branch, which
+  would poison second derivatives.
+  """
+  positive = p > 0
+  return jnp.where(
+    positive,
+    jnp.log(jnp.where(positive, p, jnp.ones((), p.dtype))),
+    jnp.zeros((), p.dtype),
+  )
 
 
-def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-            temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def normalise(
+  x: jax.Array, temperature: jax.Array | None, rows: _core.Rows, log: bool
+) -> jax.Array:
+  """softmax (``log=False``) or log_softmax of prepared scores.
+
+  A ``custom_vjp`` keeping only the probabilities (and an array
+  temperature).
+  """
+  return forward(x, temperature, rows, log)[0]
+
+
+normalise.defvjp(forward, _backward)
+
+
+@_docs.shared
+def softmax(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Softmax: scores to a dense probability distribution.
 
   .. math::
@@ -79,28 +120,19 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   an array temperature): :math:`\bar x = p \odot (g - \langle g, p\rangle)`.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16`` and
-      ``bfloat16`` are computed in float32 and returned in their own dtype.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. A row with every entry masked gives zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the result is ``softmax(x / T)``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    x: {x}
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x`` whose entries along
     ``axis`` are non-negative and sum to 1.
 
   Raises:
-    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
-      ``where`` not broadcastable to ``x``.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -113,16 +145,23 @@ def softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     array([0.016, 0.867, 0.117], dtype=float32)
 
   References:
-    J. S. Bridle, "Probabilistic interpretation of feedforward classification
-    network outputs", Neurocomputing, 1990.
+    {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(_dense(prep.x, prep.temperature, prep.rows, False), prep)
+  return _core.finish(
+    normalise(prep.x, prep.temperature, prep.rows, False), prep
+  )
 
 
-def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-                temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def log_softmax(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Log-softmax: the logarithm of :func:`softmax`, computed stably.
 
   .. math::
@@ -130,23 +169,28 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     \qquad m = \max_j x_j / T.
 
   Huge logits stay finite. The gradient is a ``jax.custom_vjp`` that keeps
-  only the output :math:`\ell`: :math:`\bar x = g - e^{\ell} \sum_j g_j`.
+  only the probabilities :math:`p = e^{\ell}`:
+  :math:`\bar x = g - p \sum_j g_j`, with no second transcendental (an
+  array temperature keeps :math:`\ell` instead, whose cotangent needs it).
+  The cotangent of a ``-inf`` output is dropped for entries masked with
+  ``where``; for a ``-inf`` score it is 0 whenever the function of the
+  outputs being differentiated is finite.
 
   Args:
-    x: scores; any real dtype (see :func:`softmax`).
-    axis: the axis or axes to normalise over.
+    x: {x}
+    axis: {axis}
     where: optional boolean mask broadcastable to ``x``; ``False`` entries get
       ``-inf`` and a zero gradient.
-    temperature: a positive float, or a positive array broadcastable to ``x``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``; ``exp`` of it sums to 1
     along ``axis`` (to 0 on rows where every entry is masked).
+
+  Raises:
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -158,8 +202,12 @@ def log_softmax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     array([0.09 , 0.665, 0.245], dtype=float32)
 
   References:
-    J. S. Bridle, "Probabilistic interpretation of feedforward classification
-    network outputs", Neurocomputing, 1990.
+    {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  return _core.finish(_dense(prep.x, prep.temperature, prep.rows, True), prep)
+  out = normalise(prep.x, prep.temperature, prep.rows, True)
+  if prep.where is not None:
+    # Masked outputs are the constant -inf: this drops their cotangents,
+    # which the backward pass (keeping only p) could not tell apart.
+    out = jnp.where(prep.where, out, -jnp.inf)
+  return _core.finish(out, prep)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
+import math
 from typing import Any
 
 import jax
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from softjax import _checks
 from softjax import _core
-from softjax import _dense
+from softjax._dense import softmax
 
 
 @jax.custom_vjp
@@ -48,8 +48,11 @@ def _first_argmax_one_hot(values: jax.Array, rows: _core.Rows) -> jax.Array:
   index = jnp.zeros((1,) * values.ndim, jnp.int32)
   stride = 1
   for a in reversed(rows.axes):
-    iota = jax.lax.broadcasted_iota(jnp.int32, [
-        values.shape[i] if i == a else 1 for i in range(values.ndim)], a)
+    iota = jax.lax.broadcasted_iota(
+      jnp.int32,
+      [values.shape[i] if i == a else 1 for i in range(values.ndim)],
+      a,
+    )
     index = index + iota * stride
     stride *= values.shape[a]
   if rows.axis_name is not None:
@@ -62,8 +65,9 @@ def _first_argmax_one_hot(values: jax.Array, rows: _core.Rows) -> jax.Array:
   return (hit & (index == first)).astype(values.dtype)
 
 
-def _hard_sample(soft: jax.Array, scores: jax.Array, noise: jax.Array,
-                 rows: _core.Rows) -> jax.Array:
+def _hard_sample(
+  soft: jax.Array, scores: jax.Array, noise: jax.Array, rows: _core.Rows
+) -> jax.Array:
   """The one-hot arg-max of ``soft``, with the limits of the finite case.
 
   ``scores`` are the perturbed logits with masked entries at ``-inf``.
@@ -90,11 +94,17 @@ def _hard_sample(soft: jax.Array, scores: jax.Array, noise: jax.Array,
   return jnp.where(has_nan, jnp.nan, one_hot).astype(soft.dtype)
 
 
-def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
-                   axis: _checks.Axis = -1, *, hard: bool = False,
-                   where: Any = None,
-                   normalizer: Callable[..., jax.Array] = _dense.softmax,
-                   axis_name: Any = None) -> jax.Array:
+def gumbel_softmax(
+  key: Any,
+  logits: Any,
+  temperature: float | jax.Array = 1.0,
+  axis: _checks.Axis = -1,
+  *,
+  hard: bool = False,
+  where: Any = None,
+  normalizer: Callable[..., jax.Array] = softmax,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Gumbel-Softmax: a relaxed, differentiable categorical sample.
 
   With Gumbel noise :math:`G_i = -\log(-\log U_i)`, :math:`U_i \sim U(0, 1)`,
@@ -192,21 +202,19 @@ def gumbel_softmax(key: Any, logits: Any, temperature: float | jax.Array = 1.0,
   key = _checks.check_key(key)
   hard = _checks.check_static_bool(hard, "hard")
   normalizer = _checks.check_callable(normalizer, "normalizer")
-  logits = _checks.as_float_array(logits, "logits")
-  axes = _checks.canonicalize_axis(axis, logits.ndim)
-  rows = _core.Rows(axes, _checks.check_axis_name(axis_name))
-  where = _checks.check_where(where, logits.shape)
-  out_dtype = logits.dtype
-  cdtype = _checks.compute_dtype(out_dtype)
+  # The temperature is left to the normaliser, which applies it.
+  prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   if axis_name is not None:
     # Independent noise on every shard of the row.
     key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-  noise = jax.random.gumbel(key, logits.shape, cdtype)
-  scores = logits.astype(cdtype) + noise
+  noise = jax.random.gumbel(key, prep.x.shape, prep.x.dtype)
+  # Masked scores stay -inf; `where` is passed on all the same, since a
+  # custom normaliser may treat it otherwise than a -inf score.
+  scores = prep.x + noise
   extra = {} if axis_name is None else {"axis_name": axis_name}
-  soft = normalizer(scores, axis=axis, where=where, temperature=temperature,
-                    **extra)
+  soft = normalizer(
+    scores, axis=axis, where=where, temperature=temperature, **extra
+  )
   if hard:
-    masked = scores if where is None else jnp.where(where, scores, -jnp.inf)
-    soft = _straight_through(soft, _hard_sample(soft, masked, noise, rows))
-  return soft.astype(out_dtype)
+    soft = _straight_through(soft, _hard_sample(soft, scores, noise, prep.rows))
+  return soft.astype(prep.out_dtype)

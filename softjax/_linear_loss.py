@@ -36,16 +36,18 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from collections.abc import Hashable
 import functools
 import math
 import numbers
-from collections.abc import Callable, Hashable
-from typing import Any, NamedTuple
+from typing import Any
+from typing import NamedTuple
 
 import jax
+from jax import lax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from softjax import _checks
 from softjax import _core
@@ -68,8 +70,9 @@ class Vocab(NamedTuple):
   faster to run, 3x slower to compile (forward, V = 32000, chunk 2048).
   Hashable: a static argument of the custom VJPs.
   """
-  size: int                          # classes on this device
-  chunk: int                         # classes per block
+
+  size: int  # classes on this device
+  chunk: int  # classes per block
   axis_name: Hashable | None = None  # mesh axis the vocabulary is split over
 
   @property
@@ -83,8 +86,9 @@ class Vocab(NamedTuple):
 
 class Chunk(NamedTuple):
   """One block of classes, as the loop body hands it to a statistic."""
-  z: jax.Array      # [T, size] float32 logits of the block
-  w: jax.Array      # [d, size] float32 columns of W
+
+  z: jax.Array  # [T, size] float32 logits of the block
+  w: jax.Array  # [d, size] float32 columns of W
   start: jax.Array  # index of the block's first class on this device
 
 
@@ -93,8 +97,7 @@ class Chunk(NamedTuple):
 # --------------------------------------------------------------------------
 
 
-def zeros(shape: tuple[int, ...], *like: Any, dtype: Any = _F32
-          ) -> jax.Array:
+def zeros(shape: tuple[int, ...], *like: Any, dtype: Any = _F32) -> jax.Array:
   """Zeros that vary over the mesh axes that ``like`` vary over.
 
   Inside ``shard_map`` a loop carry must keep its type, and the blocks'
@@ -109,8 +112,9 @@ def zeros(shape: tuple[int, ...], *like: Any, dtype: Any = _F32
   return out
 
 
-def chunk(h: jax.Array, w: jax.Array, b: jax.Array | None, start: Any,
-          size: int) -> Chunk:
+def chunk(
+  h: jax.Array, w: jax.Array, b: jax.Array | None, start: Any, size: int
+) -> Chunk:
   """The logits of classes ``[start, start + size)`` in float32.
 
   ``h`` is float32 already; the block of ``W`` is cast here (``d × size``)
@@ -127,10 +131,16 @@ def chunk(h: jax.Array, w: jax.Array, b: jax.Array | None, start: Any,
   return Chunk(z, w_c, start)
 
 
-def scan_vocab(h: jax.Array, w: jax.Array, b: jax.Array | None,
-               vocab: Vocab, add: Callable[[Any, Chunk], Any],
-               carry: Any) -> Any:
+def scan_vocab(
+  h: jax.Array,
+  w: jax.Array,
+  b: jax.Array | None,
+  vocab: Vocab,
+  add: Callable[[Any, Chunk], Any],
+  carry: Any,
+) -> Any:
   """``carry = add(carry, chunk)`` for each block of classes, in order."""
+
   def body(carry, i):
     return add(carry, chunk(h, w, b, i * vocab.chunk, vocab.chunk)), None
 
@@ -163,6 +173,7 @@ def n_classes(vocab: Vocab) -> int:
 
 class LSE(NamedTuple):
   """Online log-sum-exp: ``Σ exp z = s exp(m)`` over the blocks seen."""
+
   m: jax.Array  # [T] running maximum, floored at -finfo.max
   s: jax.Array  # [T] running Σ exp(z - m)
 
@@ -176,8 +187,7 @@ def lse_start(tokens: int, *like: Any) -> LSE:
 
 def lse_add(stat: LSE, c: Chunk) -> LSE:
   m = jnp.maximum(stat.m, jnp.max(c.z, axis=-1))
-  s = (stat.s * jnp.exp(stat.m - m)
-       + jnp.sum(jnp.exp(c.z - m[:, None]), axis=-1))
+  s = stat.s * jnp.exp(stat.m - m) + jnp.sum(jnp.exp(c.z - m[:, None]), axis=-1)
   return LSE(m, s)
 
 
@@ -223,8 +233,13 @@ def lse_finish(stat: LSE, axis_name: Hashable | None) -> jax.Array:
 # --------------------------------------------------------------------------
 
 
-def label_logits(h: jax.Array, w: jax.Array, b: jax.Array | None,
-                 labels: jax.Array, vocab: Vocab) -> jax.Array:
+def label_logits(
+  h: jax.Array,
+  w: jax.Array,
+  b: jax.Array | None,
+  labels: jax.Array,
+  vocab: Vocab,
+) -> jax.Array:
   """``z_y = h · W[:, y] + b[y]`` per token, from the label's column only.
 
   Global ids; with ``axis_name`` the device holding the label contributes it
@@ -234,7 +249,7 @@ def label_logits(h: jax.Array, w: jax.Array, b: jax.Array | None,
   local = labels - class_offset(vocab)
   mine = (local >= 0) & (local < vocab.size)
   ids = jnp.where(mine, local, 0)
-  cols = jnp.take(w, ids, axis=1).astype(_F32)          # [d, T]
+  cols = jnp.take(w, ids, axis=1).astype(_F32)  # [d, T]
   z_y = jnp.einsum("td,dt->t", h, cols)
   if b is not None:
     z_y = z_y + jnp.take(b, ids).astype(_F32)
@@ -255,8 +270,7 @@ def valid_labels(labels: jax.Array, vocab: Vocab) -> jax.Array:
 
 def softmax_fwd_pass(h, w, b, labels, vocab):
   """Returns ``(loss, lse)`` per token; ``h`` is float32."""
-  stat = scan_vocab(h, w, b, vocab, lse_add,
-                    lse_start(h.shape[0], h, w, b))
+  stat = scan_vocab(h, w, b, vocab, lse_add, lse_start(h.shape[0], h, w, b))
   lse = lse_finish(stat, vocab.axis_name)
   z_y = label_logits(h, w, b, labels, vocab)
   loss = jnp.maximum(lse - z_y, 0.0)
@@ -281,15 +295,20 @@ def softmax_bwd_pass(h, w, b, labels, lse, g, vocab):
     dz = g[:, None] * jnp.where(ids == local, p - 1.0, p)
     dh = dh + jnp.dot(dz, c.w.T)
     dw = lax.dynamic_update_slice_in_dim(
-        dw, jnp.dot(h.T, dz).astype(dw.dtype), c.start, axis=1)
+      dw, jnp.dot(h.T, dz).astype(dw.dtype), c.start, axis=1
+    )
     if db is not None:
       db = lax.dynamic_update_slice_in_dim(
-          db, jnp.sum(dz, axis=0).astype(db.dtype), c.start, axis=0)
+        db, jnp.sum(dz, axis=0).astype(db.dtype), c.start, axis=0
+      )
     return dh, dw, db
 
   like = (h, w, b, g)
-  carry = (zeros(h.shape, *like), zeros(w.shape, *like, dtype=w.dtype),
-           None if b is None else zeros(b.shape, *like, dtype=b.dtype))
+  carry = (
+    zeros(h.shape, *like),
+    zeros(w.shape, *like, dtype=w.dtype),
+    None if b is None else zeros(b.shape, *like, dtype=b.dtype),
+  )
   return scan_vocab(h, w, b, vocab, add, carry)
 
 
@@ -327,11 +346,13 @@ _softmax_loss.defvjp(_softmax_loss_fwd, _softmax_loss_bwd)
 def _check_chunk_size(chunk_size: Any, n: int) -> int:
   if chunk_size is None:
     return max(1, min(DEFAULT_CHUNK, n))
-  if (isinstance(chunk_size, bool)
-      or not isinstance(chunk_size, numbers.Integral)):
+  if isinstance(chunk_size, bool) or not isinstance(
+    chunk_size, numbers.Integral
+  ):
     raise TypeError(
-        f"`chunk_size` must be a positive int (classes per block) or None, "
-        f"got {chunk_size!r}.")
+      f"`chunk_size` must be a positive int (classes per block) or None, "
+      f"got {chunk_size!r}."
+    )
   if chunk_size < 1:
     raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
   return max(1, min(int(chunk_size), n))
@@ -343,74 +364,98 @@ def _check_labels(labels: Any, batch: tuple[int, ...]) -> Any:
   dtype = getattr(labels, "dtype", None)
   if dtype is None:
     raise TypeError(
-        f"`labels` must be an array of class ids, got {type(labels).__name__}.")
-  if (jnp.issubdtype(dtype, jnp.bool_)
-      or not jnp.issubdtype(dtype, jnp.integer)):
+      f"`labels` must be an array of class ids, got {type(labels).__name__}."
+    )
+  if jnp.issubdtype(dtype, jnp.bool_) or not jnp.issubdtype(dtype, jnp.integer):
     raise TypeError(
-        f"`labels` has dtype {dtype}; the fused losses take integer class "
-        "ids only (soft targets would need the [tokens, V] matrix this "
-        "function avoids). For soft targets compute the logits and use "
-        "softjax.losses.softmax_loss and friends.")
+      f"`labels` has dtype {dtype}; the fused losses take integer class "
+      "ids only (soft targets would need the [tokens, V] matrix this "
+      "function avoids). For soft targets compute the logits and use "
+      "softjax.losses.softmax_loss and friends."
+    )
   if tuple(np.shape(labels)) != batch:
     raise ValueError(
-        f"`labels` has shape {tuple(np.shape(labels))}; it needs one class "
-        f"id per token, the shape of `hidden` without its last axis, "
-        f"{batch}.")
+      f"`labels` has shape {tuple(np.shape(labels))}; it needs one class "
+      f"id per token, the shape of `hidden` without its last axis, "
+      f"{batch}."
+    )
   return labels
 
 
 class Prepared(NamedTuple):
-  h: jax.Array            # [T, d], the caller's dtype
-  w: jax.Array            # [d, V_local]
-  b: jax.Array | None     # [V_local] or None
-  labels: jax.Array       # [T] integer class ids (global)
+  h: jax.Array  # [T, d], the caller's dtype
+  w: jax.Array  # [d, V_local]
+  b: jax.Array | None  # [V_local] or None
+  labels: jax.Array  # [T] integer class ids (global)
   vocab: Vocab
   batch: tuple[int, ...]  # the shape of the loss
   out_dtype: Any
 
 
-def prepare(hidden: Any, weight: Any, labels: Any, bias: Any,
-            chunk_size: Any, axis_name: Any) -> Prepared:
+def prepare(
+  hidden: Any,
+  weight: Any,
+  labels: Any,
+  bias: Any,
+  chunk_size: Any,
+  axis_name: Any,
+) -> Prepared:
   """Validates the arguments of a fused loss; flattens the tokens."""
   hidden = _checks.as_float_array(hidden, "hidden")
   weight = _checks.as_float_array(weight, "weight")
   if weight.ndim != 2:
     raise ValueError(
-        f"`weight` must be a matrix [d, V] (a Dense kernel; for tied "
-        f"embeddings [V, d] pass `embedding.T`), got shape {weight.shape}.")
+      f"`weight` must be a matrix [d, V] (a Dense kernel; for tied "
+      f"embeddings [V, d] pass `embedding.T`), got shape {weight.shape}."
+    )
   if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[0]:
     raise ValueError(
-        f"`hidden` has shape {hidden.shape} and `weight` {weight.shape}: "
-        f"the last axis of `hidden` (d) must match the first of `weight` "
-        f"(weight is [d, V]; for tied embeddings [V, d] pass "
-        f"`embedding.T`).")
+      f"`hidden` has shape {hidden.shape} and `weight` {weight.shape}: "
+      f"the last axis of `hidden` (d) must match the first of `weight` "
+      f"(weight is [d, V]; for tied embeddings [V, d] pass "
+      f"`embedding.T`)."
+    )
   if weight.shape[1] == 0:
-    raise ValueError("`weight` has no classes (shape "
-                     f"{weight.shape}); V must be at least 1.")
+    raise ValueError(
+      f"`weight` has no classes (shape {weight.shape}); V must be at least 1."
+    )
   if bias is not None:
     bias = _checks.as_float_array(bias, "bias")
     if bias.shape != (weight.shape[1],):
       raise ValueError(
-          f"`bias` has shape {bias.shape}; it needs one entry per class of "
-          f"`weight` {weight.shape}, shape ({weight.shape[1]},).")
+        f"`bias` has shape {bias.shape}; it needs one entry per class of "
+        f"`weight` {weight.shape}, shape ({weight.shape[1]},)."
+      )
   batch = hidden.shape[:-1]
   labels = _check_labels(labels, batch)
   axis_name = _checks.check_axis_name(axis_name)
-  vocab = Vocab(weight.shape[1],
-                _check_chunk_size(chunk_size, weight.shape[1]), axis_name)
+  vocab = Vocab(
+    weight.shape[1], _check_chunk_size(chunk_size, weight.shape[1]), axis_name
+  )
   _checks.check_label_values(labels, True, n_classes(vocab), None, (0,))
-  dtypes = [hidden.dtype, weight.dtype] + ([] if bias is None
-                                           else [bias.dtype])
+  dtypes = [hidden.dtype, weight.dtype] + ([] if bias is None else [bias.dtype])
   out_dtype = jnp.result_type(*dtypes)
   tokens = math.prod(batch)
-  return Prepared(hidden.reshape(tokens, hidden.shape[-1]), weight, bias,
-                  jnp.asarray(labels).astype(jnp.int32).reshape(tokens),
-                  vocab, batch,
-                  out_dtype)
+  return Prepared(
+    hidden.reshape(tokens, hidden.shape[-1]),
+    weight,
+    bias,
+    jnp.asarray(labels).astype(jnp.int32).reshape(tokens),
+    vocab,
+    batch,
+    out_dtype,
+  )
 
 
-def run(hidden: Any, weight: Any, labels: Any, alpha: Any, bias: Any,
-        chunk_size: Any, axis_name: Any) -> jax.Array:
+def run(
+  hidden: Any,
+  weight: Any,
+  labels: Any,
+  alpha: Any,
+  bias: Any,
+  chunk_size: Any,
+  axis_name: Any,
+) -> jax.Array:
   """The loss per token for α-entmax (α = 1: softmax), shaped like labels."""
   prep = prepare(hidden, weight, labels, bias, chunk_size, axis_name)
   alpha = _checks.check_alpha_per_example(alpha, prep.batch)
@@ -424,6 +469,7 @@ def run(hidden: Any, weight: Any, labels: Any, alpha: Any, bias: Any,
     # logit; a backward pass over the support and label columns of W only
     # (gather/scatter in token blocks).
     raise NotImplementedError(
-        "The fused sparse losses (alpha > 1) are not implemented yet; "
-        "compute the logits and use softjax.losses.entmax_loss meanwhile.")
+      "The fused sparse losses (alpha > 1) are not implemented yet; "
+      "compute the logits and use softjax.losses.entmax_loss meanwhile."
+    )
   return loss.reshape(prep.batch).astype(prep.out_dtype)

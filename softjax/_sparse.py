@@ -6,77 +6,100 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from softjax import _checks
 from softjax import _core
 from softjax import _dense
+from softjax import _docs
 from softjax import _threshold
+from softjax._family import Family
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _entmax(x, temperature, eps_array, rows, eps_static, n_iter):
-  return _entmax_fwd(x, temperature, eps_array, rows, eps_static, n_iter)[0]
+def forward(
+  x: jax.Array,
+  temperature: jax.Array | None,
+  family: Family,
+  rows: _core.Rows,
+  n_iter: int | None,
+) -> tuple[jax.Array, tuple[Any, ...]]:
+  """The forward pass of :func:`normalise`: ``(p, residuals)``.
 
-
-def _entmax_fwd(x, temperature, eps_array, rows, eps_static, n_iter):
-  eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
+  Plain JAX plus the threshold's ``custom_jvp``, so callers that need the
+  output differentiable to second order (the losses) call this directly.
+  """
   u = _core.scale(x, temperature)
   z, m = _core.shift_rows(u, rows)
-  t, total = _threshold.solve(z, eps, rows, n_iter)
+  t, total = _threshold.threshold(z, family, rows, n_iter)
   # Dividing by the sum at the final iterate puts the output on the simplex
   # to rounding at no extra pass.
-  p = _threshold.family_differentiable(z, t, eps) / _core.safe_total(total)
+  p = family.map_differentiable(z, t) / _core.safe_total(total)
   shift = None
   if _core.varies_along(temperature, x.ndim, rows.axes):
     shift = _core.finite_or_zero(t + m)
-  return p, (p, temperature, eps_array, shift)
+  return p, (p, temperature, family, shift)
 
 
-def _entmax_bwd(rows, eps_static, n_iter, res, g):
+def _backward(rows, n_iter, res, g):
   del n_iter
-  p, temperature, eps_array, shift = res
-  eps = eps_static if eps_array is None else _threshold.clamp_eps(eps_array)
-  s = _threshold.slopes(p, eps)
+  p, temperature, family, shift = res
+  s = family.slopes(p)
   slope = _core.safe_total(rows.sum(s))
   sg = rows.sum(s * g)
-  du = s * g - s * (sg / slope)
-  d_eps = None
-  if eps_array is not None:
-    # dp/dε = r - s Σr / Σs (see _threshold.alpha_sensitivity). The sums
-    # over r are this shard's part only: match_vma adds up the shards.
-    r = _threshold.alpha_sensitivity(p, eps)
-    per_row = rows.local_sum(g * r - r * (sg / slope))
-    d_eps = _core.param_cotangent(per_row, eps_array)
+  du = s * (g - sg / slope)
+  d_family = None
+  if family.learnable:
+    # dp/dε = r - s Σr / Σs (see Family.alpha_sensitivity). The sums over r
+    # are this shard's part only: param_cotangent adds up the shards.
+    r = family.alpha_sensitivity(p)
+    per_row = rows.local_sum(r * (g - sg / slope))
+    d_family = Family(_core.param_cotangent(per_row, family.eps))
   if temperature is None:
-    return du, None, d_eps
-  v, _ = _threshold.centred(p, eps)
+    return du, None, d_family
+  v, _ = family.centred(p)
   dt = _core.temperature_cotangent(du, v, temperature, shift)
-  return du / temperature, dt, d_eps
+  return du / temperature, dt, d_family
 
 
-_entmax.defvjp(_entmax_fwd, _entmax_bwd)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalise(
+  x: jax.Array,
+  temperature: jax.Array | None,
+  family: Family,
+  rows: _core.Rows,
+  n_iter: int | None,
+) -> jax.Array:
+  """α-entmax of prepared scores (masked with ``-inf``, compute dtype).
+
+  A ``custom_vjp`` keeping only the output, the array temperature and the
+  family (its ε when learnable). The family must not be softmax.
+  """
+  return forward(x, temperature, family, rows, n_iter)[0]
+
+
+normalise.defvjp(forward, _backward)
 
 
 def _run(x, alpha, axis, where, temperature, n_iter, axis_name):
   prep = _core.prepare(x, axis, where, temperature, axis_name)
   alpha = _checks.check_alpha(alpha, prep.x.shape, prep.axes)
+  family = Family.of_alpha(alpha, prep.x.dtype)
   n_iter = _checks.check_n_iter(n_iter)
-  if isinstance(alpha, float):
-    if alpha == 1.0:
-      out = _dense._dense(prep.x, prep.temperature, prep.rows, False)
-    else:
-      out = _entmax(prep.x, prep.temperature, None, prep.rows, alpha - 1.0,
-                    n_iter)
+  if family.is_softmax:
+    out = _dense.normalise(prep.x, prep.temperature, prep.rows, False)
   else:
-    eps = alpha.astype(prep.x.dtype) - 1.0
-    out = _entmax(prep.x, prep.temperature, eps, prep.rows, None, n_iter)
+    out = normalise(prep.x, prep.temperature, family, prep.rows, n_iter)
   return _core.finish(out, prep)
 
 
-def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-              temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def sparsemax(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Sparsemax: the Euclidean projection of the scores onto the simplex.
 
   .. math::
@@ -86,33 +109,25 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   Unlike softmax it returns exact zeros: entries more than 1 below the
   largest score always get 0. It is :func:`entmax` at :math:`\alpha = 2`. The
   threshold :math:`\tau` is found without sorting, by a safeguarded secant
-  iteration from a closed-form lower bound that stops at the exact root. The gradient is
-  a ``jax.custom_vjp`` keeping only ``p``: with :math:`s = 1[p > 0]`,
+  iteration from a closed-form lower bound that stops at the exact root. The
+  gradient is a ``jax.custom_vjp`` keeping only ``p``: with
+  :math:`s = 1[p > 0]`,
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16``
-      and ``bfloat16`` are computed in float32 and returned in their dtype.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. Rows with every entry masked give zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the map is applied to ``x / T``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    x: {x}
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
-      ``where`` not broadcastable to ``x``.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -123,17 +138,22 @@ def sparsemax(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     Array([1., 0., 0.], dtype=float32)
 
   References:
-    A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
-    Model of Attention and Multi-Label Classification". ICML 2016.
+    {ref_martins2016}
     C. Michelot. "A finite algorithm for finding the projection of a point
     onto the canonical simplex of R^n". JOTA, 1986.
   """
   return _run(x, 2.0, axis, where, temperature, None, axis_name)
 
 
-def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
-             temperature: float | jax.Array = 1.0,
-            axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def entmax15(
+  x: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""1.5-entmax: sparse like sparsemax, smooth like softmax on its support.
 
   .. math::
@@ -147,28 +167,19 @@ def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16``
-      and ``bfloat16`` are computed in float32 and returned in their dtype.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. Rows with every entry masked give zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the map is applied to ``x / T``.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    x: {x}
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
-      ``where`` not broadcastable to ``x``.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    ValueError: {raises_value}
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -178,15 +189,22 @@ def entmax15(x: Any, axis: _checks.Axis = -1, *, where: Any = None,
     array([0.8842, 0.1158, 0.    ], dtype=float32)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
+    {ref_peters2019}
   """
   return _run(x, 1.5, axis, where, temperature, None, axis_name)
 
 
-def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
-           *, where: Any = None, temperature: float | jax.Array = 1.0,
-           n_iter: int | None = None, axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def entmax(
+  x: Any,
+  alpha: float | jax.Array = 1.5,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  temperature: float | jax.Array = 1.0,
+  n_iter: int | None = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""α-entmax: the family from softmax (α = 1) to sparsemax (α = 2) and beyond.
 
   .. math::
@@ -217,26 +235,18 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
   Correia et al. (2019) is computed in a form that stays accurate as α → 1.
 
   Args:
-    x: scores; any real dtype. Integers are promoted to float; ``float16``
-      and ``bfloat16`` are computed in float32 and returned in their dtype.
+    x: {x}
     alpha: α >= 1, a Python float or an array broadcastable to ``x`` with
       size 1 along ``axis`` (one α per row or per head, e.g. shape
       ``(heads, 1, 1)`` for scores ``(batch, heads, q, k)``); an array α
       receives a gradient.
-    axis: the axis or axes to normalise over (an int, a tuple of ints, or
-      ``None`` for all axes).
-    where: optional boolean mask broadcastable to ``x``; ``False`` entries get
-      exactly 0 and a zero gradient. Rows with every entry masked give zeros.
-    temperature: a positive float, or a positive array broadcastable to ``x``
-      (which then receives a gradient); the map is applied to ``x / T``.
+    axis: {axis}
+    where: {where}
+    temperature: {temperature}
     n_iter: maximum number of solver steps; ``None`` picks one that reaches
       the dtype's precision (30 for float32, 60 for float64). The solver stops
       earlier once the output sums to 1 within the dtype's tolerance.
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or tuple of names) across which the normalised axis is split. The
-      result is then the distribution over the whole axis, computed from
-      local reductions and one small collective each (``pmax``/``psum``),
-      never gathering the axis. ``None`` (default): the axis is local.
+    axis_name: {axis_name}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
@@ -245,7 +255,7 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
   Raises:
     ValueError: ``axis`` out of range, ``temperature`` not positive and finite,
       ``where`` not broadcastable to ``x``, ``alpha`` < 1 or NaN.
-    TypeError: boolean or complex ``x``, non-boolean ``where``.
+    TypeError: {raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -262,9 +272,7 @@ def entmax(x: Any, alpha: float | jax.Array = 1.5, axis: _checks.Axis = -1,
            [1.    , 0.    , 0.    ]], dtype=float32)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
-    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
-    Transformers". EMNLP 2019.
+    {ref_peters2019}
+    {ref_correia2019}
   """
   return _run(x, alpha, axis, where, temperature, n_iter, axis_name)

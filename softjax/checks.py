@@ -35,14 +35,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax.experimental import checkify
+import jax.numpy as jnp
+
+from softjax import _docs
 
 __all__ = [
-    "check_alpha",
-    "check_labels",
-    "check_scores",
-    "check_temperature",
+  "check_alpha",
+  "check_labels",
+  "check_scores",
+  "check_temperature",
 ]
 
 
@@ -54,13 +56,17 @@ def _first(values: jax.Array, bad: jax.Array) -> jax.Array:
 
 def _as_array(value: Any, name: str) -> jax.Array:
   value = jnp.asarray(value)
-  if not (jnp.issubdtype(value.dtype, jnp.floating)
-          or jnp.issubdtype(value.dtype, jnp.integer)):
-    raise TypeError(f"`{name}` must be a real number or array, got dtype "
-                    f"{value.dtype}.")
+  if not (
+    jnp.issubdtype(value.dtype, jnp.floating)
+    or jnp.issubdtype(value.dtype, jnp.integer)
+  ):
+    raise TypeError(
+      f"`{name}` must be a real number or array, got dtype {value.dtype}."
+    )
   return value
 
 
+@_docs.shared
 def check_alpha(alpha: Any) -> Any:
   """Checks that every α is finite and >= 1; returns ``alpha`` unchanged.
 
@@ -76,9 +82,7 @@ def check_alpha(alpha: Any) -> Any:
     ``alpha``, unchanged.
 
   Raises:
-    JaxRuntimeError: when called eagerly on a bad concrete value; inside a
-      function transformed by ``checkify.checkify`` the failure is returned
-      as its error value instead.
+    JaxRuntimeError: {checkify_raises}
 
   Example:
     >>> import jax
@@ -101,19 +105,22 @@ def check_alpha(alpha: Any) -> Any:
     True
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   a = _as_array(alpha, "alpha")
   if a.size == 0:
     return alpha
   bad = ~((a >= 1) & jnp.isfinite(a))
-  checkify.check(~jnp.any(bad),
-                 "softjax: `alpha` must be finite and >= 1, got {} (1 is "
-                 "softmax, 2 is sparsemax).", _first(a, bad))
+  checkify.check(
+    ~jnp.any(bad),
+    "softjax: `alpha` must be finite and >= 1, got {} (1 is "
+    "softmax, 2 is sparsemax).",
+    _first(a, bad),
+  )
   return alpha
 
 
+@_docs.shared
 def check_temperature(temperature: Any) -> Any:
   """Checks that every temperature is finite and > 0; returns it unchanged.
 
@@ -128,9 +135,7 @@ def check_temperature(temperature: Any) -> Any:
     ``temperature``, unchanged.
 
   Raises:
-    JaxRuntimeError: when called eagerly on a bad concrete value; inside a
-      function transformed by ``checkify.checkify`` the failure is returned
-      as its error value instead.
+    JaxRuntimeError: {checkify_raises}
 
   Example:
     >>> import jax
@@ -145,19 +150,21 @@ def check_temperature(temperature: Any) -> Any:
     softjax: `temperature` must be finite and > 0, got 0.0...
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   t = _as_array(temperature, "temperature")
   if t.size == 0:
     return temperature
   bad = ~((t > 0) & jnp.isfinite(t))
-  checkify.check(~jnp.any(bad),
-                 "softjax: `temperature` must be finite and > 0, got {}.",
-                 _first(t, bad))
+  checkify.check(
+    ~jnp.any(bad),
+    "softjax: `temperature` must be finite and > 0, got {}.",
+    _first(t, bad),
+  )
   return temperature
 
 
+@_docs.shared
 def check_scores(x: Any) -> Any:
   """Checks that the scores hold no NaN; returns ``x`` unchanged.
 
@@ -188,19 +195,21 @@ def check_scores(x: Any) -> Any:
     softjax: the scores hold 1 NaN value(s)...
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   v = _as_array(x, "x")
   if v.size == 0 or not jnp.issubdtype(v.dtype, jnp.floating):
     return x
   count = jnp.sum(jnp.isnan(v))
-  checkify.check(count == 0,
-                 "softjax: the scores hold {} NaN value(s); a NaN makes its "
-                 "row NaN.", count)
+  checkify.check(
+    count == 0,
+    "softjax: the scores hold {} NaN value(s); a NaN makes its row NaN.",
+    count,
+  )
   return x
 
 
+@_docs.shared
 def check_labels(labels: Any, num_classes: int) -> Any:
   """Checks integer class ids lie in ``[0, num_classes)``; returns them.
 
@@ -234,17 +243,17 @@ def check_labels(labels: Any, num_classes: int) -> Any:
     softjax: `labels` must be class ids in [0, 3), got 3...
 
   References:
-    JAX documentation, "The checkify transformation",
-    https://docs.jax.dev/en/latest/debugging/checkify_guide.html
+    {ref_checkify}
   """
   y = jnp.asarray(labels)
   if not jnp.issubdtype(y.dtype, jnp.integer):
-    raise TypeError(
-        f"`labels` must be integer class ids, got dtype {y.dtype}.")
+    raise TypeError(f"`labels` must be integer class ids, got dtype {y.dtype}.")
   if y.size == 0:
     return labels
   bad = (y < 0) | (y >= num_classes)
-  checkify.check(~jnp.any(bad),
-                 f"softjax: `labels` must be class ids in [0, {num_classes}), "
-                 "got {}.", _first(y, bad))
+  checkify.check(
+    ~jnp.any(bad),
+    f"softjax: `labels` must be class ids in [0, {num_classes}), got {{}}.",
+    _first(y, bad),
+  )
   return labels

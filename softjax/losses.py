@@ -66,195 +66,122 @@ import numpy as np
 from softjax import _checks
 from softjax import _core
 from softjax import _dense
+from softjax import _docs
 from softjax import _linear_loss
 from softjax import _sparse
+from softjax._family import Family
 
 __all__ = [
-    "entmax15_loss",
-    "entmax_loss",
-    "linear_entmax15_loss",
-    "linear_entmax_loss",
-    "linear_softmax_loss",
-    "linear_sparsemax_loss",
-    "softmax_loss",
-    "sparsemax_loss",
+  "entmax15_loss",
+  "entmax_loss",
+  "linear_entmax15_loss",
+  "linear_entmax_loss",
+  "linear_softmax_loss",
+  "linear_sparsemax_loss",
+  "softmax_loss",
+  "sparsemax_loss",
 ]
 
 
-# --------------------------------------------------------------------------
-# Tsallis entropy, entry by entry, with eps = alpha - 1 >= 0.
-# --------------------------------------------------------------------------
+def _softmax_terms(x, y, live, rows):
+  """``(p, centred, terms)`` for softmax: ``Σ terms = KL(y || p)``.
 
-
-def _expm1_ratio(w: jax.Array) -> jax.Array:
-  """``expm1(w) / w``, 1 at ``w = 0``."""
-  nonzero = w != 0
-  ws = jnp.where(nonzero, w, jnp.ones((), w.dtype))
-  return jnp.where(nonzero, jnp.expm1(ws) / ws, jnp.ones((), w.dtype))
-
-
-def _safe_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(q > 0, log q)`` with 0 off the support (never ``log 0``)."""
-  live = q > 0
-  return live, jnp.log(jnp.where(live, q, jnp.ones((), q.dtype)))
-
-
-def _entropy_terms(q: jax.Array, eps: Any) -> jax.Array:
-  """``h(q)`` with ``H_α(q) = Σ h(q_i)``: ``(q - q^α) / (α (α - 1))``.
-
-  Written as ``-q log(q) E(ε log q) / α`` with ``E(w) = expm1(w) / w``, which
-  is continuous in α and is ``-q log q`` at α = 1. Static α = 2 and 1.5 use
-  polynomial forms.
+  Exact ``-log p_k`` for one-hot targets, like cross-entropy.
   """
-  zero = jnp.zeros((), q.dtype)
-  if isinstance(eps, float) and eps == 1.0:
-    return 0.5 * q * (1.0 - q)
-  if isinstance(eps, float) and eps == 0.5:
-    # The safe argument keeps d sqrt(q) / dq finite at q = 0, which second
-    # derivatives (through the forward pass) would otherwise turn into NaN.
-    live = q > 0
-    root = jnp.where(live, jnp.sqrt(jnp.where(live, q, 1.0)), zero)
-    return q * (1.0 - root) / 0.75
-  live, u = _safe_log(q)
-  if isinstance(eps, float) and eps == 0.0:
-    return jnp.where(live, -q * u, zero)
-  return jnp.where(live, -q * u * _expm1_ratio(eps * u) / (1.0 + eps), zero)
+  zero = jnp.zeros((), x.dtype)
+  log_p = _dense.forward(x, None, rows, True)[0]
+  # -inf (masked) entries are replaced by 0 so that no product 0 * inf
+  # appears in the derivatives of this forward pass (second order).
+  centred = jnp.where(live, log_p, zero)
+  has_mass = y > 0
+  log_y = jnp.log(jnp.where(has_mass, y, jnp.ones((), y.dtype)))
+  terms = jnp.where(has_mass, y * (log_y - centred), zero)
+  return jnp.exp(log_p), centred, terms
 
 
-def _entropy_gradient(q: jax.Array, eps: Any) -> jax.Array:
-  """``∇Ω(q) = -∂H/∂q = (α q^ε - 1) / (α ε)``, or ``1 + log q`` at α = 1.
+def _entmax_terms(x, y, live, row_live, family, rows):
+  """``(p, centred, terms)``: ``Σ terms = <p - y, z> + H(p) - H(y)``.
 
-  Where ``q = 0`` and α = 1 (slope ``-inf``) the value is 0.
+  The normaliser's forward pass (plain JAX plus the solver's custom JVP)
+  keeps the loss differentiable in forward mode over reverse mode, so
+  ``jax.hessian`` of a loss works.
   """
-  alpha = 1.0 + eps
-  live, u = _safe_log(q)
-  if isinstance(eps, float) and eps == 1.0:
-    return q - 0.5
-  if isinstance(eps, float) and eps == 0.0:
-    return jnp.where(live, 1.0 + u, jnp.zeros((), q.dtype))
-  at_live = u * _expm1_ratio(eps * u) + 1.0 / alpha
-  if isinstance(eps, float):
-    at_zero = jnp.asarray(-1.0 / (alpha * eps), q.dtype)
-  else:
-    eps_safe = jnp.where(eps > 0, eps, jnp.ones((), q.dtype))
-    at_zero = jnp.where(eps > 0, -1.0 / (alpha * eps_safe), 0.0)
-  return jnp.where(live, at_live, at_zero)
+  zero = jnp.zeros((), x.dtype)
+  p = _sparse.forward(x, None, family, rows, None)[0]
+  shift = rows.max(jnp.where(live, x, -jnp.inf))
+  # Rows holding +inf: the limit of the finite case, where the +inf entries
+  # tie at the maximum (centred 0) and the others fall infinitely far below.
+  posinf = shift == jnp.inf
+  shift = jnp.where(row_live & ~posinf, shift, zero)
+  centred = jnp.where(
+    posinf, jnp.where(x == jnp.inf, zero, -jnp.inf), x - shift
+  )
+  centred = jnp.where(live, centred, zero)
+  # Where p = y the term is 0 even if x - max overflowed to -inf (scores of
+  # opposite sign near the dtype's limits) or the row holds +inf.
+  linear = jnp.where(p != y, (p - y) * centred, zero)
+  terms = linear + family.entropy_terms(p) - family.entropy_terms(y)
+  return p, centred, terms
 
 
-def _entropy_alpha_derivative(q: jax.Array, eps: jax.Array) -> jax.Array:
-  """``∂h(q)/∂α`` at fixed ``q``: ``-q (u² φ(w) + u χ(w)) / α²``.
-
-  Here ``u = log q``, ``w = ε u``, ``φ(w) = (w e^w - expm1 w) / w²`` and
-  ``χ(w) = e^w - 2 expm1(w) / w``; a series keeps ``φ`` accurate near 0.
-  At α = 1 this is ``q log q - q log² q / 2``.
-  """
-  zero = jnp.zeros((), q.dtype)
-  live, u = _safe_log(q)
-  w = eps * u
-  small = jnp.abs(w) < 0.1
-  ws = jnp.where(small, jnp.ones((), q.dtype), w)
-  direct = (ws * jnp.exp(ws) - jnp.expm1(ws)) / (ws * ws)
-  series = 0.5 + w * (1.0 / 3.0 + w * (1.0 / 8.0 + w * (1.0 / 30.0
-                                                        + w / 144.0)))
-  phi = jnp.where(small, series, direct)
-  chi = jnp.exp(w) - 2.0 * _expm1_ratio(w)
-  alpha = 1.0 + eps
-  return jnp.where(live, -q * (u * u * phi + u * chi) / (alpha * alpha), zero)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _fy_loss(x, y, family, rows, soft):
+  return _fy_loss_fwd(x, y, family, rows, soft)[0]
 
 
-# --------------------------------------------------------------------------
-# The loss, with its custom VJP.
-# --------------------------------------------------------------------------
-
-
-def _normalise(x, eps, rows):
-  """The normaliser's forward computation, without its custom VJP.
-
-  The loss has its own VJP; calling the normalisers' forward passes (plain
-  JAX plus the solver's custom JVP) keeps the loss differentiable in forward
-  mode over reverse mode, so ``jax.hessian`` of a loss works.
-  """
-  if isinstance(eps, float):
-    if eps == 0.0:
-      return _dense._dense_fwd(x, None, rows, False)[0]
-    return _sparse._entmax_fwd(x, None, None, rows, eps, None)[0]
-  return _sparse._entmax_fwd(x, None, eps, rows, None, None)[0]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _fy_loss(x, y, eps_array, rows, eps_static, soft):
-  return _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft)[0]
-
-
-def _fy_loss_fwd(x, y, eps_array, rows, eps_static, soft):
+def _fy_loss_fwd(x, y, family, rows, soft):
   """``x``: masked (-inf) scores; ``y``: targets, both in the compute dtype."""
   zero = jnp.zeros((), x.dtype)
-  eps = eps_static if eps_array is None else eps_array
   # NaN counts as live, so that a NaN score makes its row's loss NaN (not
   # +inf, as a target on a masked class would).
   live = x != -jnp.inf
   row_live = rows.any(live)
-  if isinstance(eps, float) and eps == 0.0:
-    log_p = _dense._dense_fwd(x, None, rows, True)[0]
-    p = jnp.exp(log_p)
-    # -inf (masked) entries are replaced by 0 so that no product 0 * inf
-    # appears in the derivatives of this forward pass (second order).
-    centred = jnp.where(live, log_p, zero)
-    # KL(y || p): exact -log p_k for one-hot targets, like cross-entropy.
-    has_mass = y > 0
-    log_y = jnp.log(jnp.where(has_mass, y, jnp.ones((), y.dtype)))
-    terms = jnp.where(has_mass, y * (log_y - centred), zero)
+  if family.is_softmax:
+    p, centred, terms = _softmax_terms(x, y, live, rows)
   else:
-    p = _normalise(x, eps, rows)
-    shift = rows.max(jnp.where(live, x, -jnp.inf))
-    # Rows holding +inf: the limit of the finite case, where the +inf
-    # entries tie at the maximum (centred 0) and the others fall infinitely
-    # far below it.
-    posinf = shift == jnp.inf
-    shift = jnp.where(row_live & ~posinf, shift, zero)
-    centred = jnp.where(posinf, jnp.where(x == jnp.inf, zero, -jnp.inf),
-                        x - shift)
-    centred = jnp.where(live, centred, zero)
-    # Where p = y the term is 0 even if x - max overflowed to -inf (scores
-    # of opposite sign near the dtype's limits) or the row holds +inf.
-    linear = jnp.where(p != y, (p - y) * centred, zero)
-    terms = linear + _entropy_terms(p, eps) - _entropy_terms(y, eps)
+    p, centred, terms = _entmax_terms(x, y, live, row_live, family, rows)
   loss = jnp.maximum(rows.sum(terms), zero)
   off_support = rows.any((y != 0) & ~live)
   loss = jnp.where(off_support, jnp.inf, loss)
   loss = jnp.where(row_live, loss, zero)
   loss = jnp.squeeze(loss, axis=rows.axes)
-  residual_centred = centred if soft else None
-  return loss, (p, y, residual_centred, live, eps_array)
+  return loss, (p, y, centred if soft else None, live, family)
 
 
-def _fy_loss_bwd(rows, eps_static, soft, res, g):
-  p, y, centred, live, eps_array = res
-  eps = eps_static if eps_array is None else eps_array
+def _fy_loss_bwd(rows, soft, res, g):
+  p, y, centred, live, family = res
   zero = jnp.zeros((), p.dtype)
   g = jnp.expand_dims(g, rows.axes)
   g = jnp.where(rows.any(live), g, zero)
   dx = jnp.where(live, g * (p - y), zero)
   dy = None
   if soft:
-    dy = jnp.where(live, g * (_entropy_gradient(y, eps) - centred), zero)
-  d_eps = None
-  if eps_array is not None:
+    dy = jnp.where(live, g * (family.entropy_gradient(y) - centred), zero)
+  d_family = None
+  if family.learnable:
     # Envelope theorem: p maximises <p, z> + H_α(p), so only the explicit
-    # dependence of H_α on α remains.
-    # This shard's part of the row sum; match_vma adds up the shards.
-    per_row = rows.local_sum(_entropy_alpha_derivative(p, eps_array)
-                             - _entropy_alpha_derivative(y, eps_array))
-    d_eps = _core.param_cotangent(g * per_row, eps_array)
-  return dx, dy, d_eps
+    # dependence of H_α on α remains. This shard's part of the row sum;
+    # param_cotangent adds up the shards.
+    per_row = rows.local_sum(
+      family.entropy_alpha_derivative(p) - family.entropy_alpha_derivative(y)
+    )
+    d_family = Family(_core.param_cotangent(g * per_row, family.eps))
+  return dx, dy, d_family
 
 
 _fy_loss.defvjp(_fy_loss_fwd, _fy_loss_bwd)
 
 
+def _family(alpha, loss_shape, axes, dtype):
+  """The member for a loss's α: a float, or one α per example."""
+  alpha = _checks.check_alpha_per_example(alpha, loss_shape)
+  if not isinstance(alpha, float):
+    alpha = jnp.expand_dims(jnp.broadcast_to(alpha, loss_shape), axes)
+  return Family.of_alpha(alpha, dtype)
+
+
 def _run(logits, labels, alpha, axis, where, axis_name):
-  logits = _checks.as_float_array(logits, "logits")
-  prep = _core.prepare(logits, axis, where, 1.0, axis_name)
+  prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   x, axes, rows = prep.x, prep.axes, prep.rows
   labels, is_index = _checks.check_labels(labels, x.shape, axis, axes)
   n_local = 1
@@ -266,39 +193,33 @@ def _run(logits, labels, alpha, axis, where, axis_name):
   offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_local
   if where is None:
     live = None
-  elif _checks.is_concrete(where):   # NumPy keeps it concrete under jit
+  elif _checks.is_concrete(where):  # NumPy keeps it concrete under jit
     live = np.broadcast_to(np.asarray(where), x.shape)
   else:
     live = jnp.broadcast_to(where, x.shape)
   _checks.check_label_values(labels, is_index, n_classes, live, axes)
   loss_shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
-  alpha = _checks.check_alpha_per_example(alpha, loss_shape)
-  if isinstance(alpha, jax.Array):
-    alpha = jnp.expand_dims(jnp.broadcast_to(alpha, loss_shape), axes)
-  alpha = _checks.check_alpha(alpha, x.shape, axes)
-  if isinstance(alpha, float):
-    eps_static, eps_array = alpha - 1.0, None
-  else:
-    eps_array = alpha.astype(x.dtype) - 1.0
-    # A traced alpha < 1 cannot raise; like softjax.entmax, which evaluates
-    # it at alpha = 1 (+1e-7), the loss then takes the value and the alpha
-    # gradient of alpha = 1 (see softjax.checks for opt-in errors).
-    clamped = jnp.maximum(eps_array, jnp.zeros((), eps_array.dtype))
-    eps_array = eps_array + jax.lax.stop_gradient(clamped - eps_array)
-    eps_static = None
+  family = _family(alpha, loss_shape, axes, x.dtype)
   if is_index:
     y = jax.nn.one_hot(labels - offset, n_local, dtype=x.dtype, axis=axes[0])
   else:
     y = labels.astype(x.dtype)
-  loss = _fy_loss(x, y, eps_array, rows, eps_static, not is_index)
+  loss = _fy_loss(x, y, family, rows, not is_index)
   if is_index:
     # Traced ids out of range would one-hot to zeros; make them visible.
     loss = jnp.where((labels < 0) | (labels >= n_classes), jnp.nan, loss)
   return loss.astype(prep.out_dtype)
 
 
-def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                 where: Any = None, axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def softmax_loss(
+  logits: Any,
+  labels: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Softmax (cross-entropy) loss: the Fenchel-Young loss of softmax.
 
   .. math::
@@ -312,27 +233,19 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
   :mod:`softjax.losses` for the conventions on labels, masks and gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    logits: {logits}
+    labels: {labels}
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
     floating dtype of ``logits``; non-negative.
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range.
-    TypeError: boolean labels; boolean or complex logits.
+    ValueError: {loss_raises_value}
+    TypeError: {loss_raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -347,14 +260,20 @@ def softmax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     array([0.0071, 1.1087], dtype=float32)
 
   References:
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_blondel2020}
   """
   return _run(logits, labels, 1.0, axis, where, axis_name)
 
 
-def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                   where: Any = None, axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def sparsemax_loss(
+  logits: Any,
+  labels: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Sparsemax loss: the Fenchel-Young loss of :func:`softjax.sparsemax`.
 
   .. math::
@@ -367,27 +286,19 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
   masks and gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    logits: {logits}
+    labels: {labels}
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
     floating dtype of ``logits``; non-negative.
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range.
-    TypeError: boolean labels; boolean or complex logits.
+    ValueError: {loss_raises_value}
+    TypeError: {loss_raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -399,16 +310,21 @@ def sparsemax_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     array([0.    , 0.3906], dtype=float32)
 
   References:
-    A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
-    Model of Attention and Multi-Label Classification". ICML 2016.
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_martins2016}
+    {ref_blondel2020}
   """
   return _run(logits, labels, 2.0, axis, where, axis_name)
 
 
-def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
-                  where: Any = None, axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def entmax15_loss(
+  logits: Any,
+  labels: Any,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""1.5-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax15`.
 
   .. math::
@@ -420,27 +336,19 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
   gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    logits: {logits}
+    labels: {labels}
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
     floating dtype of ``logits``; non-negative.
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range.
-    TypeError: boolean labels; boolean or complex logits.
+    ValueError: {loss_raises_value}
+    TypeError: {loss_raises_type}
 
   Example:
     >>> import jax.numpy as jnp
@@ -452,17 +360,22 @@ def entmax15_loss(logits: Any, labels: Any, axis: _checks.Axis = -1, *,
     array([0.0333, 0.5266], dtype=float32)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_peters2019}
+    {ref_blondel2020}
   """
   return _run(logits, labels, 1.5, axis, where, axis_name)
 
 
-def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
-                axis: _checks.Axis = -1, *, where: Any = None,
-                axis_name: Any = None) -> jax.Array:
+@_docs.shared
+def entmax_loss(
+  logits: Any,
+  labels: Any,
+  alpha: float | jax.Array = 1.5,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""α-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax`.
 
   .. math::
@@ -480,21 +393,15 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
   :mod:`softjax.losses` for the conventions on labels, masks and gradients.
 
   Args:
-    logits: scores; any real dtype.
-    labels: integer class ids of shape ``logits.shape`` without ``axis``, or
-      floating target distributions of the shape of ``logits``.
+    logits: {logits}
+    labels: {labels}
     alpha: α >= 1, a Python float or an array with one α per example:
       broadcastable to the loss's shape (``logits.shape`` without ``axis``;
       e.g. shape ``(batch,)`` for logits ``(batch, classes)``). Note that,
       unlike :func:`softjax.entmax`, the class axis is not kept.
-    axis: the class axis (an int; floating labels also allow a tuple of ints
-      or ``None``).
-    where: optional boolean mask broadcastable to ``logits``; ``False``
-      classes are left out (targets must be 0 there).
-    axis_name: inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
-      (or names) across which the class axis is split: the loss is then that
-      of the whole row, from per-row collectives. Class ids stay global (this
-      shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
 
   Returns:
     The loss per example: the shape of ``logits`` without ``axis``, in the
@@ -524,15 +431,11 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
     (2,)
 
   References:
-    B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
-    Models". ACL 2019.
-    G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
-    Transformers". EMNLP 2019.
-    M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
-    Losses". JMLR 21(35), 2020.
+    {ref_peters2019}
+    {ref_correia2019}
+    {ref_blondel2020}
   """
   return _run(logits, labels, alpha, axis, where, axis_name)
-
 
 
 # --------------------------------------------------------------------------
@@ -541,9 +444,15 @@ def entmax_loss(logits: Any, labels: Any, alpha: float | jax.Array = 1.5,
 # --------------------------------------------------------------------------
 
 
-def linear_softmax_loss(hidden: Any, weight: Any, labels: Any, *,
-                        bias: Any = None, chunk_size: int | None = None,
-                        axis_name: Any = None) -> jax.Array:
+def linear_softmax_loss(
+  hidden: Any,
+  weight: Any,
+  labels: Any,
+  *,
+  bias: Any = None,
+  chunk_size: int | None = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Cross-entropy of a linear output layer, without the logit matrix.
 
   Equal to ``softmax_loss(hidden @ weight + bias, labels)`` (to float32
@@ -620,13 +529,20 @@ def linear_softmax_loss(hidden: Any, weight: Any, labels: Any, *,
     E. Wijmans, B. Huval, A. Hertzberg, V. Koltun, P. Krähenbühl. "Cut Your
     Losses in Large-Vocabulary Language Models". ICLR 2025.
   """
-  return _linear_loss.run(hidden, weight, labels, 1.0, bias, chunk_size,
-                          axis_name)
+  return _linear_loss.run(
+    hidden, weight, labels, 1.0, bias, chunk_size, axis_name
+  )
 
 
-def linear_sparsemax_loss(hidden: Any, weight: Any, labels: Any, *,
-                          bias: Any = None, chunk_size: int | None = None,
-                          axis_name: Any = None) -> jax.Array:
+def linear_sparsemax_loss(
+  hidden: Any,
+  weight: Any,
+  labels: Any,
+  *,
+  bias: Any = None,
+  chunk_size: int | None = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""Sparsemax loss of a linear output layer, without the logit matrix.
 
   Equal to ``sparsemax_loss(hidden @ weight + bias, labels)`` (to float32
@@ -685,13 +601,20 @@ def linear_sparsemax_loss(hidden: Any, weight: Any, labels: Any, *,
     Losses". JMLR 21(35), 2020.
   """
   # TODO(phase 2): an Example section (>>>) once the compute step exists.
-  return _linear_loss.run(hidden, weight, labels, 2.0, bias, chunk_size,
-                          axis_name)
+  return _linear_loss.run(
+    hidden, weight, labels, 2.0, bias, chunk_size, axis_name
+  )
 
 
-def linear_entmax15_loss(hidden: Any, weight: Any, labels: Any, *,
-                         bias: Any = None, chunk_size: int | None = None,
-                         axis_name: Any = None) -> jax.Array:
+def linear_entmax15_loss(
+  hidden: Any,
+  weight: Any,
+  labels: Any,
+  *,
+  bias: Any = None,
+  chunk_size: int | None = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""1.5-entmax loss of a linear output layer, without the logit matrix.
 
   Equal to ``entmax15_loss(hidden @ weight + bias, labels)`` (to float32
@@ -750,14 +673,21 @@ def linear_entmax15_loss(hidden: Any, weight: Any, labels: Any, *,
     Losses". JMLR 21(35), 2020.
   """
   # TODO(phase 2): an Example section (>>>) once the compute step exists.
-  return _linear_loss.run(hidden, weight, labels, 1.5, bias, chunk_size,
-                          axis_name)
+  return _linear_loss.run(
+    hidden, weight, labels, 1.5, bias, chunk_size, axis_name
+  )
 
 
-def linear_entmax_loss(hidden: Any, weight: Any, labels: Any,
-                       alpha: float | jax.Array = 1.5, *, bias: Any = None,
-                       chunk_size: int | None = None,
-                       axis_name: Any = None) -> jax.Array:
+def linear_entmax_loss(
+  hidden: Any,
+  weight: Any,
+  labels: Any,
+  alpha: float | jax.Array = 1.5,
+  *,
+  bias: Any = None,
+  chunk_size: int | None = None,
+  axis_name: Any = None,
+) -> jax.Array:
   r"""α-entmax loss of a linear output layer, without the logit matrix.
 
   Equal to ``entmax_loss(hidden @ weight + bias, labels, alpha)`` (to
@@ -823,5 +753,6 @@ def linear_entmax_loss(hidden: Any, weight: Any, labels: Any,
     Losses". JMLR 21(35), 2020.
   """
   # TODO(phase 2): an Example section (>>>) once the compute step exists.
-  return _linear_loss.run(hidden, weight, labels, alpha, bias, chunk_size,
-                          axis_name)
+  return _linear_loss.run(
+    hidden, weight, labels, alpha, bias, chunk_size, axis_name
+  )

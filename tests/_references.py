@@ -30,7 +30,7 @@ def along(fn, x, axis=-1):
   axes = tuple(sorted(a % x.ndim for a in np.atleast_1d(axis)))
   rest = tuple(a for a in range(x.ndim) if a not in axes)
   moved = np.transpose(x, rest + axes)
-  rows = moved.reshape(moved.shape[:len(rest)] + (-1,))
+  rows = moved.reshape(moved.shape[: len(rest)] + (-1,))
   out = np.asarray(fn(rows)).reshape(moved.shape)
   return np.transpose(out, np.argsort(rest + axes))
 
@@ -159,4 +159,5 @@ def entmax_alpha_vjp_fd(z, alpha, g, h=1e-5):
   up = entmax_bisect(z, alpha + h)
   down = entmax_bisect(z, alpha - h)
   return (np.asarray(g, np.float64) * (up - down) / (2 * h)).sum(
-      -1, keepdims=True)
+    -1, keepdims=True
+  )

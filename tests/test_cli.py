@@ -1,4 +1,4 @@
-"""``python -m softjax``: the table of normalisers, checked against closed forms.
+"""``python -m softjax``: the normalisers' table, checked against closed forms.
 
 Most tests call :func:`softjax._cli.main` in-process (fast); one runs the real
 ``python -m softjax`` in a subprocess.
@@ -33,16 +33,17 @@ def _run(argv: list[str]) -> str:
 def _table(text: str) -> dict[str, tuple[list[float], str]]:
   """Parses the table: ``{name: (probabilities, "k/n")}``."""
   lines = text.splitlines()
-  header = next(i for i, line in enumerate(lines)
-                if line.startswith("normaliser"))
+  header = next(
+    i for i, line in enumerate(lines) if line.startswith("normaliser")
+  )
   n = lines[header].count("p[")
   rows = {}
-  for line in lines[header + 2:]:
-    if line.startswith("("):          # a footnote
+  for line in lines[header + 2 :]:
+    if line.startswith("("):  # a footnote
       continue
     fields = line.split()
-    name = " ".join(fields[:-n - 1])
-    rows[name] = ([float(f) for f in fields[-n - 1:-1]], fields[-1])
+    name = " ".join(fields[: -n - 1])
+    rows[name] = ([float(f) for f in fields[-n - 1 : -1]], fields[-1])
   return rows
 
 
@@ -59,8 +60,13 @@ def _entmax15_two_support(a: float, b: float) -> tuple[float, float]:
 
 def test_rows_and_order() -> None:
   rows = _table(_run(SCORES + ["--alpha", "1.25", "3"]))
-  assert list(rows) == ["softmax", "sparsemax", "entmax15", "entmax α=1.25",
-                        "entmax α=3"]
+  assert list(rows) == [
+    "softmax",
+    "sparsemax",
+    "entmax15",
+    "entmax α=1.25",
+    "entmax α=3",
+  ]
   for probs, _ in rows.values():
     assert sum(probs) == pytest.approx(1.0, abs=2e-4)
 
@@ -103,18 +109,22 @@ def test_entmax15_closed_form() -> None:
 
 def test_alpha_rows() -> None:
   rows = _table(_run(SCORES + ["--alpha", "2", "--alpha", "1", "1.25"]))
-  assert rows["entmax α=2"] == rows["sparsemax"]      # α = 2 is sparsemax
-  np.testing.assert_allclose(rows["entmax α=1"][0], rows["softmax"][0],
-                             atol=1e-4)               # α = 1 is softmax
+  assert rows["entmax α=2"] == rows["sparsemax"]  # α = 2 is sparsemax
+  np.testing.assert_allclose(
+    rows["entmax α=1"][0], rows["softmax"][0], atol=1e-4
+  )  # α = 1 is softmax
   # Docstring value of softjax.entmax(x, 1.25), full support.
   assert rows["entmax α=1.25"] == ([0.8154, 0.1788, 0.0057], "3/3")
 
 
-@pytest.mark.parametrize("argv", [
-    ["-1e-3", "2", "-0.5"],     # not matched by argparse's own pattern
+@pytest.mark.parametrize(
+  "argv",
+  [
+    ["-1e-3", "2", "-0.5"],  # not matched by argparse's own pattern
     ["-.5", "1"],
     ["1", "-2", "-3", "-t", "0.5"],
-])
+  ],
+)
 def test_negative_numbers_are_scores(argv: list[str]) -> None:
   text = _run(argv)
   n = sum(1 for a in argv[:3] if a not in ("-t",))
@@ -128,15 +138,19 @@ def test_underflow_note() -> None:
   assert "underflow" in text
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["2.3", "abc"], "not a number: 'abc'"),
     (["1", "nan"], "must be finite"),
     (["1", "2", "--temperature", "0"], "must be positive"),
     (["1", "2", "--alpha", "0.5"], "must be >= 1"),
     ([], "required"),
-])
-def test_errors(argv: list[str], message: str,
-                capsys: pytest.CaptureFixture[str]) -> None:
+  ],
+)
+def test_errors(
+  argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
   with pytest.raises(SystemExit) as exit_info:
     _cli.main(argv)
   assert exit_info.value.code == 2
@@ -149,18 +163,30 @@ def test_errors(argv: list[str], message: str,
 def test_python_dash_m() -> None:
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
-      p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
+  )
   env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run(
-      [sys.executable, "-m", "softjax", *SCORES, "--alpha", "1.25"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-      check=False)
+    [sys.executable, "-m", "softjax", *SCORES, "--alpha", "1.25"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr
   rows = _table(proc.stdout)
   assert rows["sparsemax"] == ([1.0, 0.0, 0.0], "1/3")
   assert rows["entmax15"][1] == "2/3"
   bad = subprocess.run(
-      [sys.executable, "-m", "softjax", "1", "abc"], cwd=ROOT, env=env,
-      capture_output=True, text=True, timeout=120, check=False)
+    [sys.executable, "-m", "softjax", "1", "abc"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert bad.returncode == 2
   assert "not a number: 'abc'" in bad.stderr and bad.stdout == ""

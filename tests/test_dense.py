@@ -12,36 +12,36 @@ import io
 import itertools
 import re
 
+from absl.testing import parameterized
 import chex
 import jax
 import jax.ad_checkpoint
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import pytest
-from absl.testing import parameterized
-from jax.test_util import check_grads
 
 import softjax
 
 # name -> (softjax function, jax.nn reference).
 FUNCS = {
-    "softmax": (softjax.softmax, jax.nn.softmax),
-    "log_softmax": (softjax.log_softmax, jax.nn.log_softmax),
+  "softmax": (softjax.softmax, jax.nn.softmax),
+  "log_softmax": (softjax.log_softmax, jax.nn.log_softmax),
 }
 FUNC_NAMES = tuple(FUNCS)
 
 # (case id, shape, axis): 1-D to 4-D, negative axes, tuples, None.
 VALUE_CASES = (
-    ("1d", (7,), -1),
-    ("1d_axis0", (7,), 0),
-    ("1d_none", (7,), None),
-    ("2d_last", (3, 5), -1),
-    ("2d_first", (3, 5), 0),
-    ("2d_tuple", (3, 5), (0, 1)),
-    ("3d_mid", (2, 3, 4), 1),
-    ("3d_neg_tuple", (2, 3, 4), (-1, -3)),
-    ("4d_tuple", (2, 2, 3, 4), (1, 3)),
-    ("4d_none", (2, 2, 3, 4), None),
+  ("1d", (7,), -1),
+  ("1d_axis0", (7,), 0),
+  ("1d_none", (7,), None),
+  ("2d_last", (3, 5), -1),
+  ("2d_first", (3, 5), 0),
+  ("2d_tuple", (3, 5), (0, 1)),
+  ("3d_mid", (2, 3, 4), 1),
+  ("3d_neg_tuple", (2, 3, 4), (-1, -3)),
+  ("4d_tuple", (2, 2, 3, 4), (1, 3)),
+  ("4d_none", (2, 2, 3, 4), None),
 )
 
 RTOL, ATOL = 1e-5, 1e-6
@@ -86,26 +86,33 @@ def _temperature(shape, axis, kind, seed=2):
 
 def _assert_close(actual, expected, rtol=RTOL, atol=ATOL):
   # assert_allclose treats matching infinities as equal, as -inf needs.
-  np.testing.assert_allclose(np.asarray(actual, np.float64),
-                             np.asarray(expected, np.float64),
-                             rtol=rtol, atol=atol)
+  np.testing.assert_allclose(
+    np.asarray(actual, np.float64),
+    np.asarray(expected, np.float64),
+    rtol=rtol,
+    atol=atol,
+  )
 
 
 # --------------------------------------------------------------------------
 # Values, under every chex variant (jit, device placement, pmap).
 # --------------------------------------------------------------------------
 
-_VARIANTS = dict(with_jit=True, without_jit=True, with_device=True,
-                 without_device=True, with_pmap=True)
+_VARIANTS = dict(
+  with_jit=True,
+  without_jit=True,
+  with_device=True,
+  without_device=True,
+  with_pmap=True,
+)
 
 
 class ValuesTest(chex.TestCase):
-
   @chex.variants(**_VARIANTS)
   @parameterized.named_parameters(
-      (f"{case}_{fn}", shape, axis, fn)
-      for (case, shape, axis), fn in itertools.product(VALUE_CASES,
-                                                       FUNC_NAMES))
+    (f"{case}_{fn}", shape, axis, fn)
+    for (case, shape, axis), fn in itertools.product(VALUE_CASES, FUNC_NAMES)
+  )
   def test_matches_jax_nn(self, shape, axis, fn):
     ours, ref = FUNCS[fn]
     x = _scores(shape)
@@ -117,19 +124,19 @@ class ValuesTest(chex.TestCase):
 
   @chex.variants(**_VARIANTS)
   @parameterized.named_parameters(
-      (f"{case}_{mask}_{temp}_{fn}", shape, axis, mask, temp, fn)
-      for (case, shape, axis), mask, temp, fn in (
-          (VALUE_CASES[3], "random", "float", "softmax"),
-          (VALUE_CASES[3], "broadcast", "row", "log_softmax"),
-          (VALUE_CASES[4], "random", "full", "softmax"),
-          (VALUE_CASES[6], "random", "row", "log_softmax"),
-          (VALUE_CASES[7], "broadcast", "full", "softmax"),
-          (VALUE_CASES[8], "random", "full", "log_softmax"),
-          (VALUE_CASES[9], "random", "row", "softmax"),
-          (VALUE_CASES[0], "random", "full", "log_softmax"),
-      ))
-  def test_mask_and_temperature_match_jax_nn(self, shape, axis, mask, temp,
-                                             fn):
+    (f"{case}_{mask}_{temp}_{fn}", shape, axis, mask, temp, fn)
+    for (case, shape, axis), mask, temp, fn in (
+      (VALUE_CASES[3], "random", "float", "softmax"),
+      (VALUE_CASES[3], "broadcast", "row", "log_softmax"),
+      (VALUE_CASES[4], "random", "full", "softmax"),
+      (VALUE_CASES[6], "random", "row", "log_softmax"),
+      (VALUE_CASES[7], "broadcast", "full", "softmax"),
+      (VALUE_CASES[8], "random", "full", "log_softmax"),
+      (VALUE_CASES[9], "random", "row", "softmax"),
+      (VALUE_CASES[0], "random", "full", "log_softmax"),
+    )
+  )
+  def test_mask_and_temperature_match_jax_nn(self, shape, axis, mask, temp, fn):
     ours, ref = FUNCS[fn]
     x = _scores(shape)
     m = _mask(shape, axis, kind=mask)
@@ -155,8 +162,10 @@ def test_temperature_without_mask(fn, kind):
 
 
 def test_python_list_and_scalar_temperature_array():
-  _assert_close(softjax.softmax([[1.0, 3.0, 2.0]], temperature=jnp.array(2.0)),
-                jax.nn.softmax(jnp.array([[0.5, 1.5, 1.0]])))
+  _assert_close(
+    softjax.softmax([[1.0, 3.0, 2.0]], temperature=jnp.array(2.0)),
+    jax.nn.softmax(jnp.array([[0.5, 1.5, 1.0]])),
+  )
 
 
 # --------------------------------------------------------------------------
@@ -165,8 +174,12 @@ def test_python_list_and_scalar_temperature_array():
 
 
 def test_worked_example_small():
-  _assert_close(softjax.softmax(jnp.array([1.0, 3.0, 2.0])),
-                [0.090, 0.665, 0.245], atol=1e-3, rtol=0)
+  _assert_close(
+    softjax.softmax(jnp.array([1.0, 3.0, 2.0])),
+    [0.090, 0.665, 0.245],
+    atol=1e-3,
+    rtol=0,
+  )
 
 
 def test_worked_example_overflow_safe():
@@ -210,23 +223,27 @@ def test_vmap_matches_batched_jax_nn(fn):
 
 
 @pytest.mark.parametrize("fn", FUNC_NAMES)
-def test_pmap_over_all_devices(fn, n_devices):
+def test_pmap_over_all_devices(fn, devices, n_devices):
   ours, ref = FUNCS[fn]
   shape = (n_devices, 2, 5)
   x = _scores(shape)
   m = _mask(shape, 1)
   t = _temperature(shape, 1, "full")
   # axis=0 inside the map is axis 1 of the stacked input.
-  f = jax.pmap(lambda x, m, t: ours(x, axis=0, where=m, temperature=t))
+  f = jax.pmap(
+    lambda x, m, t: ours(x, axis=0, where=m, temperature=t), devices=devices
+  )
   out = f(x, m, t)
   chex.assert_shape(out, shape)
   _assert_close(out, ref(x / t, axis=1, where=m))
 
 
-def test_pmap_gradient(n_devices):
+def test_pmap_gradient(devices, n_devices):
   x = _scores((n_devices, 5))
   w = _scores((n_devices, 5), seed=3)
-  grad = jax.pmap(jax.grad(lambda x, w: (softjax.softmax(x) * w).sum()))
+  grad = jax.pmap(
+    jax.grad(lambda x, w: (softjax.softmax(x) * w).sum()), devices=devices
+  )
   p = jax.nn.softmax(x)
   # Closed form: p * (w - <w, p>).
   expected = p * (w - (w * p).sum(-1, keepdims=True))
@@ -242,12 +259,16 @@ _GRAD_SHAPE = (3, 4)
 
 def _grad_cases(order):
   for fn, axis, mask, temp in itertools.product(
-      FUNC_NAMES, (-1, (0, 1)), (None, "random", "all_masked_row"),
-      (None, "row", "full")):
+    FUNC_NAMES,
+    (-1, (0, 1)),
+    (None, "random", "all_masked_row"),
+    (None, "row", "full"),
+  ):
     # Masks with an array temperature at order 2 are the regression test for
     # d(-inf / T)/dT, which once made second derivatives NaN.
-    yield pytest.param(fn, axis, mask, temp,
-                       id=f"{fn}-{axis}-{mask}-{temp}".replace(" ", ""))
+    yield pytest.param(
+      fn, axis, mask, temp, id=f"{fn}-{axis}-{mask}-{temp}".replace(" ", "")
+    )
 
 
 def _grad_setup(fn, axis, mask, temp):
@@ -304,9 +325,14 @@ def test_float_temperature_grad_closed_form():
 
 def _masked_inputs():
   x = _scores((3, 5))
-  m = np.array([[1, 0, 1, 1, 0],
-                [0, 0, 0, 0, 0],   # all masked
-                [1, 1, 1, 1, 1]], bool)
+  m = np.array(
+    [
+      [1, 0, 1, 1, 0],
+      [0, 0, 0, 0, 0],  # all masked
+      [1, 1, 1, 1, 1],
+    ],
+    bool,
+  )
   w = _scores((3, 5), seed=3)
   return x, m, w
 
@@ -318,9 +344,11 @@ def test_second_order_when_the_row_sum_is_exactly_one(fn):
   x = jnp.array([[0.0, -200.0, -300.0], [0.5, 0.0, -1.0]])
   v = jnp.array([[1.0, -2.0, 0.5], [0.3, 1.0, -0.7]])
   ours, ref = FUNCS[fn]
+
   def hvp(f):
     loss = lambda x: jnp.sum(jnp.sin(3 * jnp.exp(f(x))))
     return jax.jvp(jax.grad(loss), (x,), (v,))[1]
+
   np.testing.assert_allclose(hvp(ours), hvp(ref), rtol=1e-5, atol=1e-6)
 
 
@@ -330,8 +358,9 @@ def test_softmax_mask_exact_zeros_and_gradient(t):
   p = softjax.softmax(x, where=m, temperature=t)
   assert (np.asarray(p)[~m] == 0).all()
   _assert_close(np.asarray(p).sum(-1), [1.0, 0.0, 1.0])
-  g = jax.grad(lambda x: (softjax.softmax(x, where=m, temperature=t)
-                          * w).sum())(x)
+  g = jax.grad(
+    lambda x: (softjax.softmax(x, where=m, temperature=t) * w).sum()
+  )(x)
   g = np.asarray(g)
   assert np.isfinite(g).all()
   assert (g[~m] == 0).all()
@@ -347,8 +376,9 @@ def test_log_softmax_mask_exact_neg_inf_and_gradient():
   assert (out[~m] == -np.inf).all()
   assert np.isfinite(out[m]).all()
   # The cotangent of a -inf (constant) output is dropped, even unwrapped.
-  g = np.asarray(jax.grad(
-      lambda x: (softjax.log_softmax(x, where=m) * w).sum())(x))
+  g = np.asarray(
+    jax.grad(lambda x: (softjax.log_softmax(x, where=m) * w).sum())(x)
+  )
   assert np.isfinite(g).all()
   assert (g[~m] == 0).all()
   p = np.where(m, jax.nn.softmax(x, where=m), 0.0)
@@ -362,8 +392,9 @@ def test_all_masked_row_zero_gradient_with_array_temperature(fn):
   x, m, w = _masked_inputs()
   t = _temperature((3, 5), -1, "full")
   live = jnp.asarray(m)
-  f = lambda x, t: (jnp.where(live, FUNCS[fn][0](x, where=m, temperature=t),
-                              0.0) * w).sum()
+  f = lambda x, t: (
+    jnp.where(live, FUNCS[fn][0](x, where=m, temperature=t), 0.0) * w
+  ).sum()
   gx, gt = map(np.asarray, jax.grad(f, argnums=(0, 1))(x, t))
   assert np.isfinite(gx).all() and np.isfinite(gt).all()
   assert (gx[~m] == 0).all() and (gt[~m] == 0).all()
@@ -421,34 +452,69 @@ def test_list_input(fn):
 
 _X = np.zeros((2, 3), np.float32)
 _ERROR_CASES = [
-    ("axis_too_big", _X, dict(axis=2), ValueError, "axis"),
-    ("axis_too_negative", _X, dict(axis=-3), ValueError, "axis"),
-    ("axis_tuple_out_of_range", _X, dict(axis=(0, 5)), ValueError, "axis"),
-    ("axis_scalar_input", np.float32(1.0), {}, ValueError, "axis"),
-    ("temperature_zero", _X, dict(temperature=0.0), ValueError, "temperature"),
-    ("temperature_negative", _X, dict(temperature=-1.0), ValueError,
-     "temperature"),
-    ("temperature_nan", _X, dict(temperature=float("nan")), ValueError,
-     "temperature"),
-    ("temperature_inf", _X, dict(temperature=float("inf")), ValueError,
-     "temperature"),
-    ("temperature_array_nonpositive", _X,
-     dict(temperature=np.array([[1.0], [0.0]])), ValueError, "temperature"),
-    ("temperature_array_inf", _X,
-     dict(temperature=np.array([1.0, np.inf, 1.0])), ValueError,
-     "temperature"),
-    ("x_bool", np.ones((2, 3), bool), {}, TypeError, "x"),
-    ("x_complex", np.ones((2, 3), np.complex64), {}, TypeError, "x"),
-    ("where_not_broadcastable", _X, dict(where=np.ones((2,), bool)),
-     ValueError, "where"),
-    ("where_not_bool", _X, dict(where=np.ones((2, 3), np.int32)), TypeError,
-     "where"),
+  ("axis_too_big", _X, dict(axis=2), ValueError, "axis"),
+  ("axis_too_negative", _X, dict(axis=-3), ValueError, "axis"),
+  ("axis_tuple_out_of_range", _X, dict(axis=(0, 5)), ValueError, "axis"),
+  ("axis_scalar_input", np.float32(1.0), {}, ValueError, "axis"),
+  ("temperature_zero", _X, dict(temperature=0.0), ValueError, "temperature"),
+  (
+    "temperature_negative",
+    _X,
+    dict(temperature=-1.0),
+    ValueError,
+    "temperature",
+  ),
+  (
+    "temperature_nan",
+    _X,
+    dict(temperature=float("nan")),
+    ValueError,
+    "temperature",
+  ),
+  (
+    "temperature_inf",
+    _X,
+    dict(temperature=float("inf")),
+    ValueError,
+    "temperature",
+  ),
+  (
+    "temperature_array_nonpositive",
+    _X,
+    dict(temperature=np.array([[1.0], [0.0]])),
+    ValueError,
+    "temperature",
+  ),
+  (
+    "temperature_array_inf",
+    _X,
+    dict(temperature=np.array([1.0, np.inf, 1.0])),
+    ValueError,
+    "temperature",
+  ),
+  ("x_bool", np.ones((2, 3), bool), {}, TypeError, "x"),
+  ("x_complex", np.ones((2, 3), np.complex64), {}, TypeError, "x"),
+  (
+    "where_not_broadcastable",
+    _X,
+    dict(where=np.ones((2,), bool)),
+    ValueError,
+    "where",
+  ),
+  (
+    "where_not_bool",
+    _X,
+    dict(where=np.ones((2, 3), np.int32)),
+    TypeError,
+    "where",
+  ),
 ]
 
 
 @pytest.mark.parametrize("fn", FUNC_NAMES)
-@pytest.mark.parametrize("x,kwargs,exc,name",
-                         [pytest.param(*c[1:], id=c[0]) for c in _ERROR_CASES])
+@pytest.mark.parametrize(
+  "x,kwargs,exc,name", [pytest.param(*c[1:], id=c[0]) for c in _ERROR_CASES]
+)
 def test_bad_arguments_raise(fn, x, kwargs, exc, name):
   with pytest.raises(exc, match=rf"`{name}`"):
     FUNCS[fn][0](x, **kwargs)
@@ -494,10 +560,15 @@ def test_vjp_saves_only_the_output(fn):
   # A per-row temperature adds itself and nothing else.
   t_row = jnp.full((3, 1), 2.0)
   assert _saved_shapes(lambda x, t: ours(x, temperature=t), x, t_row) == [
-      (3, 1), (3, 5)]
+    (3, 1),
+    (3, 5),
+  ]
   # A per-element temperature also needs the per-row log-normaliser.
   t_full = jnp.full((3, 5), 2.0)
   assert _saved_shapes(lambda x, t: ours(x, temperature=t), x, t_full) == [
-      (3, 1), (3, 5), (3, 5)]
+    (3, 1),
+    (3, 5),
+    (3, 5),
+  ]
   # jax.nn keeps more, so the comparison above is not vacuous.
   assert len(_saved_shapes(FUNCS[fn][1], x)) > 1

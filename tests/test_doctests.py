@@ -15,8 +15,9 @@ import pytest
 import softjax
 
 MODULES = ["softjax"] + sorted(
-    info.name for info in pkgutil.walk_packages(softjax.__path__,
-                                                softjax.__name__ + "."))
+  info.name
+  for info in pkgutil.walk_packages(softjax.__path__, softjax.__name__ + ".")
+)
 OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
 # module -> reason, for docstring examples known to be wrong in softjax.

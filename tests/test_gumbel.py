@@ -28,8 +28,9 @@ def _chi_square(counts, probs):
 
 
 def _hard_counts(keys, logits, **kwargs):
-  sample = jax.jit(jax.vmap(
-      lambda k: softjax.gumbel_softmax(k, logits, hard=True, **kwargs)))
+  sample = jax.jit(
+    jax.vmap(lambda k: softjax.gumbel_softmax(k, logits, hard=True, **kwargs))
+  )
   hard = np.asarray(sample(keys))
   # Every sample is one-hot, so the column sums are the class counts.
   assert (hard.sum(-1) == 1).all()
@@ -41,12 +42,16 @@ def _ref_soft(key, logits, temperature=1.0):
   return jax.nn.softmax((jnp.asarray(logits, jnp.float32) + g) / temperature)
 
 
-@pytest.mark.parametrize("kwargs", [
+@pytest.mark.parametrize(
+  "kwargs",
+  [
     {},
     dict(temperature=0.3),
     dict(normalizer=softjax.sparsemax),
     dict(normalizer=softjax.entmax15, temperature=2.0),
-], ids=["softmax", "t0.3", "sparsemax", "entmax15_t2"])
+  ],
+  ids=["softmax", "t0.3", "sparsemax", "entmax15_t2"],
+)
 def test_hard_frequencies_match_softmax(kwargs):
   keys = jax.random.split(jax.random.key(1234), N_SAMPLES)
   counts = _hard_counts(keys, LOGITS5, **kwargs)
@@ -83,8 +88,9 @@ def test_soft_sample_matches_jax_random_and_jax_nn(temperature):
   y = softjax.gumbel_softmax(key, x, temperature)
   chex.assert_shape(y, x.shape)
   chex.assert_type(y, jnp.float32)
-  np.testing.assert_allclose(np.asarray(y), _ref_soft(key, x, temperature),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(y), _ref_soft(key, x, temperature), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_soft_sample_on_simplex_strictly_positive_and_masked_zero():
@@ -97,9 +103,16 @@ def test_soft_sample_on_simplex_strictly_positive_and_masked_zero():
   assert (y[~mask] == 0).all()
 
 
-@pytest.mark.parametrize("dtype,axis", [
-    (jnp.float32, -1), (jnp.bfloat16, 0), (jnp.float16, -1),
-    (jnp.float32, (0, 1)), (jnp.bfloat16, None)])
+@pytest.mark.parametrize(
+  "dtype,axis",
+  [
+    (jnp.float32, -1),
+    (jnp.bfloat16, 0),
+    (jnp.float16, -1),
+    (jnp.float32, (0, 1)),
+    (jnp.bfloat16, None),
+  ],
+)
 def test_hard_forward_is_exactly_one_hot(dtype, axis):
   x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 5))).astype(dtype)
   key = jax.random.key(9)
@@ -118,8 +131,9 @@ def test_hard_forward_is_exactly_one_hot(dtype, axis):
     ref = np.argmax(scores, axis=axis)
     np.testing.assert_array_equal(np.argmax(h, axis=axis), ref)
     np.testing.assert_array_equal(
-        np.argmax(h, axis=axis), np.argmax(np.asarray(soft, np.float32),
-                                           axis=axis))
+      np.argmax(h, axis=axis),
+      np.argmax(np.asarray(soft, np.float32), axis=axis),
+    )
   else:
     assert np.argmax(h) == np.argmax(scores)
 
@@ -133,8 +147,9 @@ def test_straight_through_gradient_equals_soft_gradient(normalizer):
   key = jax.random.key(21)
 
   def obj(hard):
-    return lambda x: (w * softjax.gumbel_softmax(
-        key, x, t, hard=hard, normalizer=normalizer)).sum()
+    return lambda x: (
+      w * softjax.gumbel_softmax(key, x, t, hard=hard, normalizer=normalizer)
+    ).sum()
 
   g_soft = np.asarray(jax.grad(obj(False))(x))
   g_hard = np.asarray(jax.grad(obj(True))(x))
@@ -155,10 +170,8 @@ def test_temperature_gradient_through_straight_through():
   ref = lambda t: (w * _ref_soft(key, x, t)).sum()
   t = jnp.array([[0.5], [2.0]])
   g_ref = jax.grad(ref)(t)
-  np.testing.assert_allclose(jax.grad(f)(t, False), g_ref, rtol=1e-5,
-                             atol=1e-6)
-  np.testing.assert_allclose(jax.grad(f)(t, True), g_ref, rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(jax.grad(f)(t, False), g_ref, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(jax.grad(f)(t, True), g_ref, rtol=1e-5, atol=1e-6)
 
 
 def test_small_temperature_is_nearly_one_hot():
@@ -168,7 +181,7 @@ def test_small_temperature_is_nearly_one_hot():
   hard = np.asarray(softjax.gumbel_softmax(key, x, 1e-3, hard=True))
   np.testing.assert_allclose(soft, hard, atol=1e-2)
   warm = np.asarray(softjax.gumbel_softmax(key, x, 1.0))
-  assert np.abs(warm - hard).max() > 0.1   # not one-hot at T = 1
+  assert np.abs(warm - hard).max() > 0.1  # not one-hot at T = 1
 
 
 def test_mask_zero_gradient_and_all_masked_rows():
@@ -181,8 +194,13 @@ def test_mask_zero_gradient_and_all_masked_rows():
     y = np.asarray(softjax.gumbel_softmax(key, x, where=mask, hard=hard))
     assert (y[~mask] == 0).all()
     np.testing.assert_allclose(y.sum(-1), [1.0, 0.0, 1.0], rtol=1e-6)
-    g = np.asarray(jax.grad(lambda x: (w * softjax.gumbel_softmax(
-        key, x, where=mask, hard=hard)).sum())(x))
+    g = np.asarray(
+      jax.grad(
+        lambda x: (
+          w * softjax.gumbel_softmax(key, x, where=mask, hard=hard)
+        ).sum()
+      )(x)
+    )
     assert np.isfinite(g).all()
     assert (g[~mask] == 0).all()
     assert np.abs(g[mask]).max() > 0
@@ -193,25 +211,33 @@ def test_masked_entries_never_win_even_with_huge_logits():
   x = np.array([100.0, 0.0, 100.0, 1.0, -1.0], np.float32)
   mask = np.array([False, True, False, True, True])
   keys = jax.random.split(jax.random.key(0), 500)
-  hard = np.asarray(jax.jit(jax.vmap(lambda k: softjax.gumbel_softmax(
-      k, x, 0.01, where=mask, hard=True)))(keys))
+  hard = np.asarray(
+    jax.jit(
+      jax.vmap(
+        lambda k: softjax.gumbel_softmax(k, x, 0.01, where=mask, hard=True)
+      )
+    )(keys)
+  )
   assert (hard[:, ~mask] == 0).all()
   np.testing.assert_array_equal(hard.sum(-1), 1.0)
 
 
-def test_jit_vmap_pmap_agree(n_devices):
+def test_jit_vmap_pmap_agree(devices, n_devices):
   x = np.random.default_rng(10).normal(size=(3, 6)).astype(np.float32)
   keys = jax.random.split(jax.random.key(17), n_devices)
   f = lambda k: softjax.gumbel_softmax(k, x, 0.5, hard=True)
   g = lambda k: softjax.gumbel_softmax(k, x, 0.5)
   # Reference: one jitted call per key.
-  for fn, batched in ((f, (jax.jit(jax.vmap(f)), jax.pmap(f))),
-                      (g, (jax.pmap(g),))):
+  for fn, batched in (
+    (f, (jax.jit(jax.vmap(f)), jax.pmap(f, devices=devices))),
+    (g, (jax.pmap(g, devices=devices),)),
+  ):
     jitted = jax.jit(fn)
     loop = np.stack([np.asarray(jitted(k)) for k in keys])
     for b in batched:
-      np.testing.assert_allclose(np.asarray(b(keys)), loop, rtol=1e-6,
-                                 atol=1e-7)
+      np.testing.assert_allclose(
+        np.asarray(b(keys)), loop, rtol=1e-6, atol=1e-7
+      )
   # Eager (loop holds the soft samples of g now).
   np.testing.assert_allclose(np.asarray(g(keys[0])), loop[0], rtol=1e-6)
 
@@ -225,14 +251,17 @@ def test_half_precision_sampled_in_float32():
   np.testing.assert_allclose(np.asarray(y, np.float32), ref, atol=1e-2)
 
 
-@pytest.mark.parametrize("key,exc", [
+@pytest.mark.parametrize(
+  "key,exc",
+  [
     (0, TypeError),
     (np.zeros(2, np.float32), TypeError),
     (np.zeros(3, np.uint32), TypeError),
     ("key", TypeError),
     ("batch_typed", ValueError),
     ("batch_raw", ValueError),
-])
+  ],
+)
 def test_bad_key_raises(key, exc):
   if isinstance(key, str) and key == "batch_typed":
     key = jax.random.split(jax.random.key(0), 3)
@@ -248,18 +277,22 @@ def test_logits_first_is_caught():
     softjax.gumbel_softmax(np.zeros(4, np.float32), jax.random.key(0))
 
 
-@pytest.mark.parametrize("kwargs,exc,name", [
+@pytest.mark.parametrize(
+  "kwargs,exc,name",
+  [
     (dict(hard=1), TypeError, "hard"),
     (dict(hard=jnp.array(True)), TypeError, "hard"),
     (dict(normalizer="softmax"), TypeError, "normalizer"),
     (dict(temperature=0.0), ValueError, "temperature"),
     (dict(axis=3), ValueError, "axis"),
     (dict(where=np.ones(3, bool)), ValueError, "where"),
-])
+  ],
+)
 def test_bad_arguments_raise(kwargs, exc, name):
   with pytest.raises(exc, match=f"`{name}`"):
-    softjax.gumbel_softmax(jax.random.key(0), np.zeros((2, 4), np.float32),
-                           **kwargs)
+    softjax.gumbel_softmax(
+      jax.random.key(0), np.zeros((2, 4), np.float32), **kwargs
+    )
 
 
 def test_bool_logits_raise():

@@ -15,11 +15,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from softjax import losses
 
@@ -27,20 +27,21 @@ PHASE2 = pytest.mark.skip(reason="phase 2 of issue 17: sparse fused losses")
 
 # name -> (fused loss, materialised loss), both f(..., labels, **kw).
 LOSSES = {
-    "softmax": (losses.linear_softmax_loss, losses.softmax_loss),
-    "sparsemax": (losses.linear_sparsemax_loss, losses.sparsemax_loss),
-    "entmax15": (losses.linear_entmax15_loss, losses.entmax15_loss),
-    "entmax_1.3": (
-        lambda h, w, y, **kw: losses.linear_entmax_loss(h, w, y, 1.3, **kw),
-        lambda z, y, **kw: losses.entmax_loss(z, y, 1.3, **kw)),
+  "softmax": (losses.linear_softmax_loss, losses.softmax_loss),
+  "sparsemax": (losses.linear_sparsemax_loss, losses.sparsemax_loss),
+  "entmax15": (losses.linear_entmax15_loss, losses.entmax15_loss),
+  "entmax_1.3": (
+    lambda h, w, y, **kw: losses.linear_entmax_loss(h, w, y, 1.3, **kw),
+    lambda z, y, **kw: losses.entmax_loss(z, y, 1.3, **kw),
+  ),
 }
 ALL = list(LOSSES)
-COMPUTED = [pytest.param(n, marks=() if n == "softmax" else PHASE2)
-            for n in LOSSES]
+COMPUTED = [
+  pytest.param(n, marks=() if n == "softmax" else PHASE2) for n in LOSSES
+]
 
 
-def _inputs(batch, d, v, *, bias=True, dtype=jnp.float32, seed=0,
-            scale=1.5):
+def _inputs(batch, d, v, *, bias=True, dtype=jnp.float32, seed=0, scale=1.5):
   kh, kw, kb, ky = jax.random.split(jax.random.key(seed), 4)
   h = jax.random.normal(kh, batch + (d,), jnp.float32)
   w = jax.random.normal(kw, (d, v), jnp.float32) * (scale / np.sqrt(d))
@@ -70,8 +71,11 @@ def _pair(name, chunk_size):
 
   fused_f = lambda h, w, b, y: fused(h, w, y, bias=b, chunk_size=chunk_size)
   full_f = lambda h, w, b, y: full(_logits(h, w, b), y)
-  grad = lambda f: jax.jit(jax.value_and_grad(
-      functools.partial(objective, f), argnums=(0, 1, 2), has_aux=True))
+  grad = lambda f: jax.jit(
+    jax.value_and_grad(
+      functools.partial(objective, f), argnums=(0, 1, 2), has_aux=True
+    )
+  )
   return grad(fused_f), grad(full_f)
 
 
@@ -81,16 +85,21 @@ def _compare(name, h, w, b, y, chunk_size, rtol=2e-5, atol=2e-5):
   (_, loss), grads = fused(h, w, b, y, u)
   (_, ref), ref_grads = full(h, w, b, y, u)
   assert loss.shape == y.shape and loss.dtype == h.dtype
-  np.testing.assert_allclose(np.asarray(loss, np.float32),
-                             np.asarray(ref, np.float32), rtol, atol)
+  np.testing.assert_allclose(
+    np.asarray(loss, np.float32), np.asarray(ref, np.float32), rtol, atol
+  )
   for got, want, what in zip(grads, ref_grads, ("hidden", "weight", "bias")):
     if want is None:
       assert got is None
       continue
     assert got.shape == want.shape and got.dtype == want.dtype, what
-    np.testing.assert_allclose(np.asarray(got, np.float32),
-                               np.asarray(want, np.float32), rtol, atol,
-                               err_msg=what)
+    np.testing.assert_allclose(
+      np.asarray(got, np.float32),
+      np.asarray(want, np.float32),
+      rtol,
+      atol,
+      err_msg=what,
+    )
   return loss
 
 
@@ -100,16 +109,18 @@ def _compare(name, h, w, b, y, chunk_size, rtol=2e-5, atol=2e-5):
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
-@pytest.mark.parametrize("v,chunk_size", [(103, 16), (64, 16), (37, None)],
-                         ids=["odd_v", "divisible", "default_chunk"])
+@pytest.mark.parametrize(
+  "v,chunk_size",
+  [(103, 16), (64, 16), (37, None)],
+  ids=["odd_v", "divisible", "default_chunk"],
+)
 @pytest.mark.parametrize("name", COMPUTED)
 def test_matches_materialised(name, v, chunk_size, bias):
   h, w, b, y = _inputs((24,), 16, v, bias=bias)
   _compare(name, h, w, b, y, chunk_size)
 
 
-@pytest.mark.parametrize("batch", [(), (5,), (2, 3)],
-                         ids=["0d", "1d", "2d"])
+@pytest.mark.parametrize("batch", [(), (5,), (2, 3)], ids=["0d", "1d", "2d"])
 @pytest.mark.parametrize("name", COMPUTED)
 def test_batch_shapes(name, batch):
   h, w, b, y = _inputs(batch, 8, 29, seed=1)
@@ -125,8 +136,8 @@ def test_wide_support(name):
   candidate set), next to tokens with peaked ones."""
   h, w, b, y = _inputs((24,), 16, 103, seed=2, scale=6.0)
   b = b * 0.0
-  h = h.at[::3].set(0.0)          # z = 0: all 103 classes tie
-  h = h.at[1::3].multiply(1e-3)   # nearly flat
+  h = h.at[::3].set(0.0)  # z = 0: all 103 classes tie
+  h = h.at[1::3].multiply(1e-3)  # nearly flat
   _compare(name, h, w, b, y, 16)
 
 
@@ -141,8 +152,12 @@ def test_ties(name):
 
 
 # Where a class 1/(α - 1) below the top one sits exactly at the threshold.
-THRESHOLD_GAP = {"softmax": 2.0, "sparsemax": 1.0, "entmax15": 2.0,
-                 "entmax_1.3": 1.0 / 0.3}
+THRESHOLD_GAP = {
+  "softmax": 2.0,
+  "sparsemax": 1.0,
+  "entmax15": 2.0,
+  "entmax_1.3": 1.0 / 0.3,
+}
 
 
 @pytest.mark.parametrize("name", COMPUTED)
@@ -163,13 +178,19 @@ def test_half_precision(name, dtype):
   """Computed in float32; loss and gradients come back in the input dtype."""
   h, w, b, y = _inputs((24,), 16, 103, dtype=dtype)
   fused = LOSSES[name][0]
-  loss, grads = jax.jit(jax.value_and_grad(
+  loss, grads = jax.jit(
+    jax.value_and_grad(
       lambda h, w, b: fused(h, w, y, bias=b, chunk_size=16).sum(),
-      argnums=(0, 1, 2)))(h, w, b)
+      argnums=(0, 1, 2),
+    )
+  )(h, w, b)
   up = lambda a: a.astype(jnp.float32)
-  ref_loss, ref_grads = jax.jit(jax.value_and_grad(
+  ref_loss, ref_grads = jax.jit(
+    jax.value_and_grad(
       lambda h, w, b: LOSSES[name][1](_logits(h, w, b), y).sum(),
-      argnums=(0, 1, 2)))(up(h), up(w), up(b))
+      argnums=(0, 1, 2),
+    )
+  )(up(h), up(w), up(b))
   assert loss.dtype == dtype
   np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-2)
   for got, want in zip(grads, ref_grads):
@@ -184,8 +205,9 @@ def test_half_precision(name, dtype):
 
 def test_softmax_values_float64_reference():
   h, w, b, y = _inputs((2, 12), 16, 103, seed=4, scale=8.0)
-  z = (np.asarray(h, np.float64) @ np.asarray(w, np.float64)
-       + np.asarray(b, np.float64))
+  z = np.asarray(h, np.float64) @ np.asarray(w, np.float64) + np.asarray(
+    b, np.float64
+  )
   m = z.max(-1, keepdims=True)
   lse = (m + np.log(np.exp(z - m).sum(-1, keepdims=True)))[..., 0]
   want = lse - np.take_along_axis(z, np.asarray(y)[..., None], -1)[..., 0]
@@ -203,8 +225,9 @@ def test_softmax_values_optax_reference():
 def test_entmax_alpha_one_is_softmax():
   h, w, b, y = _inputs((24,), 16, 103)
   np.testing.assert_array_equal(
-      losses.linear_entmax_loss(h, w, y, 1.0, bias=b, chunk_size=16),
-      losses.linear_softmax_loss(h, w, y, bias=b, chunk_size=16))
+    losses.linear_entmax_loss(h, w, y, 1.0, bias=b, chunk_size=16),
+    losses.linear_softmax_loss(h, w, y, bias=b, chunk_size=16),
+  )
 
 
 def test_masked_classes_by_minus_inf_bias():
@@ -212,11 +235,17 @@ def test_masked_classes_by_minus_inf_bias():
   h, w, b, y = _inputs((24,), 16, 103, seed=6)
   b = b.at[16:48].set(-jnp.inf)
   y = jnp.where((y >= 16) & (y < 48), 0, y)
-  got = jax.jit(lambda h, w, b, y: losses.linear_softmax_loss(
-      h, w, y, bias=b, chunk_size=16))(h, w, b, y)
+  got = jax.jit(
+    lambda h, w, b, y: losses.linear_softmax_loss(
+      h, w, y, bias=b, chunk_size=16
+    )
+  )(h, w, b, y)
   live = jnp.isfinite(b)
-  want = jax.jit(lambda h, w, b, y: losses.softmax_loss(
-      h @ w + jnp.where(live, b, 0.0), y, where=live))(h, w, b, y)
+  want = jax.jit(
+    lambda h, w, b, y: losses.softmax_loss(
+      h @ w + jnp.where(live, b, 0.0), y, where=live
+    )
+  )(h, w, b, y)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -236,8 +265,9 @@ def test_vmap(name):
   got = jax.jit(jax.vmap(f, in_axes=(0, None, 0)))(h, w, y)
   np.testing.assert_allclose(got, ref(h, w, y), rtol=2e-5, atol=2e-5)
   # Gradients under vmap over the weights as well.
-  grad = lambda f: jax.jit(jax.vmap(jax.grad(lambda h, w, y: f(h, w, y).sum(),
-                                             argnums=(0, 1))))
+  grad = lambda f: jax.jit(
+    jax.vmap(jax.grad(lambda h, w, y: f(h, w, y).sum(), argnums=(0, 1)))
+  )
   for g, r in zip(grad(f)(h, ws, y), grad(ref)(h, ws, y)):
     np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-5)
 
@@ -245,16 +275,16 @@ def test_vmap(name):
 def test_traced_out_of_range_labels_give_nan_for_their_token_only():
   h, w, b, _ = _inputs((4,), 8, 20)
   y = jnp.array([3, 20, -1, 19])
-  f = jax.jit(lambda h, w, y: losses.linear_softmax_loss(
-      h, w, y, bias=b, chunk_size=6))
+  f = jax.jit(
+    lambda h, w, y: losses.linear_softmax_loss(h, w, y, bias=b, chunk_size=6)
+  )
   loss = f(h, w, y)
   assert np.isnan(loss[1]) and np.isnan(loss[2])
   assert np.isfinite(loss[0]) and np.isfinite(loss[3])
   dh, dw = jax.grad(lambda h, w: jnp.nansum(f(h, w, y)), argnums=(0, 1))(h, w)
   assert np.all(np.isfinite(dh)) and np.all(np.isfinite(dw))
   np.testing.assert_array_equal(dh[1:3], 0.0)
-  ref = jax.grad(lambda w: losses.softmax_loss(h[::3] @ w + b, y[::3]).sum()
-                 )(w)
+  ref = jax.grad(lambda w: losses.softmax_loss(h[::3] @ w + b, y[::3]).sum())(w)
   np.testing.assert_allclose(dw, ref, rtol=2e-5, atol=2e-5)
 
 
@@ -264,10 +294,12 @@ def test_tied_embedding(name):
   h, w, b, y = _inputs((24,), 16, 103, seed=8)
   emb = w.T
   fused, full = LOSSES[name]
-  got, g = jax.jit(jax.value_and_grad(
-      lambda e: fused(h, e.T, y, bias=b, chunk_size=16).sum()))(emb)
-  want, g_ref = jax.jit(jax.value_and_grad(
-      lambda e: full(_logits(h, e.T, b), y).sum()))(emb)
+  got, g = jax.jit(
+    jax.value_and_grad(lambda e: fused(h, e.T, y, bias=b, chunk_size=16).sum())
+  )(emb)
+  want, g_ref = jax.jit(
+    jax.value_and_grad(lambda e: full(_logits(h, e.T, b), y).sum())
+  )(emb)
   np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(g, g_ref, rtol=2e-5, atol=2e-5)
 
@@ -281,25 +313,29 @@ T_MEM, D_MEM, V_MEM, C_MEM = 512, 64, 8192, 256
 
 def _temp_bytes(f, *shapes):
   args = [jax.ShapeDtypeStruct(s, d) for s, d in shapes]
-  return jax.jit(f).lower(*args).compile().memory_analysis(
-      ).temp_size_in_bytes
+  return jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
 
 @pytest.mark.parametrize("name", COMPUTED)
 def test_memory_fwd_bwd(name):
   """fwd+bwd temp memory: O(tokens × chunk + d × V), not tokens × V."""
   fused, full = LOSSES[name]
-  shapes = [((T_MEM, D_MEM), jnp.float32), ((D_MEM, V_MEM), jnp.float32),
-            ((T_MEM,), jnp.int32), ((T_MEM,), jnp.float32)]
+  shapes = [
+    ((T_MEM, D_MEM), jnp.float32),
+    ((D_MEM, V_MEM), jnp.float32),
+    ((T_MEM,), jnp.int32),
+    ((T_MEM,), jnp.float32),
+  ]
 
   def fwd_bwd(f):
     return lambda h, w, y, g: jax.vjp(lambda h, w: f(h, w, y), h, w)[1](g)
 
-  ours = _temp_bytes(fwd_bwd(
-      lambda h, w, y: fused(h, w, y, chunk_size=C_MEM)), *shapes)
+  ours = _temp_bytes(
+    fwd_bwd(lambda h, w, y: fused(h, w, y, chunk_size=C_MEM)), *shapes
+  )
   theirs = _temp_bytes(fwd_bwd(lambda h, w, y: full(h @ w, y)), *shapes)
   logits = T_MEM * V_MEM * 4
-  assert theirs >= logits                       # the materialised loss
+  assert theirs >= logits  # the materialised loss
   assert ours <= 4 * T_MEM * C_MEM * 4 + D_MEM * V_MEM * 4, ours
   assert ours <= logits // 8, (ours, logits)
 
@@ -308,13 +344,20 @@ def test_memory_untied_weight_not_copied():
   """An untied [d, V] weight is read in place: the forward pass holds less
   than one d × V array. (A transposed embedding is copied once per pass:
   XLA:CPU gives a while loop's operands the default layout.)"""
-  shapes = [((T_MEM, D_MEM), jnp.float32), ((D_MEM, V_MEM), jnp.float32),
-            ((T_MEM,), jnp.int32)]
+  shapes = [
+    ((T_MEM, D_MEM), jnp.float32),
+    ((D_MEM, V_MEM), jnp.float32),
+    ((T_MEM,), jnp.int32),
+  ]
   f = lambda h, w, y: losses.linear_softmax_loss(h, w, y, chunk_size=C_MEM)
   ours = _temp_bytes(f, *shapes)
   assert ours < 2 * T_MEM * C_MEM * 4 + D_MEM * V_MEM * 4 // 4, ours
-  tied = _temp_bytes(lambda h, e, y: f(h, e.T, y), shapes[0],
-                     ((V_MEM, D_MEM), jnp.float32), shapes[2])
+  tied = _temp_bytes(
+    lambda h, e, y: f(h, e.T, y),
+    shapes[0],
+    ((V_MEM, D_MEM), jnp.float32),
+    shapes[2],
+  )
   assert tied <= ours + D_MEM * V_MEM * 4, (tied, ours)
 
 
@@ -332,24 +375,35 @@ def test_shard_map_vocabulary_split():
   """W[:, shard] per device, class ids global: whole-vocabulary loss and
   gradients for hidden (summed over the vocabulary shards), W and b."""
   mesh = _mesh()
-  h, w, b, y = _inputs((6,), 8, 52, seed=9)   # 13 classes per device
+  h, w, b, y = _inputs((6,), 8, 52, seed=9)  # 13 classes per device
   u = jax.random.uniform(jax.random.key(1), (6,), jnp.float32, 0.5, 1.5)
   specs = (P("data", None), P(None, "model"), P("model"), P("data"))
   put = lambda a, s: jax.device_put(a, NamedSharding(mesh, s))
   args = [put(a, s) for a, s in zip((h, w, b, y), specs)]
   local = jax.shard_map(
-      lambda h, w, b, y: losses.linear_softmax_loss(
-          h, w, y, bias=b, chunk_size=5, axis_name="model"),
-      mesh=mesh, in_specs=specs, out_specs=P("data"))
-  obj = lambda f: jax.jit(jax.value_and_grad(
-      lambda h, w, b, y: jnp.sum(f(h, w, b, y) * u), argnums=(0, 1, 2)))
+    lambda h, w, b, y: losses.linear_softmax_loss(
+      h, w, y, bias=b, chunk_size=5, axis_name="model"
+    ),
+    mesh=mesh,
+    in_specs=specs,
+    out_specs=P("data"),
+  )
+  obj = lambda f: jax.jit(
+    jax.value_and_grad(
+      lambda h, w, b, y: jnp.sum(f(h, w, b, y) * u), argnums=(0, 1, 2)
+    )
+  )
   got, grads = obj(local)(*args)
   want, ref_grads = obj(
-      lambda h, w, b, y: losses.softmax_loss(_logits(h, w, b), y))(h, w, b, y)
+    lambda h, w, b, y: losses.softmax_loss(_logits(h, w, b), y)
+  )(h, w, b, y)
   np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
   np.testing.assert_allclose(
-      jax.jit(local)(*args),
-      losses.softmax_loss(_logits(h, w, b), y), rtol=2e-5, atol=2e-5)
+    jax.jit(local)(*args),
+    losses.softmax_loss(_logits(h, w, b), y),
+    rtol=2e-5,
+    atol=2e-5,
+  )
   for g, r in zip(grads, ref_grads):
     np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-5)
 
@@ -362,16 +416,22 @@ def test_shard_map_tokens_only():
   h, w, b, y = _inputs((8,), 8, 30, seed=10)
   specs = (P(("data", "model"), None), P(), P(), P(("data", "model")))
   local = jax.shard_map(
-      lambda h, w, b, y: losses.linear_softmax_loss(h, w, y, bias=b,
-                                                    chunk_size=7),
-      mesh=mesh, in_specs=specs, out_specs=P(("data", "model")))
+    lambda h, w, b, y: losses.linear_softmax_loss(
+      h, w, y, bias=b, chunk_size=7
+    ),
+    mesh=mesh,
+    in_specs=specs,
+    out_specs=P(("data", "model")),
+  )
   put = lambda a, s: jax.device_put(a, NamedSharding(mesh, s))
   args = [put(a, s) for a, s in zip((h, w, b, y), specs)]
-  grad = lambda f: jax.jit(jax.grad(lambda h, w, b, y: f(h, w, b, y).sum(),
-                                    argnums=(1, 2)))
+  grad = lambda f: jax.jit(
+    jax.grad(lambda h, w, b, y: f(h, w, b, y).sum(), argnums=(1, 2))
+  )
   got = grad(local)(*args)
   want = grad(lambda h, w, b, y: losses.softmax_loss(_logits(h, w, b), y))(
-      h, w, b, y)
+    h, w, b, y
+  )
   for g, r in zip(got, want):
     np.testing.assert_allclose(g, r, rtol=2e-5, atol=2e-5)
 

@@ -14,18 +14,18 @@ import functools
 import chex
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import optax
 import pytest
-from jax.test_util import check_grads
 
 import softjax
 from softjax import losses
 
 LOSSES = {
-    "softmax": (losses.softmax_loss, 1.0),
-    "sparsemax": (losses.sparsemax_loss, 2.0),
-    "entmax15": (losses.entmax15_loss, 1.5),
+  "softmax": (losses.softmax_loss, 1.0),
+  "sparsemax": (losses.sparsemax_loss, 2.0),
+  "entmax15": (losses.entmax15_loss, 1.5),
 }
 LOSS_NAMES = tuple(LOSSES)
 ALPHAS = (1.0, 1.25, 1.5, 2.0, 2.5)
@@ -44,7 +44,7 @@ def _soft_labels(shape, seed=1, dtype=np.float32):
   return (e / e.sum(-1, keepdims=True)).astype(dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted(name, alpha, axis):
   """A jitted loss: compiled once per shape (eager entmax is slow to run).
 
@@ -53,10 +53,16 @@ def _jitted(name, alpha, axis):
   """
   if name == "entmax":
     if alpha == "array":
-      return jax.jit(lambda x, y, a, where=None: losses.entmax_loss(
-          x, y, a, axis, where=where))
-    return jax.jit(lambda x, y, where=None: losses.entmax_loss(
-        x, y, alpha, axis, where=where))
+      return jax.jit(
+        lambda x, y, a, where=None: losses.entmax_loss(
+          x, y, a, axis, where=where
+        )
+      )
+    return jax.jit(
+      lambda x, y, where=None: losses.entmax_loss(
+        x, y, alpha, axis, where=where
+      )
+    )
   fn = LOSSES[name][0]
   return jax.jit(lambda x, y, where=None: fn(x, y, axis, where=where))
 
@@ -120,7 +126,7 @@ def np_tsallis(p, alpha):
   if alpha == 1.0:
     q = p[p > 0]
     return -(q * np.log(q)).sum()
-  return (1 - (p ** alpha).sum()) / (alpha * (alpha - 1))
+  return (1 - (p**alpha).sum()) / (alpha * (alpha - 1))
 
 
 def np_normaliser(z, alpha):
@@ -141,8 +147,10 @@ def np_fy_loss(z, y, alpha):
 def np_rows(fn, z, *rest):
   """Applies a row function over the last axis."""
   z2 = np.asarray(z, np.float64).reshape(-1, np.shape(z)[-1])
-  rest2 = [np.broadcast_to(np.asarray(r, np.float64), np.shape(z)).reshape(
-      z2.shape) for r in rest]
+  rest2 = [
+    np.broadcast_to(np.asarray(r, np.float64), np.shape(z)).reshape(z2.shape)
+    for r in rest
+  ]
   out = [fn(z2[i], *(r[i] for r in rest2)) for i in range(len(z2))]
   return np.asarray(out).reshape(np.shape(z)[:-1] + np.shape(out[0]))
 
@@ -152,36 +160,44 @@ def _one_hot(labels, n):
 
 
 def _close(actual, expected, rtol=1e-5, atol=1e-5):
-  np.testing.assert_allclose(np.asarray(actual, np.float64),
-                             np.asarray(expected, np.float64),
-                             rtol=rtol, atol=atol)
+  np.testing.assert_allclose(
+    np.asarray(actual, np.float64),
+    np.asarray(expected, np.float64),
+    rtol=rtol,
+    atol=atol,
+  )
 
 
 # --------------------------------------------------------------------------
 # Values against optax, closed forms and PyTorch entmax.
 # --------------------------------------------------------------------------
 
-SHAPE = (12, 7)   # most value tests share it, so their compilations are shared
+SHAPE = (12, 7)  # most value tests share it, so their compilations are shared
 # One alpha per example for the array-alpha path, 1 and above 2 included.
-ROW_ALPHAS = np.array([1.0, 1.05, 1.1, 1.25, 1.5, 1.5, 1.75, 2.0, 2.0, 2.5,
-                       3.0, 4.0], np.float32)
+ROW_ALPHAS = np.array(
+  [1.0, 1.05, 1.1, 1.25, 1.5, 1.5, 1.75, 2.0, 2.0, 2.5, 3.0, 4.0], np.float32
+)
 
 
 def test_softmax_loss_matches_optax():
   x, ids = _scores(SHAPE), _rng(1).integers(0, 7, 12)
-  _close(_loss("softmax", x, ids),
-         optax.losses.softmax_cross_entropy_with_integer_labels(x, ids))
+  _close(
+    _loss("softmax", x, ids),
+    optax.losses.softmax_cross_entropy_with_integer_labels(x, ids),
+  )
   # Soft targets: cross-entropy minus the entropy of the target.
   y = _soft_labels(SHAPE)
   entropy = -(y.astype(np.float64) * np.log(y)).sum(-1)
-  _close(_loss("softmax", x, y),
-         optax.losses.softmax_cross_entropy(x, y) - entropy)
+  _close(
+    _loss("softmax", x, y), optax.losses.softmax_cross_entropy(x, y) - entropy
+  )
   # Masks, as optax's `where`.
   mask = _rng(2).random(SHAPE) < 0.6
   mask[np.arange(12), ids] = True
-  _close(_loss("softmax", x, ids, where=mask),
-         optax.losses.softmax_cross_entropy_with_integer_labels(
-             x, ids, where=mask))
+  _close(
+    _loss("softmax", x, ids, where=mask),
+    optax.losses.softmax_cross_entropy_with_integer_labels(x, ids, where=mask),
+  )
 
 
 def test_softmax_loss_huge_logits_match_optax():
@@ -189,14 +205,16 @@ def test_softmax_loss_huge_logits_match_optax():
   y = np.array([1, 0])
   out = _loss("softmax", x, y)
   assert np.isfinite(np.asarray(out)).all()
-  _close(out, optax.losses.softmax_cross_entropy_with_integer_labels(x, y),
-         rtol=1e-6)
+  _close(
+    out, optax.losses.softmax_cross_entropy_with_integer_labels(x, y), rtol=1e-6
+  )
 
 
 def test_sparsemax_loss_matches_optax():
   x, ids = _scores(SHAPE), _rng(1).integers(0, 7, 12)
-  _close(_loss("sparsemax", x, ids),
-         optax.losses.multiclass_sparsemax_loss(x, ids))
+  _close(
+    _loss("sparsemax", x, ids), optax.losses.multiclass_sparsemax_loss(x, ids)
+  )
 
 
 @pytest.mark.parametrize("alpha", [1.0, 1.25, 1.5, 2.0, 3.0])
@@ -204,24 +222,31 @@ def test_static_alpha_matches_numpy_fenchel_young(alpha):
   x, y = _scores(SHAPE), _soft_labels(SHAPE)
   expected = np_rows(lambda z, t: np_fy_loss(z, t, alpha), x, y)
   _close(_loss("entmax", x, y, alpha), expected, rtol=2e-5)
-  if alpha in (1.0, 1.5, 2.0):   # the named losses
+  if alpha in (1.0, 1.5, 2.0):  # the named losses
     name = {1.0: "softmax", 1.5: "entmax15", 2.0: "sparsemax"}[alpha]
     ids = _rng(3).integers(0, 7, 12)
-    expected = np_rows(lambda z, t: np_fy_loss(z, t, alpha), x,
-                       _one_hot(ids, 7))
+    expected = np_rows(
+      lambda z, t: np_fy_loss(z, t, alpha), x, _one_hot(ids, 7)
+    )
     _close(_loss(name, x, ids), expected, rtol=2e-5)
-    _close(_loss(name, x, y), _loss("entmax", x, y, alpha), rtol=1e-6,
-           atol=1e-7)
+    _close(
+      _loss(name, x, y), _loss("entmax", x, y, alpha), rtol=1e-6, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("kind", ["index", "soft"])
 def test_array_alpha_matches_numpy_fenchel_young(kind):
   x = _scores(SHAPE)
   ids = _rng(3).integers(0, 7, 12)
-  labels, y = ((ids, _one_hot(ids, 7)) if kind == "index"
-               else (_soft_labels(SHAPE),) * 2)
-  expected = np_rows(lambda z, t, a: np_fy_loss(z, t, a[0]), x, y,
-                     np.broadcast_to(ROW_ALPHAS[:, None], SHAPE))
+  labels, y = (
+    (ids, _one_hot(ids, 7)) if kind == "index" else (_soft_labels(SHAPE),) * 2
+  )
+  expected = np_rows(
+    lambda z, t, a: np_fy_loss(z, t, a[0]),
+    x,
+    y,
+    np.broadcast_to(ROW_ALPHAS[:, None], SHAPE),
+  )
   _close(_loss("entmax", x, labels, ROW_ALPHAS), expected, rtol=2e-5)
 
 
@@ -245,8 +270,11 @@ def test_worked_examples():
   # Sparsemax: a margin of at least 1 gives exactly zero loss. And for
   # z = (0.75, 0.5, -1), label 1: p = (0.625, 0.375, 0), so
   # L = 1/2 ||y - z||^2 - 1/2 ||p - z||^2 = 0.390625.
-  out = _loss("sparsemax", np.array([[3.0, 2.0, 0.0], [0.75, 0.5, -1.0]]),
-              np.array([0, 1]))
+  out = _loss(
+    "sparsemax",
+    np.array([[3.0, 2.0, 0.0], [0.75, 0.5, -1.0]]),
+    np.array([0, 1]),
+  )
   assert float(out[0]) == 0.0
   _close(out[1], 0.390625)
   # Two classes, softmax: log(1 + e^{-1}).
@@ -260,12 +288,16 @@ def test_matches_pytorch_entmax():
   ids = _rng(5).integers(0, 7, 12)
   xt, yt = torch.tensor(x.astype(np.float64)), torch.tensor(ids)
   cases = [
-      (_loss("entmax15", x, ids), entmax.Entmax15Loss(reduction="none")),
-      (_loss("sparsemax", x, ids), entmax.SparsemaxLoss(reduction="none")),
-      (_loss("entmax", x, _one_hot(ids, 7).astype(np.float32), 1.25),
-       entmax.EntmaxBisectLoss(alpha=1.25, n_iter=100, reduction="none")),
-      (_loss("entmax", x, _one_hot(ids, 7).astype(np.float32), 3.0),
-       entmax.EntmaxBisectLoss(alpha=3.0, n_iter=100, reduction="none")),
+    (_loss("entmax15", x, ids), entmax.Entmax15Loss(reduction="none")),
+    (_loss("sparsemax", x, ids), entmax.SparsemaxLoss(reduction="none")),
+    (
+      _loss("entmax", x, _one_hot(ids, 7).astype(np.float32), 1.25),
+      entmax.EntmaxBisectLoss(alpha=1.25, n_iter=100, reduction="none"),
+    ),
+    (
+      _loss("entmax", x, _one_hot(ids, 7).astype(np.float32), 3.0),
+      entmax.EntmaxBisectLoss(alpha=3.0, n_iter=100, reduction="none"),
+    ),
   ]
   for ours, ref in cases:
     _close(ours, ref(xt, yt).numpy(), rtol=1e-5)
@@ -285,8 +317,9 @@ def test_nonnegative_and_zero_iff_target_is_prediction():
   assert (at_p >= 0).all()
   assert at_p.max() < 1e-5
   for name in LOSS_NAMES:
-    p = np.asarray(jax.jit(softjax.entmax, static_argnums=1)(
-        x, LOSSES[name][1]))
+    p = np.asarray(
+      jax.jit(softjax.entmax, static_argnums=1)(x, LOSSES[name][1])
+    )
     assert np.asarray(_loss(name, x, p)).max() < 1e-5
   # Any other target: strictly positive.
   other = np.asarray(_loss("entmax", x, _soft_labels(SHAPE, seed=7), alpha))
@@ -342,17 +375,19 @@ def test_gradient_matches_autodiff_of_independent_formulas():
 
   def softmax_ref(x):
     # logsumexp(z) - <z, y> + sum y log y, differentiated by jax itself.
-    return (jax.nn.logsumexp(x, -1) - (x * y).sum(-1)
-            + (y * jnp.log(y)).sum(-1)).sum()
+    return (
+      jax.nn.logsumexp(x, -1) - (x * y).sum(-1) + (y * jnp.log(y)).sum(-1)
+    ).sum()
 
   def entmax15_ref(x):
     # Omega*(z) + Omega(y) - <z, y>, differentiated through the solution.
     p = _naive_entmax15(x)
-    tsallis = lambda q: (1 - (q ** 1.5).sum(-1)) / 0.75
+    tsallis = lambda q: (1 - (q**1.5).sum(-1)) / 0.75
     return ((p * x).sum(-1) + tsallis(p) - tsallis(y) - (x * y).sum(-1)).sum()
 
-  grad = lambda name: jax.jit(jax.grad(
-      lambda x: LOSSES[name][0](x, y).sum()))(x)
+  grad = lambda name: jax.jit(jax.grad(lambda x: LOSSES[name][0](x, y).sum()))(
+    x
+  )
   _close(grad("softmax"), jax.jit(jax.grad(softmax_ref))(x), atol=1e-6)
   _close(grad("entmax15"), jax.jit(jax.grad(entmax15_ref))(x), atol=1e-5)
   _close(_loss("entmax15", x, y).sum(), jax.jit(entmax15_ref)(x), rtol=1e-5)
@@ -362,7 +397,7 @@ def _grad_mask():
   mask = np.ones((4, 6), bool)
   mask[1, [1, 4]] = False
   mask[2, [0, 2, 5]] = False
-  mask[3] = False   # an all-masked row is left out
+  mask[3] = False  # an all-masked row is left out
   return mask
 
 
@@ -380,9 +415,14 @@ def test_check_grads_float64(alpha):
     w = jnp.asarray(_rng(13).normal(size=(4, 6)))
     # Class ids, and soft labels through a softmax (so that they stay on
     # the simplex), in one function to check both at once.
-    f = jax.jit(lambda x, w: jnp.stack([
-        losses.entmax_loss(x, ids, a, where=mask),
-        losses.entmax_loss(x, jax.nn.softmax(w, where=mask), a, where=mask)]))
+    f = jax.jit(
+      lambda x, w: jnp.stack(
+        [
+          losses.entmax_loss(x, ids, a, where=mask),
+          losses.entmax_loss(x, jax.nn.softmax(w, where=mask), a, where=mask),
+        ]
+      )
+    )
     # Second order for the paths with their own forward code.
     check_grads(f, (x, w), order=1 if alpha == 2.0 else 2, modes=["rev"])
 
@@ -402,8 +442,9 @@ def test_soft_label_gradient_in_every_direction(alpha):
     yy = np.asarray(y)
     a = np.broadcast_to(np.asarray(a, np.float64).reshape(-1, 1), yy.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
-      omega = np.where(a == 1.0, np.log(yy) + 1,
-                       (a * yy ** (a - 1) - 1) / (a * (a - 1)))
+      omega = np.where(
+        a == 1.0, np.log(yy) + 1, (a * yy ** (a - 1) - 1) / (a * (a - 1))
+      )
     diff = g - (omega - np.asarray(x))
     _close(diff - diff.mean(-1, keepdims=True), 0.0, atol=1e-10)
 
@@ -417,15 +458,24 @@ def test_soft_label_gradient_at_zero_targets_is_finite():
     gx, gy = jax.jit(jax.grad(f, argnums=(0, 1)))(x, y, a)
     assert np.isfinite(np.asarray(gy)).all()
     a_rows = np.broadcast_to(np.asarray(a, np.float64), (4,))
-    p = np.stack([np_normaliser(z.astype(np.float64), float(ai))
-                  for z, ai in zip(x, a_rows)])
+    p = np.stack(
+      [
+        np_normaliser(z.astype(np.float64), float(ai))
+        for z, ai in zip(x, a_rows)
+      ]
+    )
     _close(gx, p - y, atol=1e-5)
 
 
 def test_integer_labels_get_float0_cotangent():
   x, y = _scores((3, 4)), np.array([0, 3, 1])
-  _, gy = jax.jit(jax.grad(lambda x, y: losses.softmax_loss(x, y).sum(),
-                           argnums=(0, 1), allow_int=True))(x, y)
+  _, gy = jax.jit(
+    jax.grad(
+      lambda x, y: losses.softmax_loss(x, y).sum(),
+      argnums=(0, 1),
+      allow_int=True,
+    )
+  )(x, y)
   assert gy.dtype == jax.dtypes.float0
 
 
@@ -445,12 +495,15 @@ def test_hessian_is_jacobian_of_the_normaliser():
 def test_array_alpha_gradient_vs_finite_differences(labels):
   with jax.enable_x64(True):
     x = jnp.asarray(_scores((5, 6), dtype=np.float64))
-    y = (jnp.array([0, 3, 5, 1, 2]) if labels == "index"
-         else jnp.asarray(_soft_labels((5, 6), dtype=np.float64)))
+    y = (
+      jnp.array([0, 3, 5, 1, 2])
+      if labels == "index"
+      else jnp.asarray(_soft_labels((5, 6), dtype=np.float64))
+    )
     alpha = jnp.array([1.05, 1.3, 1.5, 2.0, 2.7])
     mask = np.ones((5, 6), bool)
     if labels == "index":
-      mask[0, 1:3] = False   # masked classes
+      mask[0, 1:3] = False  # masked classes
     f = jax.jit(lambda x, a: losses.entmax_loss(x, y, a, where=mask))
     check_grads(f, (x, alpha), order=1, modes=["rev"], eps=1e-5)
 
@@ -487,8 +540,9 @@ def test_mask_equals_dropping_the_classes():
   ids = _rng(18).choice(np.flatnonzero(mask), 12)
   ids_small = np.searchsorted(np.flatnonzero(mask), ids)
   f = lambda x, y, where: losses.entmax_loss(x, y, ROW_ALPHAS, where=where)
-  _close(jax.jit(f)(x, ids, mask), jax.jit(f)(x[:, mask], ids_small, None),
-         rtol=1e-5)
+  _close(
+    jax.jit(f)(x, ids, mask), jax.jit(f)(x[:, mask], ids_small, None), rtol=1e-5
+  )
   grad = jax.jit(jax.grad(lambda x, y, w: f(x, y, w).sum()))
   g = np.asarray(grad(x, ids, mask))
   assert (g[:, ~mask] == 0).all()
@@ -498,7 +552,7 @@ def test_mask_equals_dropping_the_classes():
 def test_all_masked_rows_are_left_out():
   x = _scores((3, 4))
   mask = np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], bool)
-  ids = np.array([0, 2, 3])   # the label of the empty row is ignored
+  ids = np.array([0, 2, 3])  # the label of the empty row is ignored
   for name in LOSS_NAMES:
     f = lambda x: LOSSES[name][0](x, ids, where=mask)
     out = np.asarray(_loss(name, x, ids, where=mask))
@@ -531,46 +585,69 @@ def test_axis_and_tuple_axis():
   ids = _rng(16).integers(0, 7, (3, 4))
   out = _loss("entmax15", x, ids, axis=0)
   chex.assert_shape(out, (3, 4))
-  _close(out, _loss("entmax15", np.moveaxis(x, 0, -1).reshape(SHAPE),
-                    ids.reshape(12)).reshape(3, 4), rtol=1e-6)
+  _close(
+    out,
+    _loss(
+      "entmax15", np.moveaxis(x, 0, -1).reshape(SHAPE), ids.reshape(12)
+    ).reshape(3, 4),
+    rtol=1e-6,
+  )
   # Soft labels over two axes = one flattened class axis.
   t = _soft_labels((3, 12)).reshape(3, 3, 4)
   xs = _scores((3, 3, 4))
   for name in ("softmax", "entmax15"):
-    _close(_loss(name, xs, t, axis=(1, 2)),
-           _loss(name, xs.reshape(3, 12), t.reshape(3, 12)), rtol=1e-5)
+    _close(
+      _loss(name, xs, t, axis=(1, 2)),
+      _loss(name, xs.reshape(3, 12), t.reshape(3, 12)),
+      rtol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("name,dtype", [("softmax", jnp.float16),
-                                        ("sparsemax", jnp.bfloat16),
-                                        ("entmax15", jnp.bfloat16)])
+@pytest.mark.parametrize(
+  "name,dtype",
+  [
+    ("softmax", jnp.float16),
+    ("sparsemax", jnp.bfloat16),
+    ("entmax15", jnp.bfloat16),
+  ],
+)
 def test_half_precision(name, dtype):
   x = jnp.asarray(_scores(SHAPE)).astype(dtype)
   ids = _rng(1).integers(0, 7, 12)
   out = _loss(name, x, ids)
   chex.assert_type(out, dtype)
-  _close(out.astype(np.float32), _loss(name, x.astype(jnp.float32), ids),
-         rtol=1e-2, atol=1e-2)
-  g = jax.jit(jax.grad(
-      lambda x: LOSSES[name][0](x, ids).sum().astype(jnp.float32)))(x)
+  _close(
+    out.astype(np.float32),
+    _loss(name, x.astype(jnp.float32), ids),
+    rtol=1e-2,
+    atol=1e-2,
+  )
+  g = jax.jit(
+    jax.grad(lambda x: LOSSES[name][0](x, ids).sum().astype(jnp.float32))
+  )(x)
   chex.assert_type(g, dtype)
 
 
-def test_jit_vmap_pmap_agree(n_devices):
+def test_jit_vmap_pmap_agree(devices, n_devices):
   x = _scores((n_devices, 5))
   ids = _rng(17).integers(0, 5, n_devices).astype(np.int32)
   soft = _soft_labels((n_devices, 5))
   alpha = np.linspace(1.0, 2.5, n_devices).astype(np.float32)
   f = lambda x, y, a: losses.entmax_loss(x, y, a)
   for y in (ids, soft):
-    expected = np_rows(lambda z, t, a: np_fy_loss(z, t, a[0]), x,
-                       _one_hot(y, 5) if y is ids else y,
-                       np.broadcast_to(alpha[:, None], x.shape))
+    expected = np_rows(
+      lambda z, t, a: np_fy_loss(z, t, a[0]),
+      x,
+      _one_hot(y, 5) if y is ids else y,
+      np.broadcast_to(alpha[:, None], x.shape),
+    )
     _close(jax.jit(f)(x, y, alpha), expected, rtol=2e-5)
     _close(jax.jit(jax.vmap(f))(x, y, alpha), expected, rtol=2e-5)
     if y is ids:
-      _close(jax.pmap(f)(x, y, alpha), expected, rtol=2e-5)
-  grad = jax.pmap(jax.grad(lambda x, y: losses.sparsemax_loss(x, y)))(x, ids)
+      _close(jax.pmap(f, devices=devices)(x, y, alpha), expected, rtol=2e-5)
+  grad = jax.pmap(
+    jax.grad(lambda x, y: losses.sparsemax_loss(x, y)), devices=devices
+  )(x, ids)
   _close(grad, np_rows(np_sparsemax, x) - _one_hot(ids, 5), atol=1e-6)
 
 
@@ -586,44 +663,71 @@ def test_traced_out_of_range_ids_give_nan():
 
 _X = np.zeros((2, 3), np.float32)
 _ERRORS = [
-    ("ids_too_big", _X, np.array([0, 3]), {}, ValueError, "labels"),
-    ("ids_negative", _X, np.array([-1, 0]), {}, ValueError, "labels"),
-    ("ids_shape", _X, np.array([0, 1, 2]), {}, ValueError, "labels"),
-    ("ids_keep_axis", _X, np.array([[0], [1]]), {}, ValueError, "labels"),
-    ("soft_shape", _X, np.full((2, 4), 0.25), {}, ValueError, "labels"),
-    ("soft_sum", _X, np.full((2, 3), 0.5), {}, ValueError, "labels"),
-    ("soft_negative", _X, np.array([[1.5, -0.5, 0.0]] * 2), {}, ValueError,
-     "labels"),
-    ("soft_nan", _X, np.array([[np.nan, 0.5, 0.5]] * 2), {}, ValueError,
-     "labels"),
-    ("bool_labels", _X, np.eye(2, 3, dtype=bool), {}, TypeError, "labels"),
-    ("ids_tuple_axis", _X, np.array([0, 1]), dict(axis=(1,)), ValueError,
-     "axis"),
-    ("axis_range", _X, np.array([0, 1]), dict(axis=2), ValueError, "axis"),
-    ("bool_logits", np.ones((2, 3), bool), np.array([0, 1]), {}, TypeError,
-     "logits"),
-    ("where_shape", _X, np.array([0, 1]), dict(where=np.ones(2, bool)),
-     ValueError, "where"),
+  ("ids_too_big", _X, np.array([0, 3]), {}, ValueError, "labels"),
+  ("ids_negative", _X, np.array([-1, 0]), {}, ValueError, "labels"),
+  ("ids_shape", _X, np.array([0, 1, 2]), {}, ValueError, "labels"),
+  ("ids_keep_axis", _X, np.array([[0], [1]]), {}, ValueError, "labels"),
+  ("soft_shape", _X, np.full((2, 4), 0.25), {}, ValueError, "labels"),
+  ("soft_sum", _X, np.full((2, 3), 0.5), {}, ValueError, "labels"),
+  (
+    "soft_negative",
+    _X,
+    np.array([[1.5, -0.5, 0.0]] * 2),
+    {},
+    ValueError,
+    "labels",
+  ),
+  (
+    "soft_nan",
+    _X,
+    np.array([[np.nan, 0.5, 0.5]] * 2),
+    {},
+    ValueError,
+    "labels",
+  ),
+  ("bool_labels", _X, np.eye(2, 3, dtype=bool), {}, TypeError, "labels"),
+  ("ids_tuple_axis", _X, np.array([0, 1]), dict(axis=(1,)), ValueError, "axis"),
+  ("axis_range", _X, np.array([0, 1]), dict(axis=2), ValueError, "axis"),
+  (
+    "bool_logits",
+    np.ones((2, 3), bool),
+    np.array([0, 1]),
+    {},
+    TypeError,
+    "logits",
+  ),
+  (
+    "where_shape",
+    _X,
+    np.array([0, 1]),
+    dict(where=np.ones(2, bool)),
+    ValueError,
+    "where",
+  ),
 ]
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
-@pytest.mark.parametrize("x,labels,kwargs,exc,arg",
-                         [pytest.param(*c[1:], id=c[0]) for c in _ERRORS])
+@pytest.mark.parametrize(
+  "x,labels,kwargs,exc,arg", [pytest.param(*c[1:], id=c[0]) for c in _ERRORS]
+)
 def test_bad_arguments_raise(name, x, labels, kwargs, exc, arg):
   with pytest.raises(exc, match=f"`{arg}`"):
     LOSSES[name][0](x, labels, **kwargs)
 
 
-@pytest.mark.parametrize("alpha,exc", [
+@pytest.mark.parametrize(
+  "alpha,exc",
+  [
     (0.5, ValueError),
     (np.array([1.5, 0.9]), ValueError),
-    (np.array([[1.5], [1.5]]), ValueError),   # class axis kept: wrong rule
+    (np.array([[1.5], [1.5]]), ValueError),  # class axis kept: wrong rule
     (np.array([1.5, 1.5, 1.5]), ValueError),
     (True, TypeError),
     (float("nan"), ValueError),
     (float("inf"), ValueError),
-])
+  ],
+)
 def test_bad_alpha_raises(alpha, exc):
   with pytest.raises(exc, match="`alpha`"):
     losses.entmax_loss(_X, np.array([0, 1]), alpha)

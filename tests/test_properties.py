@@ -20,11 +20,12 @@ from __future__ import annotations
 import functools
 import os
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import softjax
 
@@ -53,15 +54,19 @@ def _entmax(x, axis, where, t, alpha):
 
 # name -> f(x, axis, where, t, alpha); alpha is used by "entmax" only.
 MAPS = {
-    "softmax": lambda x, a, w, t, _: softjax.softmax(x, a, where=w,
-                                                     temperature=t),
-    "log_softmax": lambda x, a, w, t, _: softjax.log_softmax(
-        x, a, where=w, temperature=t),
-    "sparsemax": lambda x, a, w, t, _: softjax.sparsemax(x, a, where=w,
-                                                         temperature=t),
-    "entmax15": lambda x, a, w, t, _: softjax.entmax15(x, a, where=w,
-                                                       temperature=t),
-    "entmax": _entmax,
+  "softmax": lambda x, a, w, t, _: softjax.softmax(
+    x, a, where=w, temperature=t
+  ),
+  "log_softmax": lambda x, a, w, t, _: softjax.log_softmax(
+    x, a, where=w, temperature=t
+  ),
+  "sparsemax": lambda x, a, w, t, _: softjax.sparsemax(
+    x, a, where=w, temperature=t
+  ),
+  "entmax15": lambda x, a, w, t, _: softjax.entmax15(
+    x, a, where=w, temperature=t
+  ),
+  "entmax": _entmax,
 }
 
 
@@ -77,15 +82,16 @@ def _runner(name: str, layout: int):
 
   def objective(x, where, t, alpha, w):
     out = f(x, axis, where, t, alpha)
-    out = jnp.where(jnp.isfinite(out), out, 0.0)   # -inf of log_softmax
+    out = jnp.where(jnp.isfinite(out), out, 0.0)  # -inf of log_softmax
     return jnp.sum(out * w)
 
   def run(x, where, t, alpha, w, v):
     p = _as_probs(name, f(x, axis, where, t, alpha))
     g, gt, ga = jax.grad(objective, argnums=(0, 2, 3))(x, where, t, alpha, w)
     # Second order: a Hessian-vector product, reverse over reverse.
-    hv = jax.grad(lambda y: jnp.vdot(
-        jax.grad(objective)(y, where, t, alpha, w), v))(x)
+    hv = jax.grad(
+      lambda y: jnp.vdot(jax.grad(objective)(y, where, t, alpha, w), v)
+    )(x)
     return p, g, gt, ga, hv
 
   return jax.jit(run)
@@ -101,36 +107,46 @@ def problems(draw, finite_only=False, dyadic=False, layout=None):
   size = int(np.prod(shape))
   if dyadic:
     # Multiples of 1/64 times a power of 2: sums with integers are exact.
-    ints = draw(st.lists(st.integers(-640, 640), min_size=size,
-                         max_size=size))
+    ints = draw(st.lists(st.integers(-640, 640), min_size=size, max_size=size))
     x = np.asarray(ints, np.float32).reshape(shape) / 64
     x *= draw(st.sampled_from([0.125, 1.0, 8.0]))
     t = np.full(kshape, draw(st.sampled_from([0.5, 1.0, 2.0])), np.float32)
   else:
-    base = draw(st.lists(st.floats(-1, 1, width=32), min_size=size,
-                         max_size=size))
+    base = draw(
+      st.lists(st.floats(-1, 1, width=32), min_size=size, max_size=size)
+    )
     x = np.asarray(base, np.float32).reshape(shape)
     x *= np.float32(draw(st.sampled_from(MAGNITUDES)))
     # Ties: copy some entries onto others.
     if draw(st.booleans()):
       flat = x.reshape(-1)
-      for i, j in draw(st.lists(st.tuples(st.integers(0, size - 1),
-                                          st.integers(0, size - 1)),
-                                max_size=6)):
+      for i, j in draw(
+        st.lists(
+          st.tuples(st.integers(0, size - 1), st.integers(0, size - 1)),
+          max_size=6,
+        )
+      ):
         flat[i] = flat[j]
-    t = np.asarray(draw(st.lists(st.floats(0.0625, 16.0, width=32),
-                                 min_size=int(np.prod(kshape)),
-                                 max_size=int(np.prod(kshape)))),
-                   np.float32).reshape(kshape)
+    t = np.asarray(
+      draw(
+        st.lists(
+          st.floats(0.0625, 16.0, width=32),
+          min_size=int(np.prod(kshape)),
+          max_size=int(np.prod(kshape)),
+        )
+      ),
+      np.float32,
+    ).reshape(kshape)
   if finite_only or not draw(st.booleans()):
     where = np.ones(shape, bool)
   else:
     bits = draw(st.lists(st.booleans(), min_size=size, max_size=size))
     where = np.asarray(bits).reshape(shape) | (x > 0.5 * x.max())
-    if draw(st.booleans()):   # a row with nothing left
+    if draw(st.booleans()):  # a row with nothing left
       where = _clear_first_row(where, axes)
-  alpha = np.full((1,) * len(shape), draw(st.floats(1.0, 4.0, width=32)),
-                  np.float32)
+  alpha = np.full(
+    (1,) * len(shape), draw(st.floats(1.0, 4.0, width=32)), np.float32
+  )
   return layout, x, where, t, alpha
 
 
@@ -145,8 +161,10 @@ def _clear_first_row(where, axes):
 
 def _weights(shape, seed=0):
   rng = np.random.default_rng(seed)
-  return (rng.normal(size=shape).astype(np.float32),
-          rng.normal(size=shape).astype(np.float32))
+  return (
+    rng.normal(size=shape).astype(np.float32),
+    rng.normal(size=shape).astype(np.float32),
+  )
 
 
 def _row_sums(p, axes):
@@ -170,8 +188,9 @@ def test_simplex_order_and_finite_gradients(name, problem):
   assert (p >= 0).all()
   assert (p[~where] == 0).all()
   live_rows = where.any(axis=axes)
-  np.testing.assert_allclose(_row_sums(p, axes), live_rows.astype(float),
-                             atol=1e-5)
+  np.testing.assert_allclose(
+    _row_sums(p, axes), live_rows.astype(float), atol=1e-5
+  )
   # Finite gradients, first and second order, for every argument.
   for d in (g, gt, ga, hv):
     assert np.isfinite(np.asarray(d)).all()
@@ -179,19 +198,22 @@ def test_simplex_order_and_finite_gradients(name, problem):
   # Order preservation among live entries of a row (T is per row).
   xm = np.moveaxis(np.where(where, x, -np.inf), axes, range(-len(axes), 0))
   pm = np.moveaxis(p, axes, range(-len(axes), 0))
-  xm = xm.reshape(xm.shape[:xm.ndim - len(axes)] + (-1,))
+  xm = xm.reshape(xm.shape[: xm.ndim - len(axes)] + (-1,))
   pm = pm.reshape(xm.shape)
   order = np.argsort(xm, axis=-1, kind="stable")
   xs = np.take_along_axis(xm, order, -1)
   ps = np.take_along_axis(pm, order, -1)
-  with np.errstate(invalid="ignore"):   # -inf - -inf between masked entries
+  with np.errstate(invalid="ignore"):  # -inf - -inf between masked entries
     rising = np.diff(xs, axis=-1) > 0
   assert (np.diff(ps, axis=-1)[rising] >= -1e-6).all()
 
 
 @_settings(25)
-@given(name=st.sampled_from(NAMES), problem=problems(dyadic=True),
-       shift=st.integers(-1000, 1000))
+@given(
+  name=st.sampled_from(NAMES),
+  problem=problems(dyadic=True),
+  shift=st.integers(-1000, 1000),
+)
 def test_translation_invariance(name, problem, shift):
   layout, x, where, t, alpha = problem
   w, v = _weights(x.shape)
@@ -202,8 +224,11 @@ def test_translation_invariance(name, problem, shift):
 
 
 @_settings(30)
-@given(problem=problems(dyadic=True), a1=st.floats(1.0, 4.0, width=32),
-       a2=st.floats(1.0, 4.0, width=32))
+@given(
+  problem=problems(dyadic=True),
+  a1=st.floats(1.0, 4.0, width=32),
+  a2=st.floats(1.0, 4.0, width=32),
+)
 def test_support_shrinks_as_alpha_grows(problem, a1, a2):
   layout, x, where, t, _ = problem
   lo, hi = min(a1, a2), max(a1, a2)
@@ -221,7 +246,8 @@ def test_support_shrinks_as_alpha_grows(problem, a1, a2):
 def _plain(name: str):
   _, axis = LAYOUTS[0]
   return lambda x, where, t, alpha: _as_probs(
-      name, MAPS[name](x, axis, where, t, alpha))
+    name, MAPS[name](x, axis, where, t, alpha)
+  )
 
 
 @functools.cache
@@ -232,13 +258,16 @@ def _batched(name: str):
 @_settings(10)
 @given(name=st.sampled_from(NAMES), problem=problems(layout=0))
 def test_jit_no_jit_and_vmap_agree(name, problem):
-  _, x, where, t, alpha = problem    # layout 0: (4, 6) along the last axis
+  _, x, where, t, alpha = problem  # layout 0: (4, 6) along the last axis
   f = _plain(name)
   eager = np.asarray(f(x, where, t, alpha))
   jitted = np.asarray(_runner(name, 0)(x, where, t, alpha, x, x)[0])
   # vmap over the rows: each row on its own.
-  mapped = np.asarray(_batched(name)(x[:, None], where[:, None],
-                                     t[:, None], np.stack([alpha] * 4)))
+  mapped = np.asarray(
+    _batched(name)(
+      x[:, None], where[:, None], t[:, None], np.stack([alpha] * 4)
+    )
+  )
   np.testing.assert_allclose(jitted, eager, atol=1e-6)
   np.testing.assert_allclose(mapped[:, 0], eager, atol=1e-6)
 
@@ -247,18 +276,23 @@ def test_jit_no_jit_and_vmap_agree(name, problem):
 def _half_runner(name: str, dtype):
   _, axis = LAYOUTS[0]
   f = MAPS[name]
-  return jax.jit(lambda x, a: (f(x, axis, None, 1.0, a),
-                               f(x.astype(jnp.float32), axis, None, 1.0, a)))
+  return jax.jit(
+    lambda x, a: (
+      f(x, axis, None, 1.0, a),
+      f(x.astype(jnp.float32), axis, None, 1.0, a),
+    )
+  )
 
 
 @_settings(15)
-@given(name=st.sampled_from(NAMES),
-       dtype=st.sampled_from([jnp.float16, jnp.bfloat16]),
-       base=st.lists(st.floats(-1, 1, width=16), min_size=24, max_size=24),
-       magnitude=st.sampled_from([1e-3, 1.0, 60.0, 6e4]),
-       alpha=st.floats(1.0, 4.0, width=32))
-def test_half_precision_is_float32_rounded(name, dtype, base, magnitude,
-                                           alpha):
+@given(
+  name=st.sampled_from(NAMES),
+  dtype=st.sampled_from([jnp.float16, jnp.bfloat16]),
+  base=st.lists(st.floats(-1, 1, width=16), min_size=24, max_size=24),
+  magnitude=st.sampled_from([1e-3, 1.0, 60.0, 6e4]),
+  alpha=st.floats(1.0, 4.0, width=32),
+)
+def test_half_precision_is_float32_rounded(name, dtype, base, magnitude, alpha):
   x = jnp.asarray((np.asarray(base) * magnitude).reshape(4, 6), dtype)
   out, reference = _half_runner(name, dtype)(x, jnp.full((1, 1), alpha))
   assert out.dtype == dtype
@@ -274,15 +308,22 @@ def test_half_precision_is_float32_rounded(name, dtype, base, magnitude,
 # --------------------------------------------------------------------------
 
 LOSSES = {
-    "softmax_loss": (lambda x, y, a, w: softjax.losses.softmax_loss(
-        x, y, where=w), lambda x, a, w: softjax.softmax(x, where=w)),
-    "sparsemax_loss": (lambda x, y, a, w: softjax.losses.sparsemax_loss(
-        x, y, where=w), lambda x, a, w: softjax.sparsemax(x, where=w)),
-    "entmax15_loss": (lambda x, y, a, w: softjax.losses.entmax15_loss(
-        x, y, where=w), lambda x, a, w: softjax.entmax15(x, where=w)),
-    "entmax_loss": (lambda x, y, a, w: softjax.losses.entmax_loss(
-        x, y, a, where=w), lambda x, a, w: softjax.entmax(x, a[:, None],
-                                                          where=w)),
+  "softmax_loss": (
+    lambda x, y, a, w: softjax.losses.softmax_loss(x, y, where=w),
+    lambda x, a, w: softjax.softmax(x, where=w),
+  ),
+  "sparsemax_loss": (
+    lambda x, y, a, w: softjax.losses.sparsemax_loss(x, y, where=w),
+    lambda x, a, w: softjax.sparsemax(x, where=w),
+  ),
+  "entmax15_loss": (
+    lambda x, y, a, w: softjax.losses.entmax15_loss(x, y, where=w),
+    lambda x, a, w: softjax.entmax15(x, where=w),
+  ),
+  "entmax_loss": (
+    lambda x, y, a, w: softjax.losses.entmax_loss(x, y, a, where=w),
+    lambda x, a, w: softjax.entmax(x, a[:, None], where=w),
+  ),
 }
 
 
@@ -299,20 +340,23 @@ def _loss_runner(name: str):
 
 
 @_settings(30)
-@given(name=st.sampled_from(list(LOSSES)), soft=st.booleans(),
-       base=st.lists(st.floats(-1, 1, width=32), min_size=24, max_size=24),
-       magnitude=st.sampled_from(MAGNITUDES),
-       labels=st.lists(st.integers(0, 5), min_size=4, max_size=4),
-       masked=st.lists(st.booleans(), min_size=24, max_size=24),
-       alpha=st.floats(1.0, 4.0, width=32))
-def test_losses_nonnegative_with_gradient_p_minus_y(name, soft, base,
-                                                    magnitude, labels, masked,
-                                                    alpha):
+@given(
+  name=st.sampled_from(list(LOSSES)),
+  soft=st.booleans(),
+  base=st.lists(st.floats(-1, 1, width=32), min_size=24, max_size=24),
+  magnitude=st.sampled_from(MAGNITUDES),
+  labels=st.lists(st.integers(0, 5), min_size=4, max_size=4),
+  masked=st.lists(st.booleans(), min_size=24, max_size=24),
+  alpha=st.floats(1.0, 4.0, width=32),
+)
+def test_losses_nonnegative_with_gradient_p_minus_y(
+  name, soft, base, magnitude, labels, masked, alpha
+):
   x = (np.asarray(base, np.float32) * np.float32(magnitude)).reshape(4, 6)
   ids = np.asarray(labels)
   where = np.asarray(masked).reshape(4, 6)
-  where[np.arange(4), ids] = True    # the target class stays live
-  where[3] = False if masked[0] else where[3]   # sometimes a row left out
+  where[np.arange(4), ids] = True  # the target class stays live
+  where[3] = False if masked[0] else where[3]  # sometimes a row left out
   if soft:
     rng = np.random.default_rng(int(ids.sum()))
     y = rng.dirichlet(np.ones(6), size=4).astype(np.float32) * where
@@ -321,8 +365,9 @@ def test_losses_nonnegative_with_gradient_p_minus_y(name, soft, base,
   else:
     y = ids.astype(np.int32)
   weights = np.asarray([1.0, -0.5, 2.0, 0.25], np.float32)
-  value, g, p = _loss_runner(name)(x, y, np.full(4, alpha, np.float32),
-                                   where, weights)
+  value, g, p = _loss_runner(name)(
+    x, y, np.full(4, alpha, np.float32), where, weights
+  )
   value, g, p = (np.asarray(a, np.float64) for a in (value, g, p))
   target = y if soft else np.eye(6)[ids]
   target = np.where(where, target, 0.0)
@@ -333,8 +378,8 @@ def test_losses_nonnegative_with_gradient_p_minus_y(name, soft, base,
     assert np.isfinite(value).all()
   assert (value[~live] == 0).all()
   np.testing.assert_allclose(
-      g, weights[:, None] * np.where(live[:, None], p - target, 0.0),
-      atol=1e-6)
+    g, weights[:, None] * np.where(live[:, None], p - target, 0.0), atol=1e-6
+  )
 
 
 # --------------------------------------------------------------------------
@@ -347,25 +392,29 @@ def _gumbel_runner(hard: bool, normaliser: str):
   nz = {"softmax": softjax.softmax, "sparsemax": softjax.sparsemax}[normaliser]
 
   def run(key, x, where, t, w):
-    f = lambda z: softjax.gumbel_softmax(key, z, t, where=where, hard=hard,
-                                         normalizer=nz)
+    f = lambda z: softjax.gumbel_softmax(
+      key, z, t, where=where, hard=hard, normalizer=nz
+    )
     y = f(x)
     g = jax.grad(lambda z: jnp.vdot(f(z), w))(x)
-    return y, g, softjax.gumbel_softmax(key, x, t, where=where,
-                                        normalizer=nz)
+    return y, g, softjax.gumbel_softmax(key, x, t, where=where, normalizer=nz)
 
   return jax.jit(run)
 
 
 @_settings(20)
-@given(hard=st.booleans(), normaliser=st.sampled_from(["softmax",
-                                                       "sparsemax"]),
-       seed=st.integers(0, 2**31 - 1), problem=problems(layout=0))
+@given(
+  hard=st.booleans(),
+  normaliser=st.sampled_from(["softmax", "sparsemax"]),
+  seed=st.integers(0, 2**31 - 1),
+  problem=problems(layout=0),
+)
 def test_gumbel_samples(hard, normaliser, seed, problem):
   layout, x, where, t, _ = problem
   w, _ = _weights(x.shape)
   y, g, soft = _gumbel_runner(hard, normaliser)(
-      jax.random.key(seed), x, where, t, w)
+    jax.random.key(seed), x, where, t, w
+  )
   y, g, soft = (np.asarray(a) for a in (y, g, soft))
   live = where.any(-1)
   assert (y >= 0).all() and (y[~where] == 0).all()

@@ -10,14 +10,14 @@ found by ``tests/test_properties.py`` are at the end.
 
 from __future__ import annotations
 
+import _references as ref
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import checkify
 
 import softjax
-import _references as ref
 
 INF = np.inf
 NAN = np.nan
@@ -31,38 +31,47 @@ def _alpha_row(x):
 # name -> (f(x, **kwargs), is_log, is_sparse). Every map takes the keyword
 # arguments of softjax.softmax.
 NORMALISERS = {
-    "softmax": (softjax.softmax, False, False),
-    "log_softmax": (softjax.log_softmax, True, False),
-    "sparsemax": (softjax.sparsemax, False, True),
-    "entmax15": (softjax.entmax15, False, True),
-    "entmax_1_3": (lambda x, **k: softjax.entmax(x, 1.3, **k), False, True),
-    "entmax_3": (lambda x, **k: softjax.entmax(x, 3.0, **k), False, True),
-    "entmax_array_alpha": (
-        lambda x, **k: softjax.entmax(x, _alpha_row(x), **k), False, True),
+  "softmax": (softjax.softmax, False, False),
+  "log_softmax": (softjax.log_softmax, True, False),
+  "sparsemax": (softjax.sparsemax, False, True),
+  "entmax15": (softjax.entmax15, False, True),
+  "entmax_1_3": (lambda x, **k: softjax.entmax(x, 1.3, **k), False, True),
+  "entmax_3": (lambda x, **k: softjax.entmax(x, 3.0, **k), False, True),
+  "entmax_array_alpha": (
+    lambda x, **k: softjax.entmax(x, _alpha_row(x), **k),
+    False,
+    True,
+  ),
 }
 NAMES = list(NORMALISERS)
 SPARSE = [n for n in NAMES if NORMALISERS[n][2]]
 
 LOSSES = {
-    "softmax_loss": softjax.losses.softmax_loss,
-    "sparsemax_loss": softjax.losses.sparsemax_loss,
-    "entmax15_loss": softjax.losses.entmax15_loss,
-    "entmax_loss_1_3": lambda x, y, **k: softjax.losses.entmax_loss(
-        x, y, 1.3, **k),
-    "entmax_loss_array": lambda x, y, **k: softjax.losses.entmax_loss(
-        x, y, jnp.full(np.shape(x)[:-1], 1.7, jnp.float32), **k),
+  "softmax_loss": softjax.losses.softmax_loss,
+  "sparsemax_loss": softjax.losses.sparsemax_loss,
+  "entmax15_loss": softjax.losses.entmax15_loss,
+  "entmax_loss_1_3": lambda x, y, **k: softjax.losses.entmax_loss(
+    x, y, 1.3, **k
+  ),
+  "entmax_loss_array": lambda x, y, **k: softjax.losses.entmax_loss(
+    x, y, jnp.full(np.shape(x)[:-1], 1.7, jnp.float32), **k
+  ),
 }
-LOSS_ALPHA = {"softmax_loss": 1.0, "sparsemax_loss": 2.0,
-              "entmax15_loss": 1.5, "entmax_loss_1_3": 1.3,
-              "entmax_loss_array": 1.7}
+LOSS_ALPHA = {
+  "softmax_loss": 1.0,
+  "sparsemax_loss": 2.0,
+  "entmax15_loss": 1.5,
+  "entmax_loss_1_3": 1.3,
+  "entmax_loss_array": 1.7,
+}
 
 KEY = jax.random.key(0)
 GUMBEL = {
-    "gumbel": lambda x, **k: softjax.gumbel_softmax(KEY, x, **k),
-    "gumbel_sparsemax": lambda x, **k: softjax.gumbel_softmax(
-        KEY, x, normalizer=softjax.sparsemax, **k),
-    "gumbel_hard": lambda x, **k: softjax.gumbel_softmax(KEY, x, hard=True,
-                                                         **k),
+  "gumbel": lambda x, **k: softjax.gumbel_softmax(KEY, x, **k),
+  "gumbel_sparsemax": lambda x, **k: softjax.gumbel_softmax(
+    KEY, x, normalizer=softjax.sparsemax, **k
+  ),
+  "gumbel_hard": lambda x, **k: softjax.gumbel_softmax(KEY, x, hard=True, **k),
 }
 
 # Every public function of one array argument, for the tests shared by all.
@@ -77,17 +86,20 @@ def _probs(name, out):
 
 def _weighted(f, log, w):
   """A scalar function of ``x`` whose gradient exercises every output."""
+
   def loss(x, **kwargs):
     out = f(x, **kwargs)
-    if log:   # -inf outputs are constants; keep them out of the sum.
+    if log:  # -inf outputs are constants; keep them out of the sum.
       out = jnp.where(jnp.isfinite(out), out, 0.0)
     return jnp.sum(out.astype(jnp.float32) * w)
+
   return loss
 
 
 def _w(shape):
-  return jnp.asarray(np.linspace(-1.0, 2.0, int(np.prod(shape))).reshape(
-      shape), jnp.float32)
+  return jnp.asarray(
+    np.linspace(-1.0, 2.0, int(np.prod(shape))).reshape(shape), jnp.float32
+  )
 
 
 def _finite(*arrays):
@@ -96,8 +108,12 @@ def _finite(*arrays):
 
 def _tol(dtype):
   """Tolerance on a row sum in ``dtype``."""
-  return {jnp.float16: 4e-3, jnp.bfloat16: 2e-2, jnp.float32: 2e-6,
-          jnp.float64: 1e-13}[jnp.dtype(dtype).type]
+  return {
+    jnp.float16: 4e-3,
+    jnp.bfloat16: 2e-2,
+    jnp.float32: 2e-6,
+    jnp.float64: 1e-13,
+  }[jnp.dtype(dtype).type]
 
 
 # --------------------------------------------------------------------------
@@ -108,8 +124,9 @@ def _tol(dtype):
 @pytest.mark.parametrize("name", NAMES)
 def test_nan_stays_in_its_row(name):
   f, log, _ = NORMALISERS[name]
-  x = jnp.array([[1.0, NAN, 2.0, 0.5], [1.0, 2.0, 3.0, -1.0],
-                 [INF, NAN, 0.0, 0.0]])
+  x = jnp.array(
+    [[1.0, NAN, 2.0, 0.5], [1.0, 2.0, 3.0, -1.0], [INF, NAN, 0.0, 0.0]]
+  )
   out = _probs(name, f(x))
   assert np.isnan(out[0]).all() and np.isnan(out[2]).all()
   np.testing.assert_allclose(out[1], _probs(name, f(x[1:2]))[0], rtol=1e-6)
@@ -134,18 +151,22 @@ def test_neg_inf_entries_get_zero_mass_and_zero_gradient(name):
     assert (out[0, dead] == -INF).all()
   else:
     assert (out[0, dead] == 0.0).all()
-  np.testing.assert_allclose(np.delete(out, dead, axis=1), f(kept),
-                             rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    np.delete(out, dead, axis=1), f(kept), rtol=1e-6, atol=1e-7
+  )
   w = _w(x.shape)
   g = jax.grad(_weighted(f, log, w))(x)
   assert (np.asarray(g)[0, dead] == 0.0).all()
   np.testing.assert_allclose(
-      np.delete(np.asarray(g), dead, axis=1),
-      jax.grad(_weighted(f, log, w[:, jnp.array([0, 2, 4])]))(kept),
-      rtol=1e-5, atol=1e-6)
+    np.delete(np.asarray(g), dead, axis=1),
+    jax.grad(_weighted(f, log, w[:, jnp.array([0, 2, 4])]))(kept),
+    rtol=1e-5,
+    atol=1e-6,
+  )
   # The Jacobian has no entry in or out of a -inf score.
-  jac = np.asarray(jax.jacrev(lambda v: jnp.where(jnp.isfinite(f(v)), f(v),
-                                                  0.0))(x))[0, :, 0]
+  jac = np.asarray(
+    jax.jacrev(lambda v: jnp.where(jnp.isfinite(f(v)), f(v), 0.0))(x)
+  )[0, :, 0]
   assert (jac[dead, :] == 0).all() and (jac[:, dead] == 0).all()
 
 
@@ -170,7 +191,8 @@ def test_rows_with_nothing_live_give_zeros_never_nan(name, how):
   assert (np.asarray(h)[0] == 0).all() and _finite(h)
   if how == "where_and_t":
     gt = jax.grad(lambda t: loss(x, where=kwargs["where"], temperature=t))(
-        kwargs["temperature"])
+      kwargs["temperature"]
+    )
     assert np.asarray(gt)[0, 0] == 0 and _finite(gt)
 
 
@@ -182,19 +204,25 @@ def test_rows_with_nothing_live_give_zeros_never_nan(name, how):
 @pytest.mark.parametrize("name", NAMES)
 def test_pos_inf_entries_share_the_mass(name):
   f, log, _ = NORMALISERS[name]
-  x = jnp.array([[INF, 1.0, INF, -INF, 3e38],
-                 [-5.0, INF, 0.0, 2.0, -3e38],
-                 [INF, INF, INF, INF, INF]])
+  x = jnp.array(
+    [
+      [INF, 1.0, INF, -INF, 3e38],
+      [-5.0, INF, 0.0, 2.0, -3e38],
+      [INF, INF, INF, INF, INF],
+    ]
+  )
   out = _probs(name, f(x))
-  np.testing.assert_allclose(out, [[0.5, 0, 0.5, 0, 0], [0, 1, 0, 0, 0],
-                                   [0.2] * 5], rtol=1e-6, atol=0)
+  np.testing.assert_allclose(
+    out, [[0.5, 0, 0.5, 0, 0], [0, 1, 0, 0, 0], [0.2] * 5], rtol=1e-6, atol=0
+  )
   # Gradients stay finite (the map is locally constant in the limit).
   g = jax.grad(_weighted(f, log, _w(x.shape)))(x)
   assert _finite(g)
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax", "sparsemax",
-                                  "entmax15"])
+@pytest.mark.parametrize(
+  "name", ["softmax", "log_softmax", "sparsemax", "entmax15"]
+)
 def test_pos_inf_beats_the_largest_finite_value(name):
   f = NORMALISERS[name][0]
   big = float(np.finfo(np.float32).max)
@@ -211,9 +239,13 @@ def test_pos_inf_beats_the_largest_finite_value(name):
 def _extreme_rows(dtype):
   fi = jnp.finfo(dtype)
   big, tiny = float(fi.max), float(fi.smallest_subnormal)
-  rows = [[big, -big, 0.0, 1.0], [-big, -big, -big, -big],
-          [big, big, big, -big], [tiny, 0.0, -tiny, 2 * tiny],
-          [big, tiny, -tiny, -big]]
+  rows = [
+    [big, -big, 0.0, 1.0],
+    [-big, -big, -big, -big],
+    [big, big, big, -big],
+    [tiny, 0.0, -tiny, 2 * tiny],
+    [big, tiny, -tiny, -big],
+  ]
   if big > 1e30:
     rows += [[1e30, -1e30, 1e30, 0.0], [-1e30, 1.0, -1e30, 1e30]]
   return np.array(rows, np.float64).astype(dtype)
@@ -229,7 +261,7 @@ def test_huge_and_subnormal_scores_give_finite_results(name, dtype):
   p = _probs(name, out)
   assert np.isfinite(p).all()
   np.testing.assert_allclose(p.sum(-1), 1.0, atol=_tol(dtype))
-  if dtype == jnp.float32:   # gradients, first and second order, finite
+  if dtype == jnp.float32:  # gradients, first and second order, finite
     loss = _weighted(f, log, _w(x.shape))
     assert _finite(jax.grad(loss)(x), jax.jacrev(jax.grad(loss))(x))
 
@@ -259,16 +291,18 @@ def test_axis_of_size_one_gives_one(name):
   log = name == "log_softmax"
   x = jnp.array([[5.0], [-3e38], [0.0]])
   out = np.asarray(f(x))
-  np.testing.assert_array_equal(out, np.zeros((3, 1)) if log
-                                else np.ones((3, 1)))
+  np.testing.assert_array_equal(
+    out, np.zeros((3, 1)) if log else np.ones((3, 1))
+  )
   masked = np.asarray(f(x, where=jnp.array([[True], [False], [True]])))
   assert masked[1, 0] == (-INF if log else 0.0)
   g = jax.grad(lambda v: jnp.sum(f(v)))(x)
   np.testing.assert_array_equal(g, np.zeros((3, 1)))
 
 
-@pytest.mark.parametrize("shape,axis", [((3, 0), -1), ((0, 4), -1),
-                                         ((2, 0, 3), 1), ((0,), None)])
+@pytest.mark.parametrize(
+  "shape,axis", [((3, 0), -1), ((0, 4), -1), ((2, 0, 3), 1), ((0,), None)]
+)
 @pytest.mark.parametrize("name", list(EVERYTHING))
 def test_axis_of_size_zero_gives_empty(name, shape, axis):
   f = EVERYTHING[name]
@@ -276,7 +310,8 @@ def test_axis_of_size_zero_gives_empty(name, shape, axis):
   out = f(x, axis=axis)
   assert out.shape == shape and out.dtype == jnp.bfloat16
   g = jax.grad(lambda v: jnp.sum(f(v, axis=axis).astype(jnp.float32)))(
-      x.astype(jnp.float32))
+    x.astype(jnp.float32)
+  )
   assert g.shape == shape
 
 
@@ -292,8 +327,11 @@ def test_dtype_is_kept_and_rows_sum_to_one(name, dtype):
   x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 9)) * 3, dtype)
   out = f(x)
   assert out.dtype == dtype
-  p = np.exp(np.asarray(out, np.float64)) if name == "log_softmax" else (
-      np.asarray(out, np.float64))
+  p = (
+    np.exp(np.asarray(out, np.float64))
+    if name == "log_softmax"
+    else (np.asarray(out, np.float64))
+  )
   assert (p >= 0).all()
   np.testing.assert_allclose(p.sum(-1), 1.0, atol=_tol(dtype))
 
@@ -322,10 +360,13 @@ def test_integers_are_promoted_and_lists_accepted(name):
   np.testing.assert_array_equal(from_list, expected)
 
 
-@pytest.mark.parametrize("bad,exc", [
+@pytest.mark.parametrize(
+  "bad,exc",
+  [
     (np.array([True, False]), TypeError),
     (np.array([1 + 1j, 2.0]), TypeError),
-])
+  ],
+)
 @pytest.mark.parametrize("name", list(EVERYTHING))
 def test_boolean_and_complex_scores_raise(name, bad, exc):
   with pytest.raises(exc, match="dtype"):
@@ -337,24 +378,32 @@ def test_boolean_and_complex_scores_raise(name, bad, exc):
 # --------------------------------------------------------------------------
 
 _BAD_ARGS = [
-    ("axis_out_of_range", dict(axis=2), ValueError, "axis"),
-    ("axis_float", dict(axis=1.0), TypeError, "axis"),
-    ("axis_repeated", dict(axis=(0, -2)), ValueError, "axis"),
-    ("temperature_zero", dict(temperature=0.0), ValueError, "temperature"),
-    ("temperature_negative", dict(temperature=-1.0), ValueError,
-     "temperature"),
-    ("temperature_nan", dict(temperature=NAN), ValueError, "temperature"),
-    ("temperature_inf", dict(temperature=INF), ValueError, "temperature"),
-    ("temperature_array_zero", dict(temperature=np.array([[1.0], [0.0]])),
-     ValueError, "temperature"),
-    ("where_not_broadcastable", dict(where=np.ones(2, bool)), ValueError,
-     "where"),
-    ("where_not_bool", dict(where=np.ones(3)), TypeError, "where"),
+  ("axis_out_of_range", dict(axis=2), ValueError, "axis"),
+  ("axis_float", dict(axis=1.0), TypeError, "axis"),
+  ("axis_repeated", dict(axis=(0, -2)), ValueError, "axis"),
+  ("temperature_zero", dict(temperature=0.0), ValueError, "temperature"),
+  ("temperature_negative", dict(temperature=-1.0), ValueError, "temperature"),
+  ("temperature_nan", dict(temperature=NAN), ValueError, "temperature"),
+  ("temperature_inf", dict(temperature=INF), ValueError, "temperature"),
+  (
+    "temperature_array_zero",
+    dict(temperature=np.array([[1.0], [0.0]])),
+    ValueError,
+    "temperature",
+  ),
+  (
+    "where_not_broadcastable",
+    dict(where=np.ones(2, bool)),
+    ValueError,
+    "where",
+  ),
+  ("where_not_bool", dict(where=np.ones(3)), TypeError, "where"),
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,arg",
-                         [pytest.param(*c[1:], id=c[0]) for c in _BAD_ARGS])
+@pytest.mark.parametrize(
+  "kwargs,exc,arg", [pytest.param(*c[1:], id=c[0]) for c in _BAD_ARGS]
+)
 @pytest.mark.parametrize("name", list(EVERYTHING))
 def test_bad_arguments_raise_at_trace_time(name, kwargs, exc, arg):
   f = EVERYTHING[name]
@@ -363,9 +412,19 @@ def test_bad_arguments_raise_at_trace_time(name, kwargs, exc, arg):
     traced(jnp.ones((2, 3)))
 
 
-@pytest.mark.parametrize("alpha", [0.5, 0.0, -1.0, NAN, INF, True,
-                                   np.array([[1.5], [NAN]]),
-                                   np.array([[0.99], [1.0]])])
+@pytest.mark.parametrize(
+  "alpha",
+  [
+    0.5,
+    0.0,
+    -1.0,
+    NAN,
+    INF,
+    True,
+    np.array([[1.5], [NAN]]),
+    np.array([[0.99], [1.0]]),
+  ],
+)
 def test_bad_alpha_raises_at_trace_time(alpha):
   exc = TypeError if alpha is True else ValueError
   with pytest.raises(exc, match="`alpha`"):
@@ -373,30 +432,37 @@ def test_bad_alpha_raises_at_trace_time(alpha):
   a = np.asarray(alpha)
   loss_alpha = a[:, 0] if a.ndim == 2 else alpha
   with pytest.raises(exc, match="`alpha`"):
-    jax.jit(lambda x: softjax.losses.entmax_loss(x, jnp.array([0, 1]),
-                                                 loss_alpha))(jnp.ones((2, 3)))
+    jax.jit(
+      lambda x: softjax.losses.entmax_loss(x, jnp.array([0, 1]), loss_alpha)
+    )(jnp.ones((2, 3)))
 
 
-@pytest.mark.parametrize("key,exc", [
+@pytest.mark.parametrize(
+  "key,exc",
+  [
     (np.ones(3, np.float32), TypeError),
     (0, TypeError),
     (np.zeros((4, 2), np.uint32), ValueError),
     ("key", TypeError),
-])
+  ],
+)
 def test_non_key_raises(key, exc):
   with pytest.raises(exc, match="`key`"):
     jax.jit(lambda x: softjax.gumbel_softmax(key, x))(jnp.ones(3))
 
 
-@pytest.mark.parametrize("labels,exc", [
-    (np.array([0, 1, 2]), ValueError),          # wrong shape
-    (np.array([[0], [1]]), ValueError),         # wrong shape
-    (np.array([0, 3]), ValueError),             # out of range
-    (np.array([-1, 0]), ValueError),            # out of range
+@pytest.mark.parametrize(
+  "labels,exc",
+  [
+    (np.array([0, 1, 2]), ValueError),  # wrong shape
+    (np.array([[0], [1]]), ValueError),  # wrong shape
+    (np.array([0, 3]), ValueError),  # out of range
+    (np.array([-1, 0]), ValueError),  # out of range
     (np.ones((2, 4), np.float32), ValueError),  # soft labels, wrong shape
-    (np.full((2, 3), 0.5, np.float32), ValueError),   # do not sum to 1
+    (np.full((2, 3), 0.5, np.float32), ValueError),  # do not sum to 1
     (np.array([True, False]), TypeError),
-])
+  ],
+)
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_bad_labels_raise_at_trace_time(name, labels, exc):
   with pytest.raises(exc, match="`labels`"):
@@ -412,11 +478,15 @@ def test_bad_labels_raise_at_trace_time(name, labels, exc):
 def test_second_order_finite_on_awkward_finite_inputs(name):
   f, log, _ = NORMALISERS[name]
   # Extremes (3e38) are left out: d/dT of x / T overflows there, truly.
-  x = jnp.array([[0.0, 0.0, 0.0, 0.0],           # all equal
-                 [1.0, 0.0, 0.0, -1e-7],         # ties below the top
-                 [0.5, -0.5, 0.5, -0.5],         # ties at the top
-                 [1e4, 0.0, -1e4, 1.0],          # one-hot
-                 [1e-45, 0.0, -1e-45, 1e-40]])   # subnormals
+  x = jnp.array(
+    [
+      [0.0, 0.0, 0.0, 0.0],  # all equal
+      [1.0, 0.0, 0.0, -1e-7],  # ties below the top
+      [0.5, -0.5, 0.5, -0.5],  # ties at the top
+      [1e4, 0.0, -1e4, 1.0],  # one-hot
+      [1e-45, 0.0, -1e-45, 1e-40],
+    ]
+  )  # subnormals
   t = jnp.array([[0.5], [1.0], [2.0], [0.01], [1.0]])
   loss = _weighted(f, log, _w(x.shape))
 
@@ -444,8 +514,7 @@ def test_loss_nan_stays_in_its_row(name):
   y = jnp.array([0, 1])
   loss = np.asarray(LOSSES[name](x, y))
   assert np.isnan(loss[0])
-  np.testing.assert_allclose(loss[1], LOSSES[name](x[1:], y[1:])[0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(loss[1], LOSSES[name](x[1:], y[1:])[0], rtol=1e-6)
   g = np.asarray(_loss_grad(name, x, y))
   assert np.isfinite(g[1]).all()
 
@@ -457,7 +526,7 @@ def test_loss_neg_inf_logits_and_empty_rows(name):
   where = jnp.array([[True] * 3, [True] * 3, [False] * 3])
   loss = np.asarray(LOSSES[name](x, y, where=where))
   assert np.isfinite(loss[0]) and loss[0] >= 0
-  assert loss[1] == 0 and loss[2] == 0   # nothing live: left out
+  assert loss[1] == 0 and loss[2] == 0  # nothing live: left out
   g = np.asarray(_loss_grad(name, x, y, where=where))
   assert g[0, 1] == 0 and (g[1:] == 0).all() and np.isfinite(g).all()
   dropped = LOSSES[name](x[:1, jnp.array([0, 2])], jnp.array([1]))
@@ -474,13 +543,17 @@ def test_loss_pos_inf_logits_take_the_limit(name):
   # Target among the +inf logits: the loss of the uniform prediction on
   # them, H(uniform on 2) - H(one-hot); the same with a large finite logit.
   alpha = LOSS_ALPHA[name]
-  entropy = (np.log(2.0) if alpha == 1.0
-             else (1 - 2 * 0.5 ** alpha) / (alpha * (alpha - 1)))
+  entropy = (
+    np.log(2.0)
+    if alpha == 1.0
+    else (1 - 2 * 0.5**alpha) / (alpha * (alpha - 1))
+  )
   np.testing.assert_allclose(loss[0], entropy, rtol=1e-5)
-  assert loss[1] == INF      # target off the +inf logits
+  assert loss[1] == INF  # target off the +inf logits
   g = np.asarray(_loss_grad(name, x, y))
-  np.testing.assert_allclose(g, [[-0.5, 0, 0.5, 0], [0.5, -1, 0.5, 0]],
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    g, [[-0.5, 0, 0.5, 0], [0.5, -1, 0.5, 0]], atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -500,8 +573,9 @@ def test_loss_huge_logits(name):
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_loss_size_one_size_zero_and_dtypes(name):
   f = LOSSES[name]
-  np.testing.assert_array_equal(f(jnp.array([[4.0], [-1.0]]),
-                                  jnp.array([0, 0])), [0.0, 0.0])
+  np.testing.assert_array_equal(
+    f(jnp.array([[4.0], [-1.0]]), jnp.array([0, 0])), [0.0, 0.0]
+  )
   empty = f(jnp.zeros((2, 0)), jnp.zeros((2, 0)))
   assert empty.shape == (2,) and (np.asarray(empty) == 0).all()
   no_rows = f(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32))
@@ -510,16 +584,18 @@ def test_loss_size_one_size_zero_and_dtypes(name):
     out = f(jnp.array([[1.0, 2.0, -1.0]], dtype), jnp.array([0]))
     assert out.dtype == dtype and np.isfinite(np.asarray(out, float)).all()
   from_list = f([[1.0, 2.0, -1.0]], [0])
-  np.testing.assert_allclose(from_list, f(jnp.array([[1.0, 2.0, -1.0]]),
-                                          jnp.array([0])))
+  np.testing.assert_allclose(
+    from_list, f(jnp.array([[1.0, 2.0, -1.0]]), jnp.array([0]))
+  )
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_loss_second_order_finite(name):
-  x = jnp.array([[0.3, -INF, 1.2, 0.0], [1e4, 0.0, -1e4, 1.0],
-                 [0.0, 0.0, 0.0, 0.0]])
+  x = jnp.array(
+    [[0.3, -INF, 1.2, 0.0], [1e4, 0.0, -1e4, 1.0], [0.0, 0.0, 0.0, 0.0]]
+  )
   y = jnp.array([0, 2, 3])
-  grad = jax.grad(lambda v: jnp.sum(LOSSES[name](v, y) * jnp.arange(1., 4.)))
+  grad = jax.grad(lambda v: jnp.sum(LOSSES[name](v, y) * jnp.arange(1.0, 4.0)))
   h = jax.jacrev(grad)(x)
   assert _finite(h)
 
@@ -538,23 +614,26 @@ def test_traced_out_of_range_labels_give_nan(name):
 @pytest.mark.parametrize("name", list(GUMBEL))
 def test_gumbel_nan_and_empty_rows(name):
   f = GUMBEL[name]
-  x = jnp.array([[NAN, 1.0, 2.0], [-INF, -INF, -INF], [0.1, 0.2, 0.3],
-                 [0.1, 0.2, 0.3]])
+  x = jnp.array(
+    [[NAN, 1.0, 2.0], [-INF, -INF, -INF], [0.1, 0.2, 0.3], [0.1, 0.2, 0.3]]
+  )
   where = jnp.array([[True] * 3] * 3 + [[False] * 3])
   out = np.asarray(f(x, where=where))
   assert np.isnan(out[0]).all()
   assert (out[1] == 0).all() and (out[3] == 0).all()
   np.testing.assert_allclose(out[2].sum(), 1.0, rtol=1e-6)
-  g = np.asarray(jax.grad(lambda v: jnp.sum(f(v, where=where) * _w(x.shape))
-                          )(x))
+  g = np.asarray(
+    jax.grad(lambda v: jnp.sum(f(v, where=where) * _w(x.shape)))(x)
+  )
   assert (g[1] == 0).all() and (g[3] == 0).all() and np.isfinite(g[2]).all()
 
 
 def test_gumbel_hard_with_pos_inf_is_uniform_over_them():
   x = jnp.array([INF, 0.0, INF, 5.0, INF])
   keys = jax.random.split(jax.random.key(1), 3000)
-  hs = jax.jit(jax.vmap(lambda k: softjax.gumbel_softmax(k, x, hard=True))
-               )(keys)
+  hs = jax.jit(jax.vmap(lambda k: softjax.gumbel_softmax(k, x, hard=True)))(
+    keys
+  )
   hs = np.asarray(hs)
   assert (hs.sum(-1) == 1).all()
   freq = hs.mean(0)
@@ -567,8 +646,9 @@ def test_gumbel_hard_huge_logits_match_gumbel_max():
   # still follows the perturbed scores.
   x = jnp.array([3e38, 3e38, -3e38])
   keys = jax.random.split(jax.random.key(2), 400)
-  hs = np.asarray(jax.vmap(lambda k: softjax.gumbel_softmax(
-      k, x, hard=True))(keys))
+  hs = np.asarray(
+    jax.vmap(lambda k: softjax.gumbel_softmax(k, x, hard=True))(keys)
+  )
   assert (hs.sum(-1) == 1).all() and (hs[:, 2] == 0).all()
   assert 0.3 < hs[:, 0].mean() < 0.7
 
@@ -593,15 +673,15 @@ def _reference(x, alpha):
 def test_fuzz_boundaries_against_reference(alpha):
   rng = np.random.default_rng(3)
   rows = [
-      np.zeros(7),                                   # all equal
-      np.full(7, -2.5),
-      np.array([1.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0]),   # ties at threshold
-      np.array([1.0, 1.0, 0.0, 0.0, 0.0, -3.0, -3.0]),
-      np.array([0.5, 0.5, 0.5, 0.5, -0.5, -0.5, -0.5]),
-      np.r_[30.0, rng.uniform(-1e-6, 1e-6, 6)],     # one huge among tiny
-      np.r_[1e-6, rng.uniform(-1e-9, 1e-9, 6)],
-      rng.normal(size=7) * 1e-4,
-      rng.normal(size=7) * 50,
+    np.zeros(7),  # all equal
+    np.full(7, -2.5),
+    np.array([1.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0]),  # ties at threshold
+    np.array([1.0, 1.0, 0.0, 0.0, 0.0, -3.0, -3.0]),
+    np.array([0.5, 0.5, 0.5, 0.5, -0.5, -0.5, -0.5]),
+    np.r_[30.0, rng.uniform(-1e-6, 1e-6, 6)],  # one huge among tiny
+    np.r_[1e-6, rng.uniform(-1e-9, 1e-9, 6)],
+    rng.normal(size=7) * 1e-4,
+    rng.normal(size=7) * 50,
   ]
   x = np.stack(rows).astype(np.float32)
   p = np.asarray(softjax.entmax(jnp.asarray(x), alpha), np.float64)
@@ -614,19 +694,22 @@ def test_fuzz_boundaries_against_reference(alpha):
 
 
 def test_alpha_close_to_one_is_softmax():
-  x = jnp.asarray(np.random.default_rng(4).normal(size=(4, 50)) * 3,
-                  jnp.float32)
+  x = jnp.asarray(
+    np.random.default_rng(4).normal(size=(4, 50)) * 3, jnp.float32
+  )
   for alpha in (1.0 + 1e-6, jnp.full((4, 1), 1.0 + 1e-6)):
-    np.testing.assert_allclose(softjax.entmax(x, alpha), softjax.softmax(x),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+      softjax.entmax(x, alpha), softjax.softmax(x), atol=2e-6
+    )
 
 
 @pytest.mark.parametrize("alpha", [1.0 + 1e-6, 1.5, 2.0, 4.0])
 def test_rows_of_a_million_entries(alpha):
   n = 1_000_000
   rng = np.random.default_rng(5)
-  x = np.stack([rng.normal(size=n), np.zeros(n),
-                np.r_[1e3, np.full(n - 1, 1e-30)]]).astype(np.float32)
+  x = np.stack(
+    [rng.normal(size=n), np.zeros(n), np.r_[1e3, np.full(n - 1, 1e-30)]]
+  ).astype(np.float32)
   p = jax.jit(lambda v: softjax.entmax(v, alpha))(jnp.asarray(x))
   p = np.asarray(p, np.float64)
   np.testing.assert_allclose(p.sum(-1), 1.0, atol=1e-5)
@@ -649,17 +732,20 @@ def test_traced_bad_alpha_gives_the_documented_result():
   entmax = jax.jit(lambda v, a: softjax.entmax(v, a))
   assert np.isnan(entmax(x, jnp.array([[NAN]]))).all()
   assert np.isnan(entmax(x, jnp.array([[INF]]))).all()
-  np.testing.assert_allclose(entmax(x, jnp.array([[0.5]])),
-                             softjax.softmax(x), atol=1e-6)
-  loss = jax.jit(lambda v, a: softjax.losses.entmax_loss(v, jnp.array([1]),
-                                                         a))
-  np.testing.assert_allclose(loss(x, jnp.array([0.5])),
-                             softjax.losses.softmax_loss(x, jnp.array([1])),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    entmax(x, jnp.array([[0.5]])), softjax.softmax(x), atol=1e-6
+  )
+  loss = jax.jit(lambda v, a: softjax.losses.entmax_loss(v, jnp.array([1]), a))
+  np.testing.assert_allclose(
+    loss(x, jnp.array([0.5])),
+    softjax.losses.softmax_loss(x, jnp.array([1])),
+    rtol=1e-6,
+  )
   # Value and alpha-gradient of alpha = 1 below 1.
   ga = jax.grad(lambda a: loss(x, a).sum())
-  np.testing.assert_allclose(ga(jnp.array([0.5])), ga(jnp.array([1.0])),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    ga(jnp.array([0.5])), ga(jnp.array([1.0])), rtol=1e-6
+  )
   assert np.isnan(loss(x, jnp.array([NAN]))).all()
 
 
@@ -670,14 +756,15 @@ def test_traced_bad_temperature_gives_the_documented_result(name):
   run = jax.jit(lambda v, t: _probs_j(name, f(v, temperature=t)))
   assert np.isnan(run(x, jnp.array(NAN))).all()
   # T = +inf: x / T = 0, the uniform distribution.
-  np.testing.assert_allclose(run(x, jnp.array(INF)), [[1 / 3] * 3],
-                             rtol=1e-6)
+  np.testing.assert_allclose(run(x, jnp.array(INF)), [[1 / 3] * 3], rtol=1e-6)
   # T = 0: x / 0 = +inf for positive scores: they share the mass.
-  np.testing.assert_allclose(run(x, jnp.array(0.0)), [[0.5, 0.5, 0.0]],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    run(x, jnp.array(0.0)), [[0.5, 0.5, 0.0]], rtol=1e-6
+  )
   # T < 0 reverses the order.
-  np.testing.assert_allclose(run(x, jnp.array(-1.0)),
-                             run(-x, jnp.array(1.0)), rtol=1e-6)
+  np.testing.assert_allclose(
+    run(x, jnp.array(-1.0)), run(-x, jnp.array(1.0)), rtol=1e-6
+  )
 
 
 def _probs_j(name, out):
@@ -696,18 +783,27 @@ def test_checks_pass_good_values_and_return_them_unchanged():
   assert softjax.checks.check_alpha(jnp.zeros((0,))).shape == (0,)
 
 
-@pytest.mark.parametrize("check,bad,match", [
+@pytest.mark.parametrize(
+  "check,bad,match",
+  [
     (softjax.checks.check_alpha, 0.5, "`alpha`.*0.5"),
     (softjax.checks.check_alpha, jnp.array([1.0, NAN]), "`alpha`.*nan"),
     (softjax.checks.check_alpha, INF, "`alpha`.*inf"),
     (softjax.checks.check_temperature, 0.0, "`temperature`"),
-    (softjax.checks.check_temperature, jnp.array([1.0, -2.0]),
-     "`temperature`.*-2"),
+    (
+      softjax.checks.check_temperature,
+      jnp.array([1.0, -2.0]),
+      "`temperature`.*-2",
+    ),
     (softjax.checks.check_temperature, NAN, "`temperature`"),
     (softjax.checks.check_scores, jnp.array([0.0, NAN]), "NaN"),
-    (lambda y: softjax.checks.check_labels(y, 3), jnp.array([0, 3]),
-     "`labels`.*3"),
-])
+    (
+      lambda y: softjax.checks.check_labels(y, 3),
+      jnp.array([0, 3]),
+      "`labels`.*3",
+    ),
+  ],
+)
 def test_checks_eager_jit_and_vmap(check, bad, match):
   with pytest.raises(checkify.JaxRuntimeError, match=match):
     check(bad)
@@ -753,16 +849,19 @@ def test_checkified_function_exports_for_all_platforms():
     return softjax.entmax(x, softjax.checks.check_alpha(alpha))
 
   exported = jax.export.export(
-      jax.jit(lambda x, a: checkify.checkify(f)(x, a)[1]),
-      platforms=["cpu", "cuda", "tpu"])(
-          jax.ShapeDtypeStruct((4, 16), jnp.float32),
-          jax.ShapeDtypeStruct((4, 1), jnp.float32))
+    jax.jit(lambda x, a: checkify.checkify(f)(x, a)[1]),
+    platforms=["cpu", "cuda", "tpu"],
+  )(
+    jax.ShapeDtypeStruct((4, 16), jnp.float32),
+    jax.ShapeDtypeStruct((4, 1), jnp.float32),
+  )
   assert exported.mlir_module().strip()
 
 
 def test_semantics_page_example_runs(capsys):
   import pathlib
   import re
+
   page = pathlib.Path(__file__).parent.parent / "docs" / "semantics.md"
   if not page.exists():
     pytest.skip("docs/semantics.md not present")

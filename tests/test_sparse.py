@@ -12,35 +12,35 @@ from __future__ import annotations
 
 import itertools
 
+import _references as ref
+from absl.testing import parameterized
 import chex
 import jax
 import jax.numpy as jnp
+from jax.test_util import check_grads
 import numpy as np
 import pytest
-from absl.testing import parameterized
-from jax.test_util import check_grads
 
 import softjax
-import _references as ref
 
 # name -> (softjax function of (x, **kwargs), alpha it implements).
 NAMED = {
-    "sparsemax": (softjax.sparsemax, 2.0),
-    "entmax15": (softjax.entmax15, 1.5),
+  "sparsemax": (softjax.sparsemax, 2.0),
+  "entmax15": (softjax.entmax15, 1.5),
 }
 ALPHAS = (1.1, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 SCALES = (0.01, 1.0, 10.0, 100.0)
 
 # (case id, shape, axis): d = 1 and 2, 2-D and 3-D, every axis, tuples, None.
 SHAPE_CASES = (
-    ("d1", (4, 1), -1),
-    ("d2", (6, 2), -1),
-    ("2d", (5, 9), -1),
-    ("3d_axis0", (7, 3, 2), 0),
-    ("3d_axis1", (2, 6, 3), 1),
-    ("3d_last", (3, 2, 8), -1),
-    ("3d_tuple", (3, 2, 4), (0, 2)),
-    ("3d_none", (2, 3, 2), None),
+  ("d1", (4, 1), -1),
+  ("d2", (6, 2), -1),
+  ("2d", (5, 9), -1),
+  ("3d_axis0", (7, 3, 2), 0),
+  ("3d_axis1", (2, 6, 3), 1),
+  ("3d_last", (3, 2, 8), -1),
+  ("3d_tuple", (3, 2, 4), (0, 2)),
+  ("3d_none", (2, 3, 2), None),
 )
 
 # Per-entry accuracy in float32 for alpha <= 2: the map is 1-Lipschitz there
@@ -122,8 +122,9 @@ def _assert_matches(p, expected, margin, tol, axis=-1, err_msg=""):
   # support edge and where the reference underflows float32 (alpha = 1.1
   # gives p = margin^10: a margin of 1e-4 is already 1e-40).
   check = (np.abs(margin) > EDGE) & ((expected == 0) | (expected > TINY32))
-  np.testing.assert_array_equal((p == 0)[check], (expected == 0)[check],
-                                err_msg=err_msg)
+  np.testing.assert_array_equal(
+    (p == 0)[check], (expected == 0)[check], err_msg=err_msg
+  )
 
 
 def _shift_axis(axis):
@@ -145,29 +146,41 @@ def test_references_agree():
   # reference cannot make a softjax bug pass.
   z = _scores((6, 11), 2.0, seed=30).astype(np.float64)
   g = _rng(31).normal(size=z.shape)
-  np.testing.assert_allclose(ref.sparsemax(z), ref.entmax_bisect(z, 2.0),
-                             rtol=0, atol=1e-14)
-  np.testing.assert_allclose(ref.entmax15(z), ref.entmax_bisect(z, 1.5),
-                             rtol=0, atol=1e-14)
-  np.testing.assert_allclose(ref.entmax_bisect(z, 1 + 1e-7), ref.softmax(z),
-                             rtol=0, atol=1e-6)
+  np.testing.assert_allclose(
+    ref.sparsemax(z), ref.entmax_bisect(z, 2.0), rtol=0, atol=1e-14
+  )
+  np.testing.assert_allclose(
+    ref.entmax15(z), ref.entmax_bisect(z, 1.5), rtol=0, atol=1e-14
+  )
+  np.testing.assert_allclose(
+    ref.entmax_bisect(z, 1 + 1e-7), ref.softmax(z), rtol=0, atol=1e-6
+  )
   for alpha in (1.05, 1.3, 2.0, 2.5):
     p = ref.entmax_bisect(z, alpha)
-    np.testing.assert_allclose(ref.entmax_alpha_vjp(p, alpha, g),
-                               ref.entmax_alpha_vjp_fd(z, alpha, g),
-                               rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(
+      ref.entmax_alpha_vjp(p, alpha, g),
+      ref.entmax_alpha_vjp_fd(z, alpha, g),
+      rtol=1e-6,
+      atol=1e-8,
+    )
     # Margins: positive exactly on the support.
     np.testing.assert_array_equal(ref.entmax_margin(z, alpha) > 0, p > 0)
   p = ref.entmax_bisect(z, 1 + 1e-5)
-  np.testing.assert_allclose(ref.entmax_alpha_vjp_at_one(z, g),
-                             ref.entmax_alpha_vjp(p, 1 + 1e-5, g),
-                             rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(
+    ref.entmax_alpha_vjp_at_one(z, g),
+    ref.entmax_alpha_vjp(p, 1 + 1e-5, g),
+    rtol=1e-3,
+    atol=1e-4,
+  )
   # along() moves tuple axes to the end and back.
   x = _scores((3, 4, 5), seed=32)
   moved = np.transpose(x, (1, 0, 2)).reshape(4, 15)
   np.testing.assert_allclose(
-      np.transpose(ref.along(ref.sparsemax, x, (0, 2)), (1, 0, 2)).reshape(
-          4, 15), ref.sparsemax(moved), rtol=0, atol=1e-15)
+    np.transpose(ref.along(ref.sparsemax, x, (0, 2)), (1, 0, 2)).reshape(4, 15),
+    ref.sparsemax(moved),
+    rtol=0,
+    atol=1e-15,
+  )
 
 
 # --------------------------------------------------------------------------
@@ -201,14 +214,20 @@ def _check_cases(fn, scales):
   axes = [b for *_, b in cases]
   # One compilation for every shape case.
   outs = jax.jit(lambda xs: [_call(fn, x, axis=b) for x, b in zip(xs, axes)])(
-      [x for _, x, _, _ in cases])
+    [x for _, x, _, _ in cases]
+  )
   for (case, x, axis, _), p in zip(cases, outs):
     chex.assert_shape(p, x.shape)
     chex.assert_type(p, jnp.float32)
     for i, scale in enumerate(scales):
-      _assert_matches(p[i], _reference(x[i], alpha, axis),
-                      _margin(x[i], alpha, axis), _tol32(alpha), axis,
-                      err_msg=f"{fn} {case} scale={scale}")
+      _assert_matches(
+        p[i],
+        _reference(x[i], alpha, axis),
+        _margin(x[i], alpha, axis),
+        _tol32(alpha),
+        axis,
+        err_msg=f"{fn} {case} scale={scale}",
+      )
 
 
 @pytest.mark.parametrize("fn", list(NAMED) + [str(a) for a in ALPHAS])
@@ -227,13 +246,21 @@ def test_steep_alpha_near_uniform_rows(alpha):
   # is only known to float32 rounding); that is the documented bound.
   eps = alpha - 1.0
   edge_error = (4 * eps * np.finfo(np.float32).eps) ** (1.0 / eps)
-  xs = [np.stack([_scores((20, d), s, seed=seed) for s in (0.01, 0.1)
-                  for seed in range(5)]) for d in (5, 17, 50)]
+  xs = [
+    np.stack(
+      [_scores((20, d), s, seed=seed) for s in (0.01, 0.1) for seed in range(5)]
+    )
+    for d in (5, 17, 50)
+  ]
   outs = jax.jit(lambda xs: [softjax.entmax(x, alpha) for x in xs])(xs)
   for x, p in zip(xs, outs):
-    _assert_matches(p, ref.entmax_bisect(x, alpha),
-                    ref.entmax_margin(x, alpha), TOL32_STEEP + edge_error,
-                    err_msg=f"d={x.shape[-1]}")
+    _assert_matches(
+      p,
+      ref.entmax_bisect(x, alpha),
+      ref.entmax_margin(x, alpha),
+      TOL32_STEEP + edge_error,
+      err_msg=f"d={x.shape[-1]}",
+    )
 
 
 @pytest.mark.parametrize("fn", ["sparsemax", "entmax15", "1.1", "1.75", "3.0"])
@@ -258,10 +285,10 @@ def test_warm_started_rows_match_reference(fn):
   n = 1024
   rows = [_scores((n,), s, seed=i) for i, s in enumerate((0.01, 1.0, 30.0))]
   clustered = _scores((n,), 1.0, seed=5)
-  clustered[16:32] = 6.0 + np.linspace(0.0, 0.1, 16)   # one block holds the top
+  clustered[16:32] = 6.0 + np.linspace(0.0, 0.1, 16)  # one block holds the top
   rows.append(clustered)
   tied = np.zeros(n, np.float32)
-  tied[::16] = 1.0                                   # a tie in every block
+  tied[::16] = 1.0  # a tie in every block
   rows.append(tied)
   masked = _scores((n,), 3.0, seed=6)
   masked[::3] = -np.inf
@@ -276,8 +303,7 @@ def test_warm_started_rows_match_reference(fn):
 @pytest.mark.parametrize("alpha", [2.5, 3.0])
 def test_steep_alpha_float64(alpha):
   # In float64 the same amplification leaves ~1e-16 * p^(2 - alpha).
-  x = np.stack([_scores((8, 9), s, seed=3, dtype=np.float64)
-                for s in SCALES])
+  x = np.stack([_scores((8, 9), s, seed=3, dtype=np.float64) for s in SCALES])
   with jax.enable_x64(True):
     p = jax.jit(lambda x: softjax.entmax(x, alpha))(x)
     assert p.dtype == jnp.float64
@@ -286,8 +312,9 @@ def test_steep_alpha_float64(alpha):
     _assert_on_simplex(p, atol=1e-12)
 
 
-@pytest.mark.parametrize("fn", ["sparsemax", "entmax15", "1.1", "1.25",
-                                "1.75", "array_1.3"])
+@pytest.mark.parametrize(
+  "fn", ["sparsemax", "entmax15", "1.1", "1.25", "1.75", "array_1.3"]
+)
 def test_float64_matches_reference(fn):
   x = _scores((3, 4, 7), 2.0, seed=4, dtype=np.float64)
   with jax.enable_x64(True):
@@ -298,8 +325,9 @@ def test_float64_matches_reference(fn):
       alpha = _alpha_of(fn)
       p = jax.jit(lambda x: _call(fn, x))(x)
     assert p.dtype == jnp.float64
-    np.testing.assert_allclose(np.asarray(p), _reference(x, alpha), rtol=0,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+      np.asarray(p), _reference(x, alpha), rtol=0, atol=1e-12
+    )
     _assert_on_simplex(p, atol=1e-12)
 
 
@@ -307,18 +335,23 @@ def test_float64_matches_reference(fn):
 # Values under every chex variant (jit, device placement, pmap).
 # --------------------------------------------------------------------------
 
-_VARIANTS = dict(with_jit=True, without_jit=True, with_device=True,
-                 without_device=True, with_pmap=True)
+_VARIANTS = dict(
+  with_jit=True,
+  without_jit=True,
+  with_device=True,
+  without_device=True,
+  with_pmap=True,
+)
 # (function, shape case); test_array_alpha_mask_temperature adds alpha > 2.
 _VARIANT_CASES = (("sparsemax", SHAPE_CASES[6]), ("1.3", SHAPE_CASES[3]))
 
 
 class VariantsTest(chex.TestCase):
-
   @chex.variants(**_VARIANTS)
   @parameterized.named_parameters(
-      (f"{case}_{fn}", shape, axis, fn)
-      for fn, (case, shape, axis) in _VARIANT_CASES)
+    (f"{case}_{fn}", shape, axis, fn)
+    for fn, (case, shape, axis) in _VARIANT_CASES
+  )
   def test_matches_reference(self, shape, axis, fn):
     alpha = _alpha_of(fn)
     x = _scores(shape, 2.0)
@@ -326,8 +359,13 @@ class VariantsTest(chex.TestCase):
     p = self.variant(lambda x: _call(fn, x, axis=axis))(x)
     chex.assert_shape(p, shape)
     chex.assert_type(p, jnp.float32)
-    _assert_matches(p, _reference(x, alpha, axis), _margin(x, alpha, axis),
-                    _tol32(alpha), axis)
+    _assert_matches(
+      p,
+      _reference(x, alpha, axis),
+      _margin(x, alpha, axis),
+      _tol32(alpha),
+      axis,
+    )
 
   @chex.variants(**_VARIANTS)
   def test_array_alpha_mask_temperature(self):
@@ -337,16 +375,18 @@ class VariantsTest(chex.TestCase):
     where = _rng(1).random((4, 7)) < 0.7
     where[:, 0] = True
     t = _rng(2).uniform(0.5, 2.0, (4, 1)).astype(np.float32)
-    p = self.variant(lambda x, a, m, t: softjax.entmax(
-        x, a, where=m, temperature=t))(x, alpha, where, t)
+    p = self.variant(
+      lambda x, a, m, t: softjax.entmax(x, a, where=m, temperature=t)
+    )(x, alpha, where, t)
     chex.assert_type(p, jnp.float32)
     p = np.asarray(p)
     assert (p[~where] == 0).all()
     for r in range(4):
       live = where[r]
       expected = ref.entmax_bisect(x[r, live] / t[r], alpha[r])
-      np.testing.assert_allclose(p[r, live], expected, rtol=0,
-                                 atol=_tol32(alpha[r, 0]))
+      np.testing.assert_allclose(
+        p[r, live], expected, rtol=0, atol=_tol32(alpha[r, 0])
+      )
 
 
 # --------------------------------------------------------------------------
@@ -363,8 +403,9 @@ def test_order_preserving_and_translation_invariant(fn):
   p, p_shifted = jax.jit(lambda x, c: (_call(fn, x), _call(fn, x + c)))(x, c)
   p = np.asarray(p)
   np.testing.assert_allclose(np.asarray(p_shifted), p, rtol=0, atol=TOL32)
-  np.testing.assert_allclose(p, _reference(x, _alpha_of(fn)), rtol=0,
-                             atol=_tol32(_alpha_of(fn)))
+  np.testing.assert_allclose(
+    p, _reference(x, _alpha_of(fn)), rtol=0, atol=_tol32(_alpha_of(fn))
+  )
   order = np.argsort(-x, axis=-1, kind="stable")
   ranked = np.take_along_axis(p, order, -1)
   # Larger score -> weakly larger probability, in every row.
@@ -375,8 +416,11 @@ def test_support_shrinks_as_alpha_grows():
   alphas = np.array([1.05, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0])
   x = _scores((16, 10), 1.0, seed=8)
   # All alphas in one call: one alpha per leading slice.
-  p = np.asarray(jax.jit(softjax.entmax)(np.broadcast_to(x, (8, 16, 10)),
-                                         alphas.reshape(8, 1, 1)))
+  p = np.asarray(
+    jax.jit(softjax.entmax)(
+      np.broadcast_to(x, (8, 16, 10)), alphas.reshape(8, 1, 1)
+    )
+  )
   supports = p > 0
   sizes = supports.sum(-1)
   for wide, narrow in zip(supports, supports[1:]):
@@ -392,9 +436,13 @@ def test_support_shrinks_as_alpha_grows():
 def test_alpha_to_one_limit():
   x = _scores((4, 7), 2.0, seed=9)
   soft = ref.softmax(x)
-  near, at_one, array_one = jax.jit(lambda x: (
-      softjax.entmax(x, 1 + 1e-4), softjax.entmax(x, 1.0),
-      softjax.entmax(x, jnp.ones((4, 1)))))(x)
+  near, at_one, array_one = jax.jit(
+    lambda x: (
+      softjax.entmax(x, 1 + 1e-4),
+      softjax.entmax(x, 1.0),
+      softjax.entmax(x, jnp.ones((4, 1))),
+    )
+  )(x)
   # Continuous as alpha -> 1: the gap is first order in (alpha - 1).
   np.testing.assert_allclose(np.asarray(near), soft, rtol=0, atol=1e-3)
   assert np.abs(np.asarray(near) - soft).max() > 0
@@ -407,19 +455,24 @@ def test_alpha_to_one_limit():
 
 def test_named_maps_are_entmax_members():
   x = _scores((5, 8), 1.5, seed=10)
-  outs = jax.jit(lambda x: dict(
-      e2=softjax.entmax(x, 2.0), sp=softjax.sparsemax(x),
-      e15=softjax.entmax(x, 1.5), n15=softjax.entmax15(x),
-      default=softjax.entmax(x), a2=softjax.entmax(x, jnp.full((5, 1), 2.0)),
-      a15=softjax.entmax(x, jnp.full((5, 1), 1.5))))(x)
+  outs = jax.jit(
+    lambda x: dict(
+      e2=softjax.entmax(x, 2.0),
+      sp=softjax.sparsemax(x),
+      e15=softjax.entmax(x, 1.5),
+      n15=softjax.entmax15(x),
+      default=softjax.entmax(x),
+      a2=softjax.entmax(x, jnp.full((5, 1), 2.0)),
+      a15=softjax.entmax(x, jnp.full((5, 1), 1.5)),
+    )
+  )(x)
   outs = {k: np.asarray(v) for k, v in outs.items()}
   np.testing.assert_allclose(outs["e2"], outs["sp"], rtol=0, atol=TOL32)
   np.testing.assert_allclose(outs["e15"], outs["n15"], rtol=0, atol=TOL32)
   np.testing.assert_array_equal(outs["default"], outs["e15"])
   # Array alphas take the general solver; same values.
   np.testing.assert_allclose(outs["a2"], ref.sparsemax(x), rtol=0, atol=TOL32)
-  np.testing.assert_allclose(outs["a15"], ref.entmax15(x), rtol=0,
-                             atol=TOL32)
+  np.testing.assert_allclose(outs["a15"], ref.entmax15(x), rtol=0, atol=TOL32)
   np.testing.assert_allclose(outs["sp"], ref.sparsemax(x), rtol=0, atol=TOL32)
 
 
@@ -427,15 +480,20 @@ def test_array_alpha_matches_scalar_alpha_per_head():
   # Scores (batch, heads, q, k) with one alpha per head, shape (heads, 1, 1).
   x = _scores((2, 3, 4, 6), 2.0, seed=11)
   alphas = (1.2, 1.5, 2.4)
-  p, per_head = jax.jit(lambda x: (
+  p, per_head = jax.jit(
+    lambda x: (
       softjax.entmax(x, jnp.asarray(alphas).reshape(3, 1, 1)),
-      [softjax.entmax(x[:, h], a) for h, a in enumerate(alphas)]))(x)
+      [softjax.entmax(x[:, h], a) for h, a in enumerate(alphas)],
+    )
+  )(x)
   p = np.asarray(p)
   for h, a in enumerate(alphas):
-    np.testing.assert_allclose(p[:, h], np.asarray(per_head[h]), rtol=0,
-                               atol=TOL32)
-    np.testing.assert_allclose(p[:, h], ref.entmax_bisect(x[:, h], a),
-                               rtol=0, atol=_tol32(a))
+    np.testing.assert_allclose(
+      p[:, h], np.asarray(per_head[h]), rtol=0, atol=TOL32
+    )
+    np.testing.assert_allclose(
+      p[:, h], ref.entmax_bisect(x[:, h], a), rtol=0, atol=_tol32(a)
+    )
 
 
 # --------------------------------------------------------------------------
@@ -465,8 +523,9 @@ def test_grads_x(fn):
   assert np.abs(ref.entmax_margin(x, _alphas(fn))).min() > 0.04
   with jax.enable_x64(True):
     # order=2 checks the first-order VJP too, then the VJP of the VJP.
-    check_grads(jax.jit(_grad_fn(fn)), (jnp.asarray(x),), order=2,
-                modes=["rev"])
+    check_grads(
+      jax.jit(_grad_fn(fn)), (jnp.asarray(x),), order=2, modes=["rev"]
+    )
 
 
 def test_grad_x_closed_form():
@@ -475,18 +534,22 @@ def test_grad_x_closed_form():
   x = _grid(3, seed=3)
   g = _rng(4).normal(size=x.shape)
   with jax.enable_x64(True):
-    grads = jax.jit(lambda x: [
-        jax.grad(lambda x: (_grad_fn(fn)(x) * g).sum())(x)
-        for fn in _GRAD_FNS])(jnp.asarray(x))
+    grads = jax.jit(
+      lambda x: [
+        jax.grad(lambda x: (_grad_fn(fn)(x) * g).sum())(x) for fn in _GRAD_FNS
+      ]
+    )(jnp.asarray(x))
   for fn, grad in zip(_GRAD_FNS, grads):
     alphas = _alphas(fn)
     p = ref.entmax_bisect(x, alphas)
-    s = np.where(p > 0, np.where(p > 0, p, 1.0) ** (2.0 - np.asarray(alphas)),
-                 0.0)
+    s = np.where(
+      p > 0, np.where(p > 0, p, 1.0) ** (2.0 - np.asarray(alphas)), 0.0
+    )
     sg = (s * g).sum(-1, keepdims=True)
     expected = s * g - s * sg / s.sum(-1, keepdims=True)
-    np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-9,
-                               atol=1e-9, err_msg=fn)
+    np.testing.assert_allclose(
+      np.asarray(grad), expected, rtol=1e-9, atol=1e-9, err_msg=fn
+    )
 
 
 # --------------------------------------------------------------------------
@@ -510,7 +573,8 @@ def test_grad_alpha_matches_correia_formula():
   g = _rng(7).normal(size=x.shape)
   with jax.enable_x64(True):
     grad = jax.jit(jax.grad(lambda a: (softjax.entmax(x, a) * g).sum()))(
-        _ALPHA_ROWS)
+      _ALPHA_ROWS
+    )
   assert grad.shape == _ALPHA_ROWS.shape
   p = ref.entmax_bisect(x, _ALPHA_ROWS)
   correia = ref.entmax_alpha_vjp(p, _ALPHA_ROWS, g)
@@ -525,19 +589,18 @@ def test_grad_alpha_shared_and_at_one():
   with jax.enable_x64(True):
     loss = lambda a: (softjax.entmax(jnp.asarray(x), a) * g).sum()
     # One alpha of shape (1,) shared by all rows: the row terms add up.
-    shared, at_one = jax.jit(lambda a, b: (jax.grad(loss)(a),
-                                           jax.grad(loss)(b)))(
-                                               jnp.array([1.4]),
-                                               jnp.ones((4, 1)))
+    shared, at_one = jax.jit(
+      lambda a, b: (jax.grad(loss)(a), jax.grad(loss)(b))
+    )(jnp.array([1.4]), jnp.ones((4, 1)))
   assert shared.shape == (1,)
   p = ref.entmax_bisect(x, 1.4)
-  np.testing.assert_allclose(np.asarray(shared),
-                             ref.entmax_alpha_vjp(p, 1.4, g).sum(0),
-                             rtol=1e-8)
+  np.testing.assert_allclose(
+    np.asarray(shared), ref.entmax_alpha_vjp(p, 1.4, g).sum(0), rtol=1e-8
+  )
   # At alpha = 1 exactly: the softmax limit of the formula.
-  np.testing.assert_allclose(np.asarray(at_one),
-                             ref.entmax_alpha_vjp_at_one(x, g), rtol=1e-5,
-                             atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(at_one), ref.entmax_alpha_vjp_at_one(x, g), rtol=1e-5, atol=1e-7
+  )
 
 
 def test_grad_alpha_float32_near_one():
@@ -548,8 +611,9 @@ def test_grad_alpha_float32_near_one():
   alpha = np.full((3, 1), 1.001, np.float32)
   grad = jax.jit(jax.grad(lambda a: (softjax.entmax(x, a) * g).sum()))(alpha)
   a64 = alpha.astype(np.float64)
-  expected = ref.entmax_alpha_vjp(ref.entmax_bisect(x.astype(np.float64), a64),
-                                  a64, g)
+  expected = ref.entmax_alpha_vjp(
+    ref.entmax_bisect(x.astype(np.float64), a64), a64, g
+  )
   np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-3, atol=1e-4)
 
 
@@ -575,26 +639,35 @@ def test_second_order_with_mask_and_off_support(fn):
     loss = lambda x: (jnp.where(where, f(x), 0.0) * g).sum()
     grad = jax.grad(loss)
     xj, vj = jnp.asarray(x), jnp.asarray(v)
-    outs = jax.jit(lambda x: (
-        jax.grad(lambda x: (grad(x) * vj).sum())(x), jax.hessian(loss)(x),
-        grad(x + h * vj), grad(x - h * vj)))(xj)
+    outs = jax.jit(
+      lambda x: (
+        jax.grad(lambda x: (grad(x) * vj).sum())(x),
+        jax.hessian(loss)(x),
+        grad(x + h * vj),
+        grad(x - h * vj),
+      )
+    )(xj)
     rev_rev, hess, up, down = map(np.asarray, outs)
     fd = (up - down) / (2 * h)
   assert np.isfinite(rev_rev).all()
   assert np.isfinite(hess).all()
   assert (rev_rev[~where] == 0).all()
-  np.testing.assert_allclose(rev_rev, np.einsum("ijkl,kl->ij", hess, v),
-                             rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(
+    rev_rev, np.einsum("ijkl,kl->ij", hess, v), rtol=1e-9, atol=1e-9
+  )
   # Central differences of the (separately checked) gradient.
   np.testing.assert_allclose(rev_rev, fd, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("fn,x", [
+@pytest.mark.parametrize(
+  "fn,x",
+  [
     ("sparsemax", [1.0, 0.0, -5.0]),
     ("entmax15", [2.0, 0.0, -5.0]),
     ("1.25", [4.0, 0.0, -50.0]),
     ("3.0", [0.5, 0.0, -5.0]),
-])
+  ],
+)
 def test_second_order_finite_on_support_edge(fn, x):
   # The middle entry sits exactly on the support edge ((alpha - 1) x_1 - tau
   # = 0): no derivative exists there, but none may be NaN.
@@ -604,8 +677,13 @@ def test_second_order_finite_on_support_edge(fn, x):
   with jax.enable_x64(True):
     loss = lambda x: (_call(fn, x) * g).sum()
     grad = jax.grad(loss)
-    outs = jax.jit(lambda x: (grad(x), jax.grad(lambda x: (grad(x) * g).sum())(
-        x), jax.hessian(loss)(x)))(jnp.asarray(x))
+    outs = jax.jit(
+      lambda x: (
+        grad(x),
+        jax.grad(lambda x: (grad(x) * g).sum())(x),
+        jax.hessian(loss)(x),
+      )
+    )(jnp.asarray(x))
   for out in outs:
     assert np.isfinite(np.asarray(out)).all()
 
@@ -627,13 +705,18 @@ def test_temperature_values(fn):
   x = _scores((4, 9), 2.0, seed=15)
   t_row = _temperature(x.shape, "row").astype(np.float32)
   t_full = _temperature(x.shape, "full").astype(np.float32)
-  outs = jax.jit(lambda x, tr, tf: (
-      _call(fn, x, temperature=0.7), _call(fn, x, temperature=tr),
-      _call(fn, x, temperature=tf)))(x, t_row, t_full)
+  outs = jax.jit(
+    lambda x, tr, tf: (
+      _call(fn, x, temperature=0.7),
+      _call(fn, x, temperature=tr),
+      _call(fn, x, temperature=tf),
+    )
+  )(x, t_row, t_full)
   for p, t in zip(outs, (np.float32(0.7), t_row, t_full)):
     expected = _reference(x / t.astype(np.float64), _alpha_of(fn))
-    np.testing.assert_allclose(np.asarray(p), expected, rtol=0,
-                               atol=_tol32(_alpha_of(fn)))
+    np.testing.assert_allclose(
+      np.asarray(p), expected, rtol=0, atol=_tol32(_alpha_of(fn))
+    )
 
 
 @pytest.mark.parametrize("kind", ["row", "full"])
@@ -647,12 +730,14 @@ def test_temperature_grads(fn, kind):
   order = 2 if kind == "full" else 1
   with jax.enable_x64(True):
     if fn == "array":
-      f = lambda x, t: softjax.entmax(x, jnp.asarray(_ARRAY_ALPHA),
-                                      temperature=t)
+      f = lambda x, t: softjax.entmax(
+        x, jnp.asarray(_ARRAY_ALPHA), temperature=t
+      )
     else:
       f = lambda x, t: _call(fn, x, temperature=t)
-    check_grads(jax.jit(f), (jnp.asarray(x), jnp.asarray(t)), order=order,
-                modes=["rev"])
+    check_grads(
+      jax.jit(f), (jnp.asarray(x), jnp.asarray(t)), order=order, modes=["rev"]
+    )
 
 
 # --------------------------------------------------------------------------
@@ -679,14 +764,23 @@ def _row_fn(fn, rows):
 @pytest.mark.parametrize("fn", _MASK_FNS)
 def test_mask_exact_zeros_and_gradient(fn):
   x = _scores((3, 6), 2.0, seed=17)
-  m = np.array([[1, 0, 1, 1, 0, 1],
-                [0, 0, 0, 0, 0, 0],   # all masked
-                [1, 1, 1, 1, 1, 1]], bool)
+  m = np.array(
+    [
+      [1, 0, 1, 1, 0, 1],
+      [0, 0, 0, 0, 0, 0],  # all masked
+      [1, 1, 1, 1, 1, 1],
+    ],
+    bool,
+  )
   g = _scores((3, 6), seed=18)
   alphas = _row_alphas(fn, 3)
   call = _row_fn(fn, 3)
-  p, grad = jax.jit(lambda x: (call(x, where=m), jax.grad(
-      lambda x: (call(x, where=m) * g).sum())(x)))(x)
+  p, grad = jax.jit(
+    lambda x: (
+      call(x, where=m),
+      jax.grad(lambda x: (call(x, where=m) * g).sum())(x),
+    )
+  )(x)
   p, grad = np.asarray(p), np.asarray(grad)
   assert (p[~m] == 0).all()
   np.testing.assert_allclose(p.sum(-1), [1.0, 0.0, 1.0], rtol=0, atol=1e-6)
@@ -695,11 +789,13 @@ def test_mask_exact_zeros_and_gradient(fn):
   for r in (0, 2):
     live = m[r]
     p_ref = ref.entmax_bisect(x[r, live], alphas[r])
-    np.testing.assert_allclose(p[r, live], p_ref, rtol=0,
-                               atol=_tol32(alphas[r, 0]))
+    np.testing.assert_allclose(
+      p[r, live], p_ref, rtol=0, atol=_tol32(alphas[r, 0])
+    )
     # MATH.md closed form on the live entries.
-    s = np.where(p_ref > 0,
-                 np.where(p_ref > 0, p_ref, 1.0) ** (2.0 - alphas[r, 0]), 0.0)
+    s = np.where(
+      p_ref > 0, np.where(p_ref > 0, p_ref, 1.0) ** (2.0 - alphas[r, 0]), 0.0
+    )
     gl = g[r, live]
     expected = s * gl - s * (s * gl).sum() / s.sum()
     np.testing.assert_allclose(grad[r, live], expected, rtol=1e-4, atol=1e-5)
@@ -713,8 +809,12 @@ def test_broadcast_mask(fn):
   p = np.asarray(jax.jit(lambda x: _row_fn(fn, 4)(x, where=m))(x))
   assert (p[:, ~m] == 0).all()
   alphas = _row_alphas(fn, 4)
-  np.testing.assert_allclose(p[:, m], ref.entmax_bisect(x[:, m], alphas),
-                             rtol=0, atol=_tol32(alphas.max()))
+  np.testing.assert_allclose(
+    p[:, m],
+    ref.entmax_bisect(x[:, m], alphas),
+    rtol=0,
+    atol=_tol32(alphas.max()),
+  )
 
 
 def test_all_masked_row_finite_gradients_for_every_argument():
@@ -729,9 +829,12 @@ def test_all_masked_row_finite_gradients_for_every_argument():
     p = softjax.entmax(x, a, where=m, temperature=t)
     return (jnp.where(live, p, 0.0) * g).sum()
 
-  p, grads = jax.jit(lambda x, t, a: (
+  p, grads = jax.jit(
+    lambda x, t, a: (
       softjax.entmax(x, a, where=m, temperature=t),
-      jax.grad(loss, argnums=(0, 1, 2))(x, t, a)))(x, t, alpha)
+      jax.grad(loss, argnums=(0, 1, 2))(x, t, a),
+    )
+  )(x, t, alpha)
   assert (np.asarray(p)[1] == 0).all()
   gx, gt, ga = map(np.asarray, grads)
   assert np.isfinite(gx).all() and np.isfinite(gt).all()
@@ -750,16 +853,22 @@ def test_all_masked_row_finite_gradients_for_every_argument():
 @pytest.mark.parametrize("fn", _MASK_FNS)
 def test_nonfinite_scores(fn):
   inf, nan = np.inf, np.nan
-  x = np.array([[1.0, inf, inf, 0.0, -inf],    # +inf: equal shares
-                [inf, 2.0, 3.0, inf, inf],
-                [0.3, -inf, 0.2, 0.0, -1.0],   # -inf: just zero mass
-                [0.4, 1.2, nan, -0.3, 0.9],    # NaN: stays in this row
-                [0.4, 1.2, 0.6, -0.3, 0.9]], np.float32)
+  x = np.array(
+    [
+      [1.0, inf, inf, 0.0, -inf],  # +inf: equal shares
+      [inf, 2.0, 3.0, inf, inf],
+      [0.3, -inf, 0.2, 0.0, -1.0],  # -inf: just zero mass
+      [0.4, 1.2, nan, -0.3, 0.9],  # NaN: stays in this row
+      [0.4, 1.2, 0.6, -0.3, 0.9],
+    ],
+    np.float32,
+  )
   alphas = _row_alphas(fn, 5)
   call = _row_fn(fn, 5)
   w = _scores((5, 5), seed=21)
-  p, grad = jax.jit(lambda x: (call(x), jax.grad(
-      lambda x: (call(x) * w).sum())(x)))(x)
+  p, grad = jax.jit(
+    lambda x: (call(x), jax.grad(lambda x: (call(x) * w).sum())(x))
+  )(x)
   p, grad = np.asarray(p), np.asarray(grad)
   np.testing.assert_array_equal(p[0], [0, 0.5, 0.5, 0, 0])
   np.testing.assert_allclose(p[1], [1 / 3, 0, 0, 1 / 3, 1 / 3], rtol=1e-6)
@@ -767,11 +876,15 @@ def test_nonfinite_scores(fn):
   assert p[2, 1] == 0
   finite = np.isfinite(x[2])
   np.testing.assert_allclose(
-      p[2, finite], ref.entmax_bisect(x[2, finite], alphas[2]), rtol=0,
-      atol=_tol32(alphas[2, 0]))
+    p[2, finite],
+    ref.entmax_bisect(x[2, finite], alphas[2]),
+    rtol=0,
+    atol=_tol32(alphas[2, 0]),
+  )
   assert np.isnan(p[3]).all()
-  np.testing.assert_allclose(p[4], ref.entmax_bisect(x[4], alphas[4]),
-                             rtol=0, atol=_tol32(alphas[4, 0]))
+  np.testing.assert_allclose(
+    p[4], ref.entmax_bisect(x[4], alphas[4]), rtol=0, atol=_tol32(alphas[4, 0])
+  )
   # Gradients stay finite except in the NaN row.
   assert np.isfinite(np.delete(grad, 3, axis=0)).all()
 
@@ -793,16 +906,19 @@ def test_vmap_matches_batched_call(fn):
     f = lambda x, m, t, a: softjax.entmax(x, a, where=m, temperature=t)
   else:
     f = lambda x, m, t, a: _call(fn, x, where=m, temperature=t)
-  batched, over_rows, over_middle = jax.jit(lambda x, m, t, a: (
-      f(x, m, t, a), jax.vmap(f)(x, m, t, a),
+  batched, over_rows, over_middle = jax.jit(
+    lambda x, m, t, a: (
+      f(x, m, t, a),
+      jax.vmap(f)(x, m, t, a),
       # Mapping over the middle axis: inside, axis=-1 is still the last.
-      jax.vmap(f, in_axes=(1, 1, 1, None), out_axes=1)(x, m, t, a[..., 0])))(
-          x, m, t, a)
+      jax.vmap(f, in_axes=(1, 1, 1, None), out_axes=1)(x, m, t, a[..., 0]),
+    )
+  )(x, m, t, a)
   batched = np.asarray(batched)
-  np.testing.assert_allclose(np.asarray(over_rows), batched, rtol=0,
-                             atol=1e-7)
-  np.testing.assert_allclose(np.asarray(over_middle), batched, rtol=0,
-                             atol=1e-7)
+  np.testing.assert_allclose(np.asarray(over_rows), batched, rtol=0, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(over_middle), batched, rtol=0, atol=1e-7
+  )
   expected = np.zeros(x.shape)
   for idx in np.ndindex(4, 3):
     live = m[idx]
@@ -812,25 +928,32 @@ def test_vmap_matches_batched_call(fn):
   np.testing.assert_allclose(batched, expected, rtol=0, atol=tol)
 
 
-def test_pmap_per_device_alpha(n_devices):
+def test_pmap_per_device_alpha(devices, n_devices):
   x = _scores((n_devices, 2, 7), 2.0, seed=24)
   # Device 0 sits at alpha = 1 exactly (the softmax limit).
   alpha = np.linspace(1.0, 2.6, n_devices, dtype=np.float32)[:, None]
   g = _scores((n_devices, 2, 7), seed=25)
-  p, grad = jax.pmap(lambda x, a, g: (softjax.entmax(x, a), jax.grad(
-      lambda a: (softjax.entmax(x, a) * g).sum())(a)))(x, alpha, g)
+  p, grad = jax.pmap(
+    lambda x, a, g: (
+      softjax.entmax(x, a),
+      jax.grad(lambda a: (softjax.entmax(x, a) * g).sum())(a),
+    ),
+    devices=devices,
+  )(x, alpha, g)
   chex.assert_shape(p, x.shape)
   chex.assert_shape(grad, alpha.shape)
   a64 = alpha.astype(np.float64)[:, None, :]
   expected = ref.entmax_bisect(x, a64)
-  np.testing.assert_allclose(np.asarray(p), expected, rtol=0,
-                             atol=TOL32_STEEP)
+  np.testing.assert_allclose(np.asarray(p), expected, rtol=0, atol=TOL32_STEEP)
   # Per-device alpha gradients: each device sums over its own two rows.
-  correia = np.where(a64 == 1.0, ref.entmax_alpha_vjp_at_one(x, g),
-                     ref.entmax_alpha_vjp(expected, np.where(a64 == 1.0, 2.0,
-                                                             a64), g))
-  np.testing.assert_allclose(np.asarray(grad), correia.sum(1), rtol=1e-3,
-                             atol=1e-4)
+  correia = np.where(
+    a64 == 1.0,
+    ref.entmax_alpha_vjp_at_one(x, g),
+    ref.entmax_alpha_vjp(expected, np.where(a64 == 1.0, 2.0, a64), g),
+  )
+  np.testing.assert_allclose(
+    np.asarray(grad), correia.sum(1), rtol=1e-3, atol=1e-4
+  )
 
 
 # --------------------------------------------------------------------------
@@ -845,10 +968,17 @@ def test_half_precision(fn):
   w = _scores((4, 8), seed=29)
   dtypes = (jnp.float16, jnp.bfloat16)
   xs = [jnp.asarray(x32).astype(d) for d in dtypes]
-  outs = jax.jit(lambda xs: [
-      (_call(fn, x), jax.grad(
-          lambda x: (_call(fn, x) * w.astype(x.dtype)).sum().astype(
-              jnp.float32))(x)) for x in xs])(xs)
+  outs = jax.jit(
+    lambda xs: [
+      (
+        _call(fn, x),
+        jax.grad(
+          lambda x: (_call(fn, x) * w.astype(x.dtype)).sum().astype(jnp.float32)
+        )(x),
+      )
+      for x in xs
+    ]
+  )(xs)
   for dtype, x, (p, g) in zip(dtypes, xs, outs):
     chex.assert_type(p, dtype)
     chex.assert_type(g, dtype)
@@ -864,13 +994,16 @@ def test_half_precision(fn):
     assert (p64[far & (expected == 0)] == 0).all()
     tiny = float(jnp.finfo(dtype).smallest_subnormal)
     assert (expected[p64 == 0] < tiny).all()
-    s = np.where(expected > 0,
-                 np.where(expected > 0, expected, 1.0) ** (2.0 - alpha), 0.0)
+    s = np.where(
+      expected > 0, np.where(expected > 0, expected, 1.0) ** (2.0 - alpha), 0.0
+    )
     ws = w.astype(np.float64)
     g_ref = s * ws - s * (s * ws).sum(-1, keepdims=True) / s.sum(
-        -1, keepdims=True)
-    np.testing.assert_allclose(np.asarray(g.astype(jnp.float32)), g_ref,
-                               rtol=5e-2, atol=3e-2)
+      -1, keepdims=True
+    )
+    np.testing.assert_allclose(
+      np.asarray(g.astype(jnp.float32)), g_ref, rtol=5e-2, atol=3e-2
+    )
 
 
 def test_int_input_promotes_to_float32():
@@ -878,9 +1011,12 @@ def test_int_input_promotes_to_float32():
   fns = ("sparsemax", "entmax15", "1.3")
   for fn, p in zip(fns, jax.jit(lambda x: [_call(f, x) for f in fns])(x)):
     chex.assert_type(p, jnp.float32)
-    np.testing.assert_allclose(np.asarray(p),
-                               _reference(np.asarray(x), _alpha_of(fn)),
-                               rtol=0, atol=TOL32)
+    np.testing.assert_allclose(
+      np.asarray(p),
+      _reference(np.asarray(x), _alpha_of(fn)),
+      rtol=0,
+      atol=TOL32,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -902,21 +1038,31 @@ def test_small_n_iter_stays_on_simplex():
   x = _n_iter_inputs()
   alphas = (1.2, 1.5, 2.0, 3.0)
   per_row = np.array(alphas, np.float32).reshape(1, 4, 1)
-  outs = jax.jit(lambda x: [
+  outs = jax.jit(
+    lambda x: [
       [softjax.entmax(x, a, n_iter=n) for a in alphas]
-      + [softjax.entmax(x, per_row, n_iter=n)] for n in (1, 2, 3)])(x)
+      + [softjax.entmax(x, per_row, n_iter=n)]
+      for n in (1, 2, 3)
+    ]
+  )(x)
   for p in itertools.chain(*outs):
     _assert_on_simplex(p, atol=1e-5)
 
 
 def test_more_iterations_converge():
   x = _scores((5, 9), 1.0, seed=28)
-  p12, p3 = jax.jit(lambda x: (softjax.entmax(x, 1.2, n_iter=200),
-                               softjax.entmax(x, 3.0, n_iter=200)))(x)
-  np.testing.assert_allclose(np.asarray(p12), ref.entmax_bisect(x, 1.2),
-                             rtol=0, atol=TOL32)
-  np.testing.assert_allclose(np.asarray(p3), ref.entmax_bisect(x, 3.0),
-                             rtol=0, atol=TOL32_STEEP)
+  p12, p3 = jax.jit(
+    lambda x: (
+      softjax.entmax(x, 1.2, n_iter=200),
+      softjax.entmax(x, 3.0, n_iter=200),
+    )
+  )(x)
+  np.testing.assert_allclose(
+    np.asarray(p12), ref.entmax_bisect(x, 1.2), rtol=0, atol=TOL32
+  )
+  np.testing.assert_allclose(
+    np.asarray(p3), ref.entmax_bisect(x, 3.0), rtol=0, atol=TOL32_STEEP
+  )
 
 
 # --------------------------------------------------------------------------
@@ -925,48 +1071,75 @@ def test_more_iterations_converge():
 
 _X = np.zeros((2, 3), np.float32)
 _ERROR_CASES = [
-    ("alpha_below_one", dict(alpha=0.5), ValueError, "alpha"),
-    ("alpha_zero", dict(alpha=0.0), ValueError, "alpha"),
-    ("alpha_nan", dict(alpha=float("nan")), ValueError, "alpha"),
-    ("alpha_inf", dict(alpha=float("inf")), ValueError, "alpha"),
-    ("alpha_bool", dict(alpha=True), TypeError, "alpha"),
-    ("alpha_array_below_one", dict(alpha=np.array([[1.5], [0.9]])),
-     ValueError, "alpha"),
-    ("alpha_array_nan", dict(alpha=np.array([[np.nan]])), ValueError, "alpha"),
-    ("alpha_size_along_axis", dict(alpha=np.full((2, 3), 1.5)), ValueError,
-     "alpha"),
-    ("alpha_vector_along_axis", dict(alpha=np.full((3,), 1.5)), ValueError,
-     "alpha"),
-    ("alpha_size_along_axis0", dict(alpha=np.full((2, 1), 1.5), axis=0),
-     ValueError, "alpha"),
-    ("alpha_not_broadcastable", dict(alpha=np.full((5, 1), 1.5)), ValueError,
-     "alpha"),
-    ("n_iter_zero", dict(n_iter=0), ValueError, "n_iter"),
-    ("n_iter_negative", dict(n_iter=-3), ValueError, "n_iter"),
-    ("n_iter_float", dict(n_iter=2.5), TypeError, "n_iter"),
-    ("axis_too_big", dict(axis=2), ValueError, "axis"),
-    ("axis_too_negative", dict(axis=-3), ValueError, "axis"),
-    ("axis_repeated", dict(axis=(1, -1)), ValueError, "axis"),
-    ("temperature_zero", dict(temperature=0.0), ValueError, "temperature"),
-    ("where_not_bool", dict(where=np.ones((2, 3), np.int32)), TypeError,
-     "where"),
+  ("alpha_below_one", dict(alpha=0.5), ValueError, "alpha"),
+  ("alpha_zero", dict(alpha=0.0), ValueError, "alpha"),
+  ("alpha_nan", dict(alpha=float("nan")), ValueError, "alpha"),
+  ("alpha_inf", dict(alpha=float("inf")), ValueError, "alpha"),
+  ("alpha_bool", dict(alpha=True), TypeError, "alpha"),
+  (
+    "alpha_array_below_one",
+    dict(alpha=np.array([[1.5], [0.9]])),
+    ValueError,
+    "alpha",
+  ),
+  ("alpha_array_nan", dict(alpha=np.array([[np.nan]])), ValueError, "alpha"),
+  (
+    "alpha_size_along_axis",
+    dict(alpha=np.full((2, 3), 1.5)),
+    ValueError,
+    "alpha",
+  ),
+  (
+    "alpha_vector_along_axis",
+    dict(alpha=np.full((3,), 1.5)),
+    ValueError,
+    "alpha",
+  ),
+  (
+    "alpha_size_along_axis0",
+    dict(alpha=np.full((2, 1), 1.5), axis=0),
+    ValueError,
+    "alpha",
+  ),
+  (
+    "alpha_not_broadcastable",
+    dict(alpha=np.full((5, 1), 1.5)),
+    ValueError,
+    "alpha",
+  ),
+  ("n_iter_zero", dict(n_iter=0), ValueError, "n_iter"),
+  ("n_iter_negative", dict(n_iter=-3), ValueError, "n_iter"),
+  ("n_iter_float", dict(n_iter=2.5), TypeError, "n_iter"),
+  ("axis_too_big", dict(axis=2), ValueError, "axis"),
+  ("axis_too_negative", dict(axis=-3), ValueError, "axis"),
+  ("axis_repeated", dict(axis=(1, -1)), ValueError, "axis"),
+  ("temperature_zero", dict(temperature=0.0), ValueError, "temperature"),
+  ("where_not_bool", dict(where=np.ones((2, 3), np.int32)), TypeError, "where"),
 ]
 
 
-@pytest.mark.parametrize("kwargs,exc,name",
-                         [pytest.param(*c[1:], id=c[0]) for c in _ERROR_CASES])
+@pytest.mark.parametrize(
+  "kwargs,exc,name", [pytest.param(*c[1:], id=c[0]) for c in _ERROR_CASES]
+)
 def test_entmax_bad_arguments_raise(kwargs, exc, name):
   with pytest.raises(exc, match=rf"`{name}`"):
     softjax.entmax(_X, **kwargs)
 
 
 @pytest.mark.parametrize("fn", ["sparsemax", "entmax15"])
-@pytest.mark.parametrize("kwargs,exc,name", [
+@pytest.mark.parametrize(
+  "kwargs,exc,name",
+  [
     pytest.param(dict(axis=2), ValueError, "axis", id="axis_too_big"),
     pytest.param(dict(axis=(0, 0)), ValueError, "axis", id="axis_repeated"),
-    pytest.param(dict(temperature=-1.0), ValueError, "temperature",
-                 id="temperature_negative"),
-])
+    pytest.param(
+      dict(temperature=-1.0),
+      ValueError,
+      "temperature",
+      id="temperature_negative",
+    ),
+  ],
+)
 def test_named_bad_arguments_raise(fn, kwargs, exc, name):
   with pytest.raises(exc, match=rf"`{name}`"):
     _call(fn, _X, **kwargs)

@@ -1,0 +1,271 @@
+"""The steps of dot-product attention, shared by every attention function.
+
+Each step is one function: promote the inputs to one dtype, check their
+shapes, score queries against keys (grouped-query attention included),
+combine ``mask`` and ``is_causal`` into a ``where`` mask, normalise, sow the
+weights into a Flax module, apply dropout, and weight the values. The public
+functions in :mod:`softjax.attention` are compositions of these, so Flax's
+conventions (scaling, promotion, masks, dropout) are written down once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Einsum = Callable[..., jax.Array]
+
+_QK = "...qhd,...khd->...hqk"
+_QK_GROUPED = "...qhgd,...kh1d->...hgqk"
+_WV = "...hqk,...khd->...qhd"
+_WV_GROUPED = "...hgqk,...kh1d->...qhgd"
+
+
+def promote(
+  arrays: tuple[Any, ...],
+  dtype: Any,
+  promote_dtype: Callable[..., Any] | None = None,
+) -> tuple[Any, ...]:
+  """One common inexact dtype for ``arrays`` (None entries pass through).
+
+  ``promote_dtype`` is ``flax.nnx``'s hook, called as
+  ``promote_dtype(arrays, dtype=dtype)``; without it, Flax's default: the
+  inputs' common dtype promoted to inexact, or ``dtype`` when given.
+  """
+  if promote_dtype is not None:
+    return tuple(promote_dtype(arrays, dtype=dtype))
+  if dtype is None:
+    dtype = jnp.result_type(*(jnp.asarray(a) for a in arrays if a is not None))
+    if not jnp.issubdtype(dtype, jnp.inexact):
+      dtype = jnp.promote_types(jnp.float32, dtype)
+  if not jnp.issubdtype(dtype, jnp.inexact):
+    raise ValueError(f"`dtype` must be a floating dtype, got {dtype}.")
+  return tuple(None if a is None else jnp.asarray(a, dtype) for a in arrays)
+
+
+def check_shapes(
+  query: jax.Array, key: jax.Array, value: jax.Array | None = None
+) -> None:
+  """``[batch..., length, heads, depth]`` inputs that fit together."""
+  arrays = (query, key) if value is None else (query, key, value)
+  names = "query, key" if value is None else "query, key, value"
+  shapes = ", ".join(str(a.shape) for a in arrays)
+  if any(a.ndim < 3 for a in arrays):
+    raise ValueError(
+      f"{names} must have shape [batch..., length, heads, depth] (at least "
+      f"3 dimensions), got shapes {shapes}."
+    )
+  if any(a.ndim != query.ndim for a in arrays):
+    raise ValueError(f"{names} must have the same rank, got shapes {shapes}.")
+  if any(a.shape[:-3] != query.shape[:-3] for a in arrays):
+    raise ValueError(
+      f"{names} must have the same batch dimensions, got shapes {shapes}."
+    )
+  if query.shape[-1] != key.shape[-1]:
+    raise ValueError(
+      f"query and key depths must match, got {query.shape[-1]} and "
+      f"{key.shape[-1]}."
+    )
+  if query.shape[-2] % key.shape[-2]:
+    raise ValueError(
+      f"query heads ({query.shape[-2]}) must be a multiple of key heads "
+      f"({key.shape[-2]}) (grouped-query attention)."
+    )
+  if value is not None:
+    if key.shape[-3] != value.shape[-3]:
+      raise ValueError(
+        f"key and value lengths must match, got {key.shape[-3]} and "
+        f"{value.shape[-3]}."
+      )
+    if key.shape[-2] != value.shape[-2]:
+      raise ValueError(
+        f"key and value heads must match, got {key.shape[-2]} and "
+        f"{value.shape[-2]}."
+      )
+
+
+def einsum_for(
+  einsum: Einsum | None,
+  precision: Any,
+  dot_general: Callable[..., Any] | None,
+  *names: str,
+) -> Einsum:
+  """``einsum``, or ``jnp.einsum`` at ``precision`` with ``dot_general``.
+
+  A replacement einsum is exclusive with the other two (as in
+  ``flax.linen``); ``names`` are the keywords the caller took it from.
+  """
+  if einsum is not None:
+    if precision is not None or dot_general is not None:
+      raise ValueError(
+        f"`{'`/`'.join(names)}` {'are' if len(names) > 1 else 'is'} "
+        "exclusive with `precision` and `einsum_dot_general`; pass only "
+        "one of them."
+      )
+    return einsum
+  if dot_general is None:
+    return functools.partial(jnp.einsum, precision=precision)
+  return functools.partial(
+    jnp.einsum, precision=precision, _dot_general=dot_general
+  )
+
+
+def _group(x: jax.Array, kv_heads: int, axis: int) -> jax.Array:
+  """Splits the heads ``axis`` into ``(kv_heads, group)`` (flax.nnx order)."""
+  axis %= x.ndim
+  heads = x.shape[axis]
+  return x.reshape(
+    x.shape[:axis] + (kv_heads, heads // kv_heads) + x.shape[axis + 1 :]
+  )
+
+
+def _ungroup(x: jax.Array, axis: int) -> jax.Array:
+  """Merges the ``(kv_heads, group)`` axes at ``axis`` back into heads."""
+  axis %= x.ndim
+  return x.reshape(
+    x.shape[:axis] + (x.shape[axis] * x.shape[axis + 1],) + x.shape[axis + 2 :]
+  )
+
+
+def scores(
+  query: jax.Array, key: jax.Array, bias: jax.Array | None, einsum: Einsum
+) -> jax.Array:
+  """``q·k / sqrt(depth) + bias``: ``[batch..., heads, q_length, kv_length]``.
+
+  As in Flax, the query is scaled before the product; with fewer key heads
+  than query heads each key head serves a group of query heads.
+  """
+  query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  kv_heads = key.shape[-2]
+  if query.shape[-2] == kv_heads:
+    out = einsum(_QK, query, key)
+  else:
+    out = einsum(
+      _QK_GROUPED, _group(query, kv_heads, -2), jnp.expand_dims(key, -2)
+    )
+    out = _ungroup(out, -4)
+  return out if bias is None else out + bias
+
+
+def weighted_values(
+  weights: jax.Array, value: jax.Array, einsum: Einsum
+) -> jax.Array:
+  """``weights · value``: ``[batch..., q_length, heads, v_depth]``."""
+  kv_heads = value.shape[-2]
+  if weights.shape[-3] == kv_heads:
+    return einsum(_WV, weights, value)
+  out = einsum(
+    _WV_GROUPED, _group(weights, kv_heads, -3), jnp.expand_dims(value, -2)
+  )
+  return _ungroup(out, -3)
+
+
+def where_mask(
+  mask: Any, is_causal: bool, scores_shape: tuple[int, ...]
+) -> jax.Array | None:
+  """The boolean ``where`` mask: ``mask`` (True = attend) and causality."""
+  masks = []
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    # Flax tests the mask with jnp.where, so nonzero float masks attend.
+    masks.append(mask if mask.dtype == jnp.bool_ else mask != 0)
+  if is_causal:
+    q_len, k_len = scores_shape[-2:]
+    masks.append(jnp.tril(jnp.ones((q_len, k_len), jnp.bool_)))
+  if not masks:
+    return None
+  where = functools.reduce(jnp.logical_and, masks)
+  try:
+    jnp.broadcast_shapes(where.shape, scores_shape)
+  except ValueError:
+    raise ValueError(
+      f"`mask` of shape {where.shape} is not broadcastable to the attention "
+      f"scores [batch..., heads, q_length, kv_length] = {scores_shape}."
+    ) from None
+  return where
+
+
+def check_normalizer(normalizer: Any) -> None:
+  if not callable(normalizer):
+    raise TypeError(
+      "`normalizer` must be a callable `normalizer(scores, *, where)` such "
+      f"as `softjax.softmax` or `softjax.entmax15`, got "
+      f"{type(normalizer).__name__}."
+    )
+
+
+def normalise(
+  normalizer: Callable[..., jax.Array],
+  scores: jax.Array,
+  where: jax.Array | None,
+  dtype: Any,
+  force_fp32: bool,
+) -> jax.Array:
+  """``normalizer(scores, where=where)``, in ``dtype``.
+
+  ``force_fp32`` normalises in float32 and keeps the weights in float32
+  when ``dtype`` is not, as ``flax.linen`` does.
+  """
+  if where is not None:
+    shape = jnp.broadcast_shapes(scores.shape, where.shape)
+    scores = jnp.broadcast_to(scores, shape)
+    where = jnp.broadcast_to(where, shape)
+  if force_fp32 and dtype != jnp.float32:
+    weights = normalizer(scores.astype(jnp.float32), where=where)
+  else:
+    weights = jnp.asarray(normalizer(scores, where=where)).astype(dtype)
+  if weights.shape != scores.shape:
+    raise ValueError(
+      f"`normalizer` must return an array of the shape of its input "
+      f"{scores.shape}, got {weights.shape}."
+    )
+  return weights
+
+
+def sow(module: Any, weights: jax.Array) -> None:
+  """Sows ``weights`` like Flax's attention: into 'intermediates'."""
+  try:
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+  except ImportError:  # pragma: no cover - a Flax module implies Flax.
+    nnx = None
+  if nnx is not None and isinstance(module, nnx.Module):
+    module.sow(nnx.Intermediate, "attention_weights", weights)
+  elif callable(getattr(module, "sow", None)):
+    module.sow("intermediates", "attention_weights", weights)
+  else:
+    raise TypeError(
+      "`module` must be a Flax module (linen or nnx) to sow the attention "
+      f"weights into, or None; got {type(module).__name__}."
+    )
+
+
+def dropout(
+  weights: jax.Array,
+  rng: jax.Array | None,
+  rate: float,
+  broadcast: bool,
+  deterministic: bool,
+) -> jax.Array:
+  """Flax's dropout of the attention weights (scaled by ``1 / keep``).
+
+  ``broadcast`` shares one mask across the batch and head dimensions.
+  """
+  if deterministic or rate <= 0.0:
+    return weights
+  if rng is None:
+    raise ValueError(
+      "`dropout_rng` is required when `dropout_rate` > 0 and "
+      "`deterministic` is False."
+    )
+  keep_prob = 1.0 - rate
+  if broadcast:
+    shape = (1,) * (weights.ndim - 2) + weights.shape[-2:]
+  else:
+    shape = weights.shape
+  keep = jax.random.bernoulli(rng, keep_prob, shape)
+  dtype = weights.dtype
+  return weights * (keep.astype(dtype) / jnp.asarray(keep_prob, dtype=dtype))

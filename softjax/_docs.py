@@ -1,0 +1,137 @@
+"""Docstring text that several public functions share, written once.
+
+In a docstring, a line ``<indent><name>: {key}`` (an argument, or a Raises
+entry) or ``<indent>{key}`` (a whole entry, such as a reference) stands for
+the text registered here under ``key``, indented to match: its first line
+follows the placeholder's prefix, the rest keep their indentation relative to
+it. :func:`shared` fills a function's ``__doc__`` when softjax is imported, so
+``help()``, doctests and ``inspect`` see the whole text; the documentation
+site fills the source docstrings the same way (docs/_griffe_softjax.py), so
+the two cannot differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import re
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable)
+
+TEXT = {
+  # The normalisers' arguments.
+  "x": """\
+scores; any real dtype. Integers are promoted to float; ``float16``
+  and ``bfloat16`` are computed in float32 and returned in their dtype.""",
+  "axis": """\
+the axis or axes to normalise over (an int, a tuple of ints, or
+  ``None`` for all axes).""",
+  "where": """\
+optional boolean mask broadcastable to ``x``; ``False`` entries get
+  exactly 0 and a zero gradient. Rows with every entry masked give zeros.""",
+  "temperature": """\
+a positive float, or a positive array broadcastable to ``x``
+  (which then receives a gradient); the map is applied to ``x / T``.""",
+  "axis_name": """\
+inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+  (or tuple of names) across which the normalised axis is split. The
+  result is then the distribution over the whole axis, computed from
+  local reductions and one small collective each (``pmax``/``psum``),
+  never gathering the axis. ``None`` (default): the axis is local.""",
+  "raises_value": """\
+``axis`` out of range, ``temperature`` not positive and finite,
+  ``where`` not broadcastable to ``x``.""",
+  "raises_type": """\
+boolean or complex ``x``, non-boolean ``where``.""",
+  # The losses' arguments.
+  "logits": """\
+scores; any real dtype.""",
+  "labels": """\
+integer class ids of shape ``logits.shape`` without ``axis``, or
+  floating target distributions of the shape of ``logits``.""",
+  "loss_axis": """\
+the class axis (an int; floating labels also allow a tuple of ints
+  or ``None``).""",
+  "loss_where": """\
+optional boolean mask broadcastable to ``logits``; ``False``
+  classes are left out (targets must be 0 there).""",
+  "loss_axis_name": """\
+inside ``jax.shard_map`` or ``jax.pmap``, the mesh axis name
+  (or names) across which the class axis is split: the loss is then that
+  of the whole row, from per-row collectives. Class ids stay global (this
+  shard holds ids ``[i * n_local, (i + 1) * n_local)`` for shard ``i``).""",
+  "loss_raises_value": """\
+labels of the wrong shape, ids outside ``[0, C)`` or on a
+  masked class, targets that are negative or do not sum to 1; ``axis``
+  not an int with integer labels, or out of range.""",
+  "loss_raises_type": """\
+boolean labels; boolean or complex logits.""",
+  # Attention's arguments.
+  "query": """\
+queries, ``[batch..., q_length, num_heads, qk_depth]``.""",
+  "key": """\
+keys, ``[batch..., kv_length, num_kv_heads, qk_depth]``.""",
+  "bias": """\
+optional scores added before normalising, broadcastable to
+  ``[batch..., num_heads, q_length, kv_length]``.""",
+  "broadcast_dropout": """\
+share the dropout mask across batch and head dimensions.""",
+  "dropout_rng": """\
+PRNG key for dropout; needed when dropout is applied.""",
+  "dropout_rate": """\
+probability of dropping an attention weight.""",
+  "deterministic": """\
+if True, no dropout.""",
+  "attention_raises_type": """\
+an unknown keyword, a ``normalizer`` that is not callable.""",
+  # softjax.checks.
+  "checkify_raises": """\
+when called eagerly on a bad concrete value; inside a
+  function transformed by ``checkify.checkify`` the failure is returned
+  as its error value instead.""",
+  # References, one per paper.
+  "ref_bridle1990": """\
+J. S. Bridle, "Probabilistic interpretation of feedforward classification
+network outputs", Neurocomputing, 1990.""",
+  "ref_martins2016": """\
+A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
+Model of Attention and Multi-Label Classification". ICML 2016.""",
+  "ref_peters2019": """\
+B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
+Models". ACL 2019.""",
+  "ref_correia2019": """\
+G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
+Transformers". EMNLP 2019.""",
+  "ref_blondel2020": """\
+M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+Losses". JMLR 21(35), 2020.""",
+  "ref_vaswani2017": """\
+A. Vaswani et al. "Attention Is All You Need". NeurIPS 2017.""",
+  "ref_checkify": """\
+JAX documentation, "The checkify transformation",
+https://docs.jax.dev/en/latest/debugging/checkify_guide.html""",
+}
+
+_PLACEHOLDER = re.compile(
+  r"^(?P<indent>[ \t]*)(?P<head>\w+: )?\{(?P<key>[a-z][a-z0-9_]*)\}$", re.M
+)
+
+
+def fill(doc: str) -> str:
+  """``doc`` with every placeholder line replaced by its registered text."""
+
+  def replace(match: re.Match[str]) -> str:
+    indent = match.group("indent")
+    first, *rest = TEXT[match.group("key")].split("\n")
+    lines = [indent + (match.group("head") or "") + first]
+    lines += [indent + line if line else "" for line in rest]
+    return "\n".join(lines)
+
+  return _PLACEHOLDER.sub(replace, doc)
+
+
+def shared(fn: F) -> F:
+  """Fills ``fn.__doc__`` (see the module docstring); returns ``fn``."""
+  if fn.__doc__:
+    fn.__doc__ = fill(fn.__doc__)
+  return fn
