@@ -9,7 +9,7 @@ Usage::
 
 Phase 1 of issue 17 measured these to plan phase 2 (the results are in that
 report, not in the docs). tokens = 4096, d = 512, float32, blocks of 2048
-classes, all through ``softjax._linear_loss.scan_vocab``:
+classes, all through ``softjax._vocab.scan_vocab``:
 
 * ``topk``: a forward pass over the vocabulary that keeps each token's k
   largest logits and their class ids, merged block by block either as
@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from softjax import _linear_loss as L
+from softjax import _vocab as V
 
 TOKENS, DIM, CHUNK = 4096, 512, 2048
 
@@ -53,14 +54,14 @@ def fwd_max(h, w):
   def add(m, c):
     return jnp.maximum(m, c.z.max(-1))
 
-  return L.scan_vocab(
-    h, w, None, L.Vocab(w.shape[1], CHUNK), add, jnp.full(h.shape[0], -jnp.inf)
+  return V.scan_vocab(
+    h, w, None, V.Vocab(w.shape[1], CHUNK), add, jnp.full(h.shape[0], -jnp.inf)
   )
 
 
 def fwd_lse(h, w):
-  stat = L.scan_vocab(
-    h, w, None, L.Vocab(w.shape[1], CHUNK), L.lse_add, L.lse_start(h.shape[0])
+  stat = V.scan_vocab(
+    h, w, None, V.Vocab(w.shape[1], CHUNK), L.lse_add, L.lse_start(h.shape[0])
   )
   return L.lse_finish(stat, None)
 
@@ -81,7 +82,7 @@ def fwd_topk(h, w, k, chunk_first):
     jnp.full((h.shape[0], k), -jnp.inf),
     jnp.zeros((h.shape[0], k), jnp.int32),
   )
-  return L.scan_vocab(h, w, None, L.Vocab(w.shape[1], CHUNK), add, init)
+  return V.scan_vocab(h, w, None, V.Vocab(w.shape[1], CHUNK), add, init)
 
 
 def bwd_softmax(h, w, ids, c):
@@ -89,7 +90,7 @@ def bwd_softmax(h, w, ids, c):
   lse = jnp.full(h.shape[0], 10.0)
   labels = jnp.zeros(h.shape[0], jnp.int32)
   return L.softmax_bwd_pass(
-    h, w, None, labels, lse, jnp.ones(h.shape[0]), L.Vocab(w.shape[1], CHUNK)
+    h, w, None, labels, lse, jnp.ones(h.shape[0]), V.Vocab(w.shape[1], CHUNK)
   )[:2]
 
 

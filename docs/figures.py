@@ -140,7 +140,7 @@ def _temp_mib(f, *shapes) -> float:
 
 
 def linear_loss_memory() -> bytes:
-  """fwd+bwd temp memory of the softmax loss against the vocabulary size."""
+  """fwd+bwd temp memory of the losses against the vocabulary size."""
   import optax  # pylint: disable=import-outside-toplevel
 
   tokens, d = 4096, 512
@@ -165,6 +165,13 @@ def linear_loss_memory() -> bytes:
       False,
     ),
     (
+      "entmax15_loss(h @ W, y)",
+      COLORS["entmax15"],
+      "o-",
+      lambda h, w, y: losses.entmax15_loss(h @ w, y),
+      False,
+    ),
+    (
       "optax softmax_cross_entropy_with_integer_labels",
       "#7f7f7f",
       "s--",
@@ -173,14 +180,28 @@ def linear_loss_memory() -> bytes:
     ),
     (
       "linear_softmax_loss(h, W, y)",
-      COLORS["entmax15"],
-      "o-",
+      COLORS["softmax"],
+      "D--",
       losses.linear_softmax_loss,
       False,
     ),
     (
-      "linear_softmax_loss(h, E.T, y), tied",
+      "linear_entmax15_loss(h, W, y)",
+      COLORS["entmax15"],
+      "D--",
+      losses.linear_entmax15_loss,
+      False,
+    ),
+    (
+      "linear_sparsemax_loss(h, W, y)",
       COLORS["sparsemax"],
+      "v--",
+      losses.linear_sparsemax_loss,
+      False,
+    ),
+    (
+      "linear_softmax_loss(h, E.T, y), tied",
+      COLORS["softmax"],
       "^:",
       losses.linear_softmax_loss,
       True,
@@ -219,7 +240,8 @@ def linear_loss_memory() -> bytes:
   ax.set_xlabel("vocabulary size V")
   ax.set_ylabel("XLA temp memory, fwd+bwd (MiB)")
   ax.set_title(
-    f"Softmax loss of a linear layer: {tokens} tokens, d = {d}", fontsize=10
+    f"Losses of a linear layer: {tokens} tokens, d = {d}, float32",
+    fontsize=10,
   )
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7)

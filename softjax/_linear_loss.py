@@ -1,31 +1,21 @@
 r"""Losses fused with the output layer: the ``[tokens, V]`` logits never exist.
 
-For a language model head the logits ``z = h W + b`` (``h``: ``[T, d]``,
-``W``: ``[d, V]``) are the largest activation by far. Every function here
-walks the vocabulary in blocks of ``chunk`` classes, computing one block of
-logits at a time, so that temporary memory is O(T × chunk + d × V).
-
-Softmax (one pass each way, as in online softmax):
+The vocabulary loop is :mod:`softjax._vocab`; this module holds the softmax
+loss (one pass each way, as in online softmax), the argument checks and the
+entry point :func:`run`, which hands α > 1 to :mod:`softjax._linear_sparse`.
 
 * forward, :func:`softmax_fwd_pass`: a running maximum and sum per token
   (:func:`lse_start`, :func:`lse_add`) give ``lse = log Σ_j exp z_j``; the
-  label's logit comes from its column of ``W`` (:func:`label_logits`), and
-  the loss is ``lse - z_y``. Saved for the backward pass: the inputs and the
+  label's logit comes from its column of ``W`` (``label_logits``), and the
+  loss is ``lse - z_y``. Saved for the backward pass: the inputs and the
   per-token ``lse``, nothing of size ``T × V``;
 * backward, :func:`softmax_bwd_pass`: each block's logits are recomputed to
   form ``c = g (p - y)`` with ``p = exp(z - lse)``, and ``dh += c Wᵀ``,
   ``dW = hᵀ c`` and ``db = Σ c`` are accumulated block by block.
 
-The vocabulary loop (:func:`scan_vocab`) carries a per-token *statistic*
-updated block by block; softmax carries ``(max, sum)``. The sparse losses
-(phase 2, see the TODOs) carry each token's ``k`` largest logits and their
-class ids instead, solve the threshold on those candidates and need only
-their columns of ``W`` in the backward pass.
-
-With ``axis_name`` (inside ``shard_map``, each device holding ``W[:, shard]``
-and ``b[shard]``, class ids global) each device runs the loop over its own
-classes and the per-token statistics are combined with one ``pmax`` and one
-``psum``; no logits cross devices.
+With ``axis_name`` the per-token statistics of the devices holding the
+vocabulary are combined with one ``pmax`` and one ``psum``; no logits cross
+devices.
 
 References:
   M. Milakov, N. Gimelshein. "Online normalizer calculation for softmax".
@@ -36,7 +26,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Hashable
 import functools
 import math
@@ -51,119 +40,20 @@ import numpy as np
 
 from softjax import _checks
 from softjax import _core
+from softjax import _linear_sparse
+from softjax._vocab import F32
+from softjax._vocab import Chunk
+from softjax._vocab import Vocab
+from softjax._vocab import class_offset
+from softjax._vocab import label_logits
+from softjax._vocab import n_classes
+from softjax._vocab import scan_vocab
+from softjax._vocab import valid_labels
+from softjax._vocab import zeros
 
 # Classes per block when the caller passes chunk_size=None: see
 # docs/benchmarks/linear_loss.md (at 4096 tokens, d = 512 on XLA:CPU).
 DEFAULT_CHUNK = 2048
-
-_F32 = jnp.float32
-
-
-class Vocab(NamedTuple):
-  """The static plan of the loop over (this device's) vocabulary.
-
-  ``n_full`` blocks of ``chunk`` classes, then one block of the remaining
-  ``rest`` classes (0: none). The remainder block is one more traced copy
-  of the loop body, with no masked or padded classes and no copy of ``W``
-  (padding ``W`` to a multiple of ``chunk`` would copy it). Measured against
-  a last block shifted back to ``V - chunk`` with its overlap masked: 1%
-  faster to run, 3x slower to compile (forward, V = 32000, chunk 2048).
-  Hashable: a static argument of the custom VJPs.
-  """
-
-  size: int  # classes on this device
-  chunk: int  # classes per block
-  axis_name: Hashable | None = None  # mesh axis the vocabulary is split over
-
-  @property
-  def n_full(self) -> int:
-    return self.size // self.chunk
-
-  @property
-  def rest(self) -> int:
-    return self.size % self.chunk
-
-
-class Chunk(NamedTuple):
-  """One block of classes, as the loop body hands it to a statistic."""
-
-  z: jax.Array  # [T, size] float32 logits of the block
-  w: jax.Array  # [d, size] float32 columns of W
-  start: jax.Array  # index of the block's first class on this device
-
-
-# --------------------------------------------------------------------------
-# The loop over the vocabulary.
-# --------------------------------------------------------------------------
-
-
-def zeros(shape: tuple[int, ...], *like: Any, dtype: Any = _F32) -> jax.Array:
-  """Zeros that vary over the mesh axes that ``like`` vary over.
-
-  Inside ``shard_map`` a loop carry must keep its type, and the blocks'
-  results vary over the axes of ``h`` and ``W``; outside it this is
-  ``jnp.zeros``. ``zeros_like(shape=())`` carries the type without reading
-  any value, and XLA folds the additions away.
-  """
-  out = jnp.zeros(shape, dtype)
-  for a in like:
-    if a is not None:
-      out = out + jnp.zeros_like(a, dtype, shape=())
-  return out
-
-
-def chunk(
-  h: jax.Array, w: jax.Array, b: jax.Array | None, start: Any, size: int
-) -> Chunk:
-  """The logits of classes ``[start, start + size)`` in float32.
-
-  ``h`` is float32 already; the block of ``W`` is cast here (``d × size``)
-  so that a half-precision ``W`` is never copied whole. An untied ``[d, V]``
-  ``W`` is sliced in place. A transposed one (``embedding.T``) is copied
-  once (d × V) by XLA:CPU, which gives a while loop's operands the default
-  layout: reading ``W`` as ``[V, d]`` rows would move that copy to the
-  untied case instead.
-  """
-  w_c = lax.dynamic_slice_in_dim(w, start, size, axis=1).astype(_F32)
-  z = jnp.dot(h, w_c)
-  if b is not None:
-    z = z + lax.dynamic_slice_in_dim(b, start, size).astype(_F32)
-  return Chunk(z, w_c, start)
-
-
-def scan_vocab(
-  h: jax.Array,
-  w: jax.Array,
-  b: jax.Array | None,
-  vocab: Vocab,
-  add: Callable[[Any, Chunk], Any],
-  carry: Any,
-) -> Any:
-  """``carry = add(carry, chunk)`` for each block of classes, in order."""
-
-  def body(carry, i):
-    return add(carry, chunk(h, w, b, i * vocab.chunk, vocab.chunk)), None
-
-  if vocab.n_full:
-    carry, _ = lax.scan(body, carry, jnp.arange(vocab.n_full))
-  if vocab.rest:
-    start = vocab.n_full * vocab.chunk
-    carry = add(carry, chunk(h, w, b, start, vocab.rest))
-  return carry
-
-
-def class_offset(vocab: Vocab) -> Any:
-  """Global id of this device's first class (0 unless split)."""
-  if vocab.axis_name is None:
-    return 0
-  return lax.axis_index(vocab.axis_name) * vocab.size
-
-
-def n_classes(vocab: Vocab) -> int:
-  """Classes in the whole vocabulary (all devices)."""
-  if vocab.axis_name is None:
-    return vocab.size
-  return vocab.size * lax.psum(1, vocab.axis_name)
 
 
 # --------------------------------------------------------------------------
@@ -181,7 +71,7 @@ class LSE(NamedTuple):
 def lse_start(tokens: int, *like: Any) -> LSE:
   # The floor keeps m finite when a whole block is -inf (a bias of -inf
   # masks classes): m - m_new is then never -inf - -inf.
-  big = float(jnp.finfo(_F32).max)
+  big = float(jnp.finfo(F32).max)
   return LSE(zeros((tokens,), *like) - big, zeros((tokens,), *like))
 
 
@@ -199,68 +89,6 @@ def lse_finish(stat: LSE, axis_name: Hashable | None) -> jax.Array:
     s = lax.psum(s * jnp.exp(m - m_all), axis_name)
     m = m_all
   return m + jnp.log(s)
-
-
-# TODO(phase 2): the sparse losses carry, instead of LSE, each token's k
-# largest logits and their global class ids, ``TopK(values [T, k], ids [T,
-# k])``, through the same ``scan_vocab``:
-#   * ``topk_start(tokens, k, *like)``: values -inf (via ``zeros``), ids 0;
-#   * ``topk_add(stat, chunk)``: ``lax.top_k(concat([values, chunk.z]), k)``
-#     with ids ``chunk.start + iota`` gathered alongside, or the block's own
-#     top-k first (within noise of each other in the phase 1 measurements,
-#     benchmarks/bench_linear_pieces.py; either adds 0.3-1x the block's
-#     matmul time at d = 512 on XLA:CPU);
-#   * ``topk_finish(stat, vocab)``: add ``class_offset(vocab)`` to the ids;
-#     with ``axis_name``, ``all_gather`` every device's [T, k] candidates
-#     and ``top_k`` again (O(T × k × devices) values cross devices, never
-#     logits).
-# Then ``sparse_fwd_pass``: shift the candidates by their maximum, solve
-# ``_threshold.threshold(zc, family, rows, n_iter)`` on the [T, k] rows
-# (``family = Family.of_alpha(alpha, jnp.float32)``), ``p = family.map(zc,
-# t) / total``; a token is exact when its smallest candidate has
-# ``p == 0`` (else a fallback pass for those tokens, or a larger k); loss
-# ``Σ_C p z - z_y + Σ family.entropy_terms(p)`` (Ω(one-hot) = 0), with
-# ``z_y`` from ``label_logits``. Save ``ids`` and ``p`` (O(T × k)), not
-# ``lse``. ``sparse_bwd_pass``: coefficients ``g p`` on ``ids`` and ``-g``
-# at the label; gather rows of ``w.T`` ([V, d]: a free transpose for tied
-# embeddings) for ``dh`` and scatter-add ``h ⊗ c`` into ``dW.T`` rows and
-# ``c`` into ``db``, in token blocks (columns of [d, V] measured 5-10x
-# slower than rows). ``run`` dispatches on ``alpha``.
-
-
-# --------------------------------------------------------------------------
-# The label's logit.
-# --------------------------------------------------------------------------
-
-
-def label_logits(
-  h: jax.Array,
-  w: jax.Array,
-  b: jax.Array | None,
-  labels: jax.Array,
-  vocab: Vocab,
-) -> jax.Array:
-  """``z_y = h · W[:, y] + b[y]`` per token, from the label's column only.
-
-  Global ids; with ``axis_name`` the device holding the label contributes it
-  and a ``psum`` shares it. Ids outside the vocabulary give 0 (the caller
-  makes their loss NaN).
-  """
-  local = labels - class_offset(vocab)
-  mine = (local >= 0) & (local < vocab.size)
-  ids = jnp.where(mine, local, 0)
-  cols = jnp.take(w, ids, axis=1).astype(_F32)  # [d, T]
-  z_y = jnp.einsum("td,dt->t", h, cols)
-  if b is not None:
-    z_y = z_y + jnp.take(b, ids).astype(_F32)
-  z_y = jnp.where(mine, z_y, 0.0)
-  if vocab.axis_name is not None:
-    z_y = lax.psum(z_y, vocab.axis_name)
-  return z_y
-
-
-def valid_labels(labels: jax.Array, vocab: Vocab) -> jax.Array:
-  return (labels >= 0) & (labels < n_classes(vocab))
 
 
 # --------------------------------------------------------------------------
@@ -285,7 +113,7 @@ def softmax_bwd_pass(h, w, b, labels, lse, g, vocab):
   entry is written once), while ``h`` accumulates ``c Wᵀ`` in float32.
   Tokens whose label is out of range get no gradient.
   """
-  g = jnp.where(valid_labels(labels, vocab), g.astype(_F32), 0.0)
+  g = jnp.where(valid_labels(labels, vocab), g.astype(F32), 0.0)
   local = (labels - class_offset(vocab))[:, None]
 
   def add(carry, c):
@@ -318,13 +146,13 @@ def _softmax_loss(h, w, b, labels, vocab):
 
 
 def _softmax_loss_fwd(h, w, b, labels, vocab):
-  loss, lse = softmax_fwd_pass(h.astype(_F32), w, b, labels, vocab)
+  loss, lse = softmax_fwd_pass(h.astype(F32), w, b, labels, vocab)
   return loss, (h, w, b, labels, lse)
 
 
 def _softmax_loss_bwd(vocab, res, g):
   h, w, b, labels, lse = res
-  dh, dw, db = softmax_bwd_pass(h.astype(_F32), w, b, labels, lse, g, vocab)
+  dh, dw, db = softmax_bwd_pass(h.astype(F32), w, b, labels, lse, g, vocab)
   # Inside shard_map: h (and b, W) may be replicated over axes their
   # cotangents vary over (the vocabulary axis for h); their true cotangent is
   # the sum over those devices.
@@ -447,6 +275,21 @@ def prepare(
   )
 
 
+def _check_candidates(candidates: Any) -> int:
+  if candidates is None:
+    return _linear_sparse.DEFAULT_CANDIDATES
+  if isinstance(candidates, bool) or not isinstance(
+    candidates, numbers.Integral
+  ):
+    raise TypeError(
+      "`candidates` must be a positive int (logits kept per token) or None, "
+      f"got {candidates!r}."
+    )
+  if candidates < 1:
+    raise ValueError(f"`candidates` must be >= 1, got {candidates}.")
+  return int(candidates)
+
+
 def run(
   hidden: Any,
   weight: Any,
@@ -455,21 +298,18 @@ def run(
   bias: Any,
   chunk_size: Any,
   axis_name: Any,
+  candidates: Any = None,
 ) -> jax.Array:
   """The loss per token for α-entmax (α = 1: softmax), shaped like labels."""
   prep = prepare(hidden, weight, labels, bias, chunk_size, axis_name)
   alpha = _checks.check_alpha_per_example(alpha, prep.batch)
+  k = _check_candidates(candidates)
   if isinstance(alpha, float) and alpha == 1.0:
     loss = _softmax_loss(prep.h, prep.w, prep.b, prep.labels, prep.vocab)
   else:
-    # TODO(phase 2): the sparse losses: a forward pass carrying TopK (see
-    # above) instead of LSE, the threshold from the core solver on the
-    # candidates, a fallback pass for tokens whose smallest candidate has
-    # mass, L = <p - y, z> - Ω(p) + Ω(y) from the candidates and the label
-    # logit; a backward pass over the support and label columns of W only
-    # (gather/scatter in token blocks).
-    raise NotImplementedError(
-      "The fused sparse losses (alpha > 1) are not implemented yet; "
-      "compute the logits and use softjax.losses.entmax_loss meanwhile."
+    if not isinstance(alpha, float):
+      alpha = jnp.broadcast_to(alpha, prep.batch)
+    loss = _linear_sparse.loss(
+      prep.h, prep.w, prep.b, prep.labels, alpha, prep.vocab, k
     )
   return loss.reshape(prep.batch).astype(prep.out_dtype)

@@ -556,12 +556,14 @@ def linear_sparsemax_loss(
   The threshold of sparsemax depends only on the logits above it, so one
   pass over blocks of ``chunk_size`` classes keeps each token's largest
   logits as candidates; the threshold solved on them is the true one
-  whenever the smallest candidate gets no mass (checked per token; the
-  tokens where it fails get another pass). The loss then needs the logits
-  only on the candidates and at the label, and the backward pass touches
-  only the columns of ``weight`` in each token's support and at its label:
-  :math:`p - y` has at most (support + 1) nonzeros per token. Temporary
-  memory is O(tokens × chunk_size + d × V).
+  whenever the smallest candidate gets no mass (checked per token). The
+  loss then needs the logits only on the candidates and at the label, and
+  the backward pass touches only the rows of ``weight.T`` in each token's
+  support and at its label: :math:`p - y` has at most (support + 1)
+  nonzeros per token. Tokens whose support is wider than the 32 candidates
+  are solved exactly by further passes over the vocabulary, in groups of
+  tokens (slower, never approximate). Temporary memory is O(tokens ×
+  chunk_size + d × V).
 
   Args:
     hidden: ``[..., d]`` features of each token (any leading shape).
@@ -591,8 +593,22 @@ def linear_sparsemax_loss(
       wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.
     TypeError: non-integer ``labels``; boolean or complex ``hidden``,
       ``weight`` or ``bias``.
-    NotImplementedError: always, for now (the candidate solve is being
-      built).
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import softjax
+    >>> kh, kw = jax.random.split(jax.random.key(0))
+    >>> hidden = jax.random.normal(kh, (2, 3, 8))      # [batch, seq, d]
+    >>> weight = jax.random.normal(kw, (8, 10))        # [d, V]
+    >>> labels = jnp.array([[1, 4, 9], [0, 0, 7]])
+    >>> loss = softjax.losses.linear_sparsemax_loss(hidden, weight, labels,
+    ...     chunk_size=4)
+    >>> loss.shape
+    (2, 3)
+    >>> full = softjax.losses.sparsemax_loss(hidden @ weight, labels)
+    >>> bool(jnp.allclose(loss, full, rtol=1e-5, atol=1e-5))
+    True
 
   References:
     A. F. T. Martins, R. F. Astudillo. "From Softmax to Sparsemax: A Sparse
@@ -600,7 +616,6 @@ def linear_sparsemax_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  # TODO(phase 2): an Example section (>>>) once the compute step exists.
   return _linear_loss.run(
     hidden, weight, labels, 2.0, bias, chunk_size, axis_name
   )
@@ -629,11 +644,13 @@ def linear_entmax15_loss(
   The threshold of entmax depends only on the logits above it, so one pass
   over blocks of ``chunk_size`` classes keeps each token's largest logits as
   candidates; the threshold solved on them is the true one whenever the
-  smallest candidate gets no mass (checked per token; the tokens where it
-  fails get another pass). The loss then needs the logits only on the
-  candidates and at the label, and the backward pass touches only the
-  columns of ``weight`` in each token's support and at its label. Temporary
-  memory is O(tokens × chunk_size + d × V).
+  smallest candidate gets no mass (checked per token). The loss then needs
+  the logits only on the candidates and at the label, and the backward pass
+  touches only the rows of ``weight.T`` in each token's support and at its
+  label. Tokens whose support is wider than the 32 candidates are solved
+  exactly by further passes over the vocabulary, in groups of tokens
+  (slower, never approximate). Temporary memory is O(tokens × chunk_size +
+  d × V).
 
   Args:
     hidden: ``[..., d]`` features of each token (any leading shape).
@@ -663,8 +680,22 @@ def linear_entmax15_loss(
       wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.
     TypeError: non-integer ``labels``; boolean or complex ``hidden``,
       ``weight`` or ``bias``.
-    NotImplementedError: always, for now (the candidate solve is being
-      built).
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import softjax
+    >>> kh, kw = jax.random.split(jax.random.key(0))
+    >>> hidden = jax.random.normal(kh, (2, 3, 8))      # [batch, seq, d]
+    >>> weight = jax.random.normal(kw, (8, 10))        # [d, V]
+    >>> labels = jnp.array([[1, 4, 9], [0, 0, 7]])
+    >>> loss = softjax.losses.linear_entmax15_loss(hidden, weight, labels,
+    ...     chunk_size=4)
+    >>> loss.shape
+    (2, 3)
+    >>> full = softjax.losses.entmax15_loss(hidden @ weight, labels)
+    >>> bool(jnp.allclose(loss, full, rtol=1e-5, atol=1e-5))
+    True
 
   References:
     B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
@@ -672,7 +703,6 @@ def linear_entmax15_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  # TODO(phase 2): an Example section (>>>) once the compute step exists.
   return _linear_loss.run(
     hidden, weight, labels, 1.5, bias, chunk_size, axis_name
   )
@@ -704,10 +734,13 @@ def linear_entmax_loss(
   logits above it, so one pass over blocks of ``chunk_size`` classes keeps
   each token's largest logits as candidates; the threshold solved on them is
   the true one whenever the smallest candidate gets no mass (checked per
-  token; the tokens where it fails get another pass). The backward pass
-  touches only the columns of ``weight`` in each token's support and at its
-  label. The closer α is to 1, the larger the supports and the less this
-  saves. Temporary memory is O(tokens × chunk_size + d × V).
+  token). The backward pass touches only the rows of ``weight.T`` in each
+  token's support and at its label. Tokens whose support is wider than the
+  32 candidates are solved exactly by further passes over the vocabulary,
+  in groups of tokens (slower, never approximate): the closer α is to 1,
+  the larger the supports and the less this saves. An array α receives the
+  gradient of :func:`entmax_loss` (envelope theorem). Temporary memory is
+  O(tokens × chunk_size + d × V).
 
   Args:
     hidden: ``[..., d]`` features of each token (any leading shape).
@@ -741,8 +774,22 @@ def linear_entmax_loss(
       loss.
     TypeError: non-integer ``labels``; boolean or complex ``hidden``,
       ``weight`` or ``bias``; boolean ``alpha``.
-    NotImplementedError: for α other than a Python float 1.0, for now (the
-      candidate solve is being built).
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import softjax
+    >>> kh, kw = jax.random.split(jax.random.key(0))
+    >>> hidden = jax.random.normal(kh, (2, 3, 8))      # [batch, seq, d]
+    >>> weight = jax.random.normal(kw, (8, 10))        # [d, V]
+    >>> labels = jnp.array([[1, 4, 9], [0, 0, 7]])
+    >>> loss = softjax.losses.linear_entmax_loss(hidden, weight, labels, 1.3,
+    ...     chunk_size=4)
+    >>> loss.shape
+    (2, 3)
+    >>> full = softjax.losses.entmax_loss(hidden @ weight, labels, 1.3)
+    >>> bool(jnp.allclose(loss, full, rtol=1e-5, atol=1e-5))
+    True
 
   References:
     B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
@@ -752,7 +799,6 @@ def linear_entmax_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  # TODO(phase 2): an Example section (>>>) once the compute step exists.
   return _linear_loss.run(
     hidden, weight, labels, alpha, bias, chunk_size, axis_name
   )
