@@ -275,9 +275,9 @@ def prepare(
   )
 
 
-def _check_candidates(candidates: Any) -> int:
+def _check_candidates(candidates: Any, alpha: Any) -> int:
   if candidates is None:
-    return _linear_sparse.DEFAULT_CANDIDATES
+    return _linear_sparse.default_candidates(alpha)
   if isinstance(candidates, bool) or not isinstance(
     candidates, numbers.Integral
   ):
@@ -303,7 +303,7 @@ def run(
   """The loss per token for α-entmax (α = 1: softmax), shaped like labels."""
   prep = prepare(hidden, weight, labels, bias, chunk_size, axis_name)
   alpha = _checks.check_alpha_per_example(alpha, prep.batch)
-  k = _check_candidates(candidates)
+  k = _check_candidates(candidates, alpha)
   if isinstance(alpha, float) and alpha == 1.0:
     loss = _softmax_loss(prep.h, prep.w, prep.b, prep.labels, prep.vocab)
   else:

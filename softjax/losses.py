@@ -647,7 +647,7 @@ def linear_entmax15_loss(
   smallest candidate gets no mass (checked per token). The loss then needs
   the logits only on the candidates and at the label, and the backward pass
   touches only the rows of ``weight.T`` in each token's support and at its
-  label. Tokens whose support is wider than the 32 candidates are solved
+  label. Tokens whose support is wider than the 64 candidates are solved
   exactly by further passes over the vocabulary, in groups of tokens
   (slower, never approximate). Temporary memory is O(tokens × chunk_size +
   d × V).
@@ -736,7 +736,8 @@ def linear_entmax_loss(
   the true one whenever the smallest candidate gets no mass (checked per
   token). The backward pass touches only the rows of ``weight.T`` in each
   token's support and at its label. Tokens whose support is wider than the
-  32 candidates are solved exactly by further passes over the vocabulary,
+  candidates (32 for α >= 2, else 64) are solved exactly by further passes
+  over the vocabulary,
   in groups of tokens (slower, never approximate): the closer α is to 1,
   the larger the supports and the less this saves. An array α receives the
   gradient of :func:`entmax_loss` (envelope theorem). Temporary memory is

@@ -465,12 +465,14 @@ def _mesh():
 def test_shard_map_vocabulary_split(name):
   """W[:, shard] per device, class ids global: whole-vocabulary loss and
   gradients for hidden (summed over the vocabulary shards), W and b. The
-  first token's logits are nearly flat: its support is wider than the 32
-  candidates (the fallback's collectives)."""
+  first token's logits are nearly flat: its support is wider than the 64
+  candidates of entmax15 (the fallback's collectives)."""
   fused, full = LOSSES[name]
   mesh = _mesh()
-  h, w, b, y = _inputs((6,), 8, 52, seed=9)  # 13 classes per device
+  h, w, b, y = _inputs((6,), 8, 104, seed=9)  # 26 classes per device
   h, b = h.at[0].set(0.0), b * 0.01
+  z0 = np.asarray(_logits(h, w, b)[0], np.float64)
+  assert np.sum(ref.entmax_margin(z0, 1.5) > 0) > 64
   u = jax.random.uniform(jax.random.key(1), (6,), jnp.float32, 0.5, 1.5)
   specs = (P("data", None), P(None, "model"), P("model"), P("data"))
   put = lambda a, s: jax.device_put(a, NamedSharding(mesh, s))
