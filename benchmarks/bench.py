@@ -23,10 +23,12 @@ Suites:
   sparse  float32 (16384, 64), (4096, 128), (2048, 1024) (attention-sized
           rows), (512, 4096), (64, 32768), (8, 262144); jax.nn.softmax
           (baseline), softjax.sparsemax / entmax15 / entmax(alpha=1.3) /
-          entmax with a per-row array alpha (learnable alpha), optax's
-          projection_simplex vmapped over rows, and PyTorch entmax's
-          sparsemax / entmax15 / entmax_bisect(alpha=1.3) when ``torch`` and
-          ``entmax`` are importable. softjax functions that do not exist yet
+          entmax with a per-row array alpha (learnable alpha), normmax
+          (alpha=2, and a per-row array alpha), budget_sparsemax(k=8),
+          optax's projection_simplex vmapped over rows, and PyTorch entmax's
+          sparsemax / entmax15 / entmax_bisect(alpha=1.3) /
+          normmax_bisect(alpha=2) / budget_bisect(budget=8) when ``torch``
+          and ``entmax`` are importable. softjax functions that do not exist yet
           are skipped with a note, so the suite runs on a dense-only checkout.
           It also draws each map's ratio to jax.nn.softmax by shape
           (``--figure``, default ``docs/img/benchmarks.png`` with the tables).
@@ -625,6 +627,29 @@ def run_sparse(
           g=g,
         )
       )
+    if hasattr(softjax, "normmax"):
+      cands.append(
+        jax_candidate("softjax.normmax(alpha=2)", softjax.normmax, x, g=g)
+      )
+      alpha2 = jnp.full((shape[0], 1), 2.0, jnp.float32)
+      cands.append(
+        jax_candidate(
+          "softjax.normmax(alpha=2 array (rows, 1))",
+          lambda x, a: softjax.normmax(x, alpha=a),
+          x,
+          alpha2,
+          g=g,
+        )
+      )
+    if hasattr(softjax, "budget_sparsemax"):
+      cands.append(
+        jax_candidate(
+          "softjax.budget_sparsemax(k=8)",
+          functools.partial(softjax.budget_sparsemax, k=8.0),
+          x,
+          g=g,
+        )
+      )
     cands.append(
       jax_candidate("optax projection_simplex (vmap)", project, x, g=g)
     )
@@ -645,6 +670,20 @@ def run_sparse(
           device,
         ),
       ]
+      for name, fn in (
+        ("normmax_bisect(alpha=2)", "normmax_bisect"),
+        ("budget_bisect(budget=8)", "budget_bisect"),
+      ):
+        if hasattr(entmax, fn):
+          kw = {"alpha": 2.0} if fn == "normmax_bisect" else {"budget": 8}
+          cands.append(
+            torch_candidate(
+              f"torch entmax.{name}",
+              functools.partial(getattr(entmax, fn), **kw),
+              xn,
+              gn,
+            )
+          )
     # Each candidate is timed in a pair with the baseline, interleaved, and
     # its ratio taken within the pair. In one group with everything, the
     # baseline ran after calls that freed and re-faulted large buffers (and
@@ -724,12 +763,21 @@ def draw_figure(
     return "matplotlib is not installed: no figure was drawn."
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
   ticks = range(len(shapes))
+  # tab10 repeats its colours after ten lines; the sparse suite draws more.
+  colours = plt.get_cmap("tab20").colors
   for ax, mode, label in zip(axes, (0, 1), ("fwd", "fwd+bwd")):
-    for name, by_shape in ratios.items():
+    for k, (name, by_shape) in enumerate(ratios.items()):
       xs = [i for i, s in enumerate(shapes) if s in by_shape]
       ys = [by_shape[shapes[i]][mode] for i in xs]
       style = "--" if name.startswith(("torch", "optax")) else "-"
-      ax.plot(xs, ys, style, marker="o", label=name.replace("softjax.", ""))
+      ax.plot(
+        xs,
+        ys,
+        style,
+        marker="o",
+        color=colours[k % len(colours)],
+        label=name.replace("softjax.", ""),
+      )
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(list(ticks), [_shape(s) for s in shapes], rotation=30)

@@ -189,15 +189,21 @@ def _alpha_as_number_or_array(alpha: Any) -> float | jax.Array:
   return as_float_array(alpha, "alpha")
 
 
-def check_alpha_values(alpha: float | jax.Array) -> None:
+def check_alpha_values(alpha: float | jax.Array, normmax: bool = False) -> None:
   """Raises if a concrete α is NaN, below 1 or infinite (tracers pass).
 
   The one value check behind :func:`check_alpha` (normalisers) and
-  :func:`check_alpha_per_example` (losses).
+  :func:`check_alpha_per_example` (losses). α-normmax (``normmax``) needs
+  α > 1: at α = 1 its regulariser ``||p||_1`` is constant on the simplex.
   """
   if not is_concrete(alpha):
     return
   arr = np.asarray(alpha, dtype=np.float64)
+  if normmax and (np.isnan(arr).any() or (arr <= 1).any()):
+    raise ValueError(
+      f"`alpha` must be > 1 for normmax (at alpha = 1 the norm ||p||_1 is "
+      f"constant on the simplex and the map is the arg-max), got {alpha!r}."
+    )
   if np.isnan(arr).any() or (arr < 1).any():
     if arr.ndim == 0:
       raise ValueError(
@@ -206,28 +212,91 @@ def check_alpha_values(alpha: float | jax.Array) -> None:
       )
     raise ValueError(f"`alpha` must be >= 1 everywhere, got {alpha!r}.")
   if np.isinf(arr).any():
-    raise ValueError("`alpha` must be finite; alpha -> inf is the arg-max.")
+    limit = "uniform on the support of sparsemax" if normmax else "the arg-max"
+    raise ValueError(f"`alpha` must be finite; alpha -> inf is {limit}.")
+
+
+def check_per_row(
+  value: jax.Array, shape: tuple[int, ...], axes: tuple[int, ...], name: str
+) -> None:
+  """Raises unless an array parameter has one value per row (or fewer).
+
+  It must broadcast to the scores and have size 1 along the normalised
+  ``axes``.
+  """
+  check_broadcastable(value, shape, name)
+  v_shape = (1,) * (len(shape) - value.ndim) + value.shape
+  if any(v_shape[i] != 1 for i in axes):
+    raise ValueError(
+      f"`{name}` has shape {value.shape}: it must have size 1 along the "
+      f"normalised axis {axes} (one {name} per row or per head, e.g. shape "
+      "(heads, 1, 1) for scores (batch, heads, q, k))."
+    )
 
 
 def check_alpha(
-  alpha: Any, shape: tuple[int, ...], axes: tuple[int, ...]
+  alpha: Any,
+  shape: tuple[int, ...],
+  axes: tuple[int, ...],
+  normmax: bool = False,
 ) -> float | jax.Array:
   """Returns α as a Python float, or an array with size 1 along ``axes``."""
   a = _alpha_as_number_or_array(alpha)
   if isinstance(a, float):
-    check_alpha_values(a)
+    check_alpha_values(a, normmax)
     return a
-  check_broadcastable(a, shape, "alpha")
-  a_shape = (1,) * (len(shape) - a.ndim) + a.shape
-  if any(a_shape[i] != 1 for i in axes):
-    raise ValueError(
-      f"`alpha` has shape {a.shape}: it must have size 1 along the "
-      f"normalised axis {axes} (one alpha per row or per head, e.g. shape "
-      "(heads, 1, 1) for scores (batch, heads, q, k))."
-    )
+  check_per_row(a, shape, axes, "alpha")
   # The original value: concrete even where its conversion is a tracer.
-  check_alpha_values(alpha)
+  check_alpha_values(alpha, normmax)
   return a
+
+
+def check_k(
+  k: Any,
+  shape: tuple[int, ...],
+  axes: tuple[int, ...],
+  n: int,
+  where: Any,
+) -> float | jax.Array:
+  """Budget sparsemax's ``k``: a Python float, or an array with one per row.
+
+  ``n`` is the row length (all shards); ``where``, when concrete, lowers
+  the bound to the number of unmasked entries of each row that has any.
+  """
+  if isinstance(k, (bool, np.bool_)):
+    raise TypeError("`k` must be a number or an array, not a bool.")
+  value = float(k) if isinstance(k, numbers.Real) else as_float_array(k, "k")
+  if not isinstance(value, float):
+    check_per_row(value, shape, axes, "k")
+  if not is_concrete(k):
+    return value
+  arr = np.asarray(k, dtype=np.float64)
+  if np.isnan(arr).any() or not (arr > 0).all() or np.isinf(arr).any():
+    raise ValueError(
+      f"`k` must be a positive finite number (the total mass, at most the "
+      f"number of entries per row), got {k!r}."
+    )
+  if n and (arr > n).any():
+    raise ValueError(
+      f"`k`={k!r} is more than the {n} entries of a row: the capped simplex "
+      "{0 <= p <= 1, sum(p) = k} would be empty."
+    )
+  if where is not None and is_concrete(where):
+    _check_k_against_mask(arr, np.asarray(where), shape, axes)
+  return value
+
+
+def _check_k_against_mask(k, where, shape, axes):
+  """Raises where ``k`` exceeds a row's unmasked entries (empty rows pass)."""
+  live = np.broadcast_to(where, shape).sum(axis=axes, keepdims=True)
+  need = np.broadcast_to(k, live.shape)
+  bad = (live > 0) & (need > live)
+  if bad.any():
+    raise ValueError(
+      f"`k` is more than the number of unmasked entries in some rows "
+      f"(k={need[bad].ravel()[:3].tolist()}, unmasked "
+      f"{live[bad].ravel()[:3].tolist()}): unmask more entries or lower `k`."
+    )
 
 
 def check_n_iter(n_iter: Any) -> int | None:
@@ -417,12 +486,12 @@ def _check_distributions(labels, n_classes, live, axes):
 
 
 def check_alpha_per_example(
-  alpha: Any, loss_shape: tuple[int, ...]
+  alpha: Any, loss_shape: tuple[int, ...], normmax: bool = False
 ) -> float | jax.Array:
   """α for a loss: a float, or an array broadcastable to the loss's shape."""
   a = _alpha_as_number_or_array(alpha)
   if isinstance(a, float):
-    check_alpha_values(a)
+    check_alpha_values(a, normmax)
     return a
   try:
     ok = jnp.broadcast_shapes(a.shape, loss_shape) == tuple(loss_shape)
@@ -435,5 +504,5 @@ def check_alpha_per_example(
       f"{tuple(loss_shape)} (the shape of `logits` without the class axis; "
       "drop that axis from `alpha` rather than keeping it with size 1)."
     )
-  check_alpha_values(alpha)
+  check_alpha_values(alpha, normmax)
   return a

@@ -58,6 +58,10 @@ class Rows(NamedTuple):
     top = jnp.max(x, axis=self.axes, keepdims=True, initial=-jnp.inf)
     return top if self.axis_name is None else lax.pmax(top, self.axis_name)
 
+  def min(self, x: jax.Array) -> jax.Array:
+    low = jnp.min(x, axis=self.axes, keepdims=True, initial=jnp.inf)
+    return low if self.axis_name is None else lax.pmin(low, self.axis_name)
+
   def any(self, mask: jax.Array) -> jax.Array:
     """Whether any entry of each row (over all its shards) is True."""
     return self.max(mask.astype(jnp.float32)) > 0

@@ -120,19 +120,14 @@ def softmax(
   an array temperature): :math:`\bar x = p \odot (g - \langle g, p\rangle)`.
 
   Args:
-    x: {x}
-    axis: {axis}
-    where: {where}
-    temperature: {temperature}
-    axis_name: {axis_name}
+    {normaliser_args}
 
   Returns:
     An array of the shape and floating dtype of ``x`` whose entries along
     ``axis`` are non-negative and sum to 1.
 
   Raises:
-    ValueError: {raises_value}
-    TypeError: {raises_type}
+    {normaliser_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -189,8 +184,7 @@ def log_softmax(
     along ``axis`` (to 0 on rows where every entry is masked).
 
   Raises:
-    ValueError: {raises_value}
-    TypeError: {raises_type}
+    {normaliser_raises}
 
   Example:
     >>> import jax.numpy as jnp

@@ -112,6 +112,40 @@ JAX documentation, "The checkify transformation",
 https://docs.jax.dev/en/latest/debugging/checkify_guide.html""",
 }
 
+
+def _entries(**keys: str) -> str:
+  """Several ``name: text`` entries as one block (``name=key`` pairs)."""
+  return "\n".join(f"{name}: {TEXT[key]}" for name, key in keys.items())
+
+
+# Whole blocks that several functions share (an Args or Raises section's
+# entries, in order): one placeholder line stands for all of them.
+TEXT.update(
+  normaliser_args=_entries(
+    x="x",
+    axis="axis",
+    where="where",
+    temperature="temperature",
+    axis_name="axis_name",
+  ),
+  normaliser_raises=_entries(
+    ValueError="raises_value", TypeError="raises_type"
+  ),
+  loss_args=_entries(
+    logits="logits",
+    labels="labels",
+    axis="loss_axis",
+    where="loss_where",
+    axis_name="loss_axis_name",
+  ),
+  loss_returns="""\
+The loss per example: the shape of ``logits`` without ``axis``, in the
+floating dtype of ``logits``; non-negative.""",
+  loss_raises=_entries(
+    ValueError="loss_raises_value", TypeError="loss_raises_type"
+  ),
+)
+
 _PLACEHOLDER = re.compile(
   r"^(?P<indent>[ \t]*)(?P<head>\w+: )?\{(?P<key>[a-z][a-z0-9_]*)\}$", re.M
 )

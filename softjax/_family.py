@@ -41,31 +41,58 @@ import jax.numpy as jnp
 EPS_MIN = 1e-7
 
 
-@jax.tree_util.register_pytree_node_class
-class Family:
-  """α-entmax with ``eps = α - 1``: a Python float or an array.
+class Member:
+  """A map of the family with one parameter: a Python float or an array.
 
-  A pytree: a float ε is static (auxiliary data, no leaves), an array ε is
-  its one leaf, so a ``custom_vjp`` or ``custom_jvp`` taking a Family gives
-  an array ε its cotangent or tangent as ``Family(d_eps)``.
+  A pytree: a float parameter is static (auxiliary data, no leaves), an
+  array parameter its one leaf, so a ``custom_vjp`` or ``custom_jvp`` taking
+  a member gives an array parameter its cotangent or tangent as a member of
+  the same class. Subclasses (registered as pytrees) store the parameter
+  under their own name and expose it as :attr:`param`.
   """
 
-  __slots__ = ("eps",)
+  __slots__ = ()
 
-  def __init__(self, eps: float | jax.Array):
-    self.eps = eps
+  @property
+  def param(self) -> float | jax.Array:
+    raise NotImplementedError
 
   def tree_flatten(self):
-    if isinstance(self.eps, float):
-      return (), self.eps
-    return (self.eps,), None
+    if isinstance(self.param, float):
+      return (), self.param
+    return (self.param,), None
 
   @classmethod
   def tree_unflatten(cls, aux, leaves):
     return cls(aux if aux is not None else leaves[0])
 
   def __repr__(self) -> str:
-    return f"Family(eps={self.eps!r})"
+    return f"{type(self).__name__}({self.param!r})"
+
+  @property
+  def learnable(self) -> bool:
+    """Whether the parameter is an array, which receives a gradient."""
+    return not isinstance(self.param, float)
+
+  @property
+  def static(self) -> float | None:
+    """The parameter if it is a Python float, else None."""
+    return None if self.learnable else self.param
+
+
+@jax.tree_util.register_pytree_node_class
+class Family(Member):
+  """α-entmax with ``eps = α - 1``: a Python float or an array (a leaf)."""
+
+  __slots__ = ("eps",)
+
+  def __init__(self, eps: float | jax.Array):
+    self.eps = eps
+
+  @property
+  def param(self) -> float | jax.Array:
+    """The member's parameter, ε (what an array ε's cotangent is for)."""
+    return self.eps
 
   @classmethod
   def of_alpha(cls, alpha: float | jax.Array, dtype: Any) -> Family:
@@ -85,18 +112,9 @@ class Family:
   # -- what kind of member --------------------------------------------------
 
   @property
-  def learnable(self) -> bool:
-    """Whether ε is an array, which receives a gradient."""
-    return not isinstance(self.eps, float)
-
-  @property
   def is_softmax(self) -> bool:
     """The static member α = 1, which the dense code computes."""
     return not self.learnable and self.eps == 0.0
-
-  @property
-  def _static(self) -> float | None:
-    return None if self.learnable else self.eps
 
   @property
   def _e(self) -> float | jax.Array:
@@ -113,6 +131,10 @@ class Family:
   def convex(self) -> bool | jax.Array:
     """Whether the linearised row sum is convex in ``t`` (α <= 2)."""
     return self._e <= 1.0
+
+  # Secant steps from the left on the convex (or bisection on the concave)
+  # linearised sum; members with caps set it (see _threshold._secant_step).
+  bracketed = False
 
   @property
   def bisects(self) -> bool:
@@ -139,10 +161,10 @@ class Family:
     # constant moves into the per-row t', and max(z, t') - t' needs no
     # constant 0 (XLA:CPU materialises constants that fusions share, and
     # each per-entry op costs about as much as a pass on its fast path).
-    if self._static == 1.0:
+    if self.static == 1.0:
       shifted = t - 1.0
       return jnp.maximum(z, shifted) - shifted
-    if self._static == 0.5:
+    if self.static == 0.5:
       shifted = t - 2.0
       root = 0.5 * (jnp.maximum(z, shifted) - shifted)
       return root * root
@@ -157,7 +179,7 @@ class Family:
     (an infinite derivative times zero: NaN); this one guards it with
     selects. It costs more, so the solver's inner passes use :meth:`map`.
     """
-    if self._static in (1.0, 0.5):
+    if self.static in (1.0, 0.5):
       return self.map(z, t)
     e = self._e
     d = e * (z - t)
@@ -176,9 +198,9 @@ class Family:
     ``ε (logsumexp(z) - t)`` in the softmax limit. Secant steps on ``h`` need
     far fewer iterations than on ``sum p - 1``.
     """
-    if self._static == 1.0:
+    if self.static == 1.0:
       return total - 1.0
-    if self._static == 0.5:
+    if self.static == 0.5:
       return jnp.sqrt(total) - 1.0
     return jnp.expm1(self._e * jnp.log(total))
 
@@ -216,12 +238,12 @@ class Family:
     derivatives): no ``0 ** negative`` or ``log(0)`` even in branches a
     ``where`` discards.
     """
-    if self._static == 1.0:
+    if self.static == 1.0:
       return (p > 0).astype(p.dtype)
     zero = jnp.zeros((), p.dtype)
     live = p > 0
     safe = jnp.where(live, p, jnp.ones((), p.dtype))
-    if self._static == 0.5:
+    if self.static == 0.5:
       return jnp.where(live, jnp.sqrt(safe), zero)
     return jnp.where(live, jnp.exp((1.0 - self._e) * jnp.log(safe)), zero)
 
@@ -232,7 +254,7 @@ class Family:
     multiplies it by something that vanishes there). Returns ``(v, ε v)``.
     """
     zero = jnp.zeros((), p.dtype)
-    if self._static == 1.0:
+    if self.static == 1.0:
       w = jnp.where(p > 0, p - 1.0, zero)
       return w, w
     e = self._e
@@ -240,7 +262,7 @@ class Family:
     w = jnp.where(live, jnp.expm1(e * log_p), zero)
     return w / e, w
 
-  def alpha_sensitivity(self, p: jax.Array) -> jax.Array:
+  def param_sensitivity(self, p: jax.Array) -> jax.Array:
     """``r = ∂p/∂ε`` at a fixed threshold: ``p v² ψ(ε v)`` with ``v = z - t``.
 
     With ``s`` from :meth:`slopes`, the implicit function theorem on ``sum p
@@ -251,8 +273,10 @@ class Family:
     return jnp.where(p > 0, p * v * v * _psi(w), jnp.zeros((), p.dtype))
 
   # -- the Tsallis entropy, for the Fenchel-Young losses ---------------------
+  # ``rows`` is unused here: the Tsallis entropy is a sum over the entries
+  # (the regulariser of normmax, a norm, needs the row; see losses.py).
 
-  def entropy_terms(self, q: jax.Array) -> jax.Array:
+  def entropy_terms(self, q: jax.Array, rows: Any = None) -> jax.Array:
     """``h(q)`` with ``H_α(q) = Σ h(q_i)``: ``(q - q^α) / (α (α - 1))``.
 
     Written as ``-q log(q) E(ε log q) / α`` with ``E(w) = expm1(w) / w``,
@@ -260,9 +284,9 @@ class Family:
     1.5 use polynomial forms.
     """
     zero = jnp.zeros((), q.dtype)
-    if self._static == 1.0:
+    if self.static == 1.0:
       return 0.5 * q * (1.0 - q)
-    if self._static == 0.5:
+    if self.static == 0.5:
       # The safe argument keeps d sqrt(q) / dq finite at q = 0, which second
       # derivatives (through the forward pass) would otherwise turn into NaN.
       live = q > 0
@@ -272,12 +296,12 @@ class Family:
     ratio = _expm1_ratio(self.eps * u)
     return jnp.where(live, -q * u * ratio / (1.0 + self.eps), zero)
 
-  def entropy_gradient(self, q: jax.Array) -> jax.Array:
+  def entropy_gradient(self, q: jax.Array, rows: Any = None) -> jax.Array:
     """``∇Ω(q) = -∂H/∂q = (α q^ε - 1) / (α ε)``, or ``1 + log q`` at α = 1.
 
     Where ``q = 0`` and α = 1 (slope ``-inf``) the value is 0.
     """
-    if self._static == 1.0:
+    if self.static == 1.0:
       return q - 0.5
     live, u = _safe_log(q)
     alpha = 1.0 + self.eps
@@ -287,7 +311,9 @@ class Family:
     at_zero = jnp.where(positive, -1.0 / (alpha * eps_safe), 0.0)
     return jnp.where(live, at_live, at_zero.astype(q.dtype))
 
-  def entropy_alpha_derivative(self, q: jax.Array) -> jax.Array:
+  def entropy_alpha_derivative(
+    self, q: jax.Array, rows: Any = None
+  ) -> jax.Array:
     """``∂h(q)/∂α`` at fixed ``q``: ``-q (u² φ(w) + u χ(w)) / α²``.
 
     Here ``u = log q``, ``w = ε u``, ``φ(w) = (w e^w - expm1 w) / w²`` and

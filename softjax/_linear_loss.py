@@ -53,6 +53,9 @@ from softjax._vocab import zeros
 
 # Classes per block when the caller passes chunk_size=None: see
 # docs/benchmarks/linear_loss.md (at 4096 tokens, d = 512 on XLA:CPU).
+# Softmax's time hardly depends on it (1024 to 4096 within noise), so the
+# smaller memory wins; the sparse losses are faster with fewer, larger
+# blocks (fewer top-k merges), see _linear_sparse.DEFAULT_CHUNK.
 DEFAULT_CHUNK = 2048
 
 
@@ -309,7 +312,11 @@ def run(
   else:
     if not isinstance(alpha, float):
       alpha = jnp.broadcast_to(alpha, prep.batch)
+    vocab = prep.vocab
+    if chunk_size is None:
+      chunk = min(_linear_sparse.DEFAULT_CHUNK, vocab.size)
+      vocab = vocab._replace(chunk=chunk)
     loss = _linear_sparse.loss(
-      prep.h, prep.w, prep.b, prep.labels, alpha, prep.vocab, k
+      prep.h, prep.w, prep.b, prep.labels, alpha, vocab, k
     )
   return loss.reshape(prep.batch).astype(prep.out_dtype)

@@ -48,9 +48,9 @@ def _backward(rows, n_iter, res, g):
   du = s * (g - sg / slope)
   d_family = None
   if family.learnable:
-    # dp/dε = r - s Σr / Σs (see Family.alpha_sensitivity). The sums over r
+    # dp/dε = r - s Σr / Σs (see Family.param_sensitivity). The sums over r
     # are this shard's part only: param_cotangent adds up the shards.
-    r = family.alpha_sensitivity(p)
+    r = family.param_sensitivity(p)
     per_row = rows.local_sum(r * (g - sg / slope))
     d_family = Family(_core.param_cotangent(per_row, family.eps))
   if temperature is None:
@@ -115,19 +115,14 @@ def sparsemax(
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: {x}
-    axis: {axis}
-    where: {where}
-    temperature: {temperature}
-    axis_name: {axis_name}
+    {normaliser_args}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: {raises_value}
-    TypeError: {raises_type}
+    {normaliser_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -167,19 +162,14 @@ def entmax15(
   :math:`\bar x = s \odot g - s \langle s, g\rangle / \langle s, 1\rangle`.
 
   Args:
-    x: {x}
-    axis: {axis}
-    where: {where}
-    temperature: {temperature}
-    axis_name: {axis_name}
+    {normaliser_args}
 
   Returns:
     An array of the shape and floating dtype of ``x``: non-negative, summing
     to 1 along ``axis``, with exact zeros outside the support.
 
   Raises:
-    ValueError: {raises_value}
-    TypeError: {raises_type}
+    {normaliser_raises}
 
   Example:
     >>> import jax.numpy as jnp

@@ -23,6 +23,10 @@ start left of the root it rises monotonically to the root and never
 overshoots; for sparsemax it stops at the exact root once it has found the
 support (as Michelot's algorithm does). For α > 2 we bisect. Every step keeps
 a bracket and falls back to bisection when a secant step would leave it.
+Members whose row sum is piecewise linear but neither convex nor concave
+(``bracketed``: budget sparsemax, whose entries are capped at 1) update the
+bracket from the first point on, take a secant step only strictly inside it
+(exact on the root's linear piece) and otherwise the member's midpoint.
 Each step is one evaluation of ``row_sum``: for a row in memory one fused
 pass with one reduction along the normalised axes, nothing else.
 
@@ -90,8 +94,15 @@ def _secant_step(state: _State, total: jax.Array, family: Family):
   delta = h * (t - state.t_prev) / jnp.where(dh != 0, dh, 1.0)
   delta = jnp.where(dh != 0, delta, 0.0)
   t_new = t + delta
-  fast = family.convex & (t_new >= lo) & (t_new <= hi)
-  t_next = jnp.where(fast, t_new, 0.5 * (lo + hi))
+  if family.bracketed:
+    # Neither convex nor concave: a secant step only strictly inside the
+    # bracket (a flat piece, dh = 0, leaves t on its end), else the
+    # member's midpoint.
+    fast = (t_new > lo) & (t_new < hi)
+    t_next = jnp.where(fast, t_new, family.midpoint(lo, hi))
+  else:
+    fast = family.convex & (t_new >= lo) & (t_new <= hi)
+    t_next = jnp.where(fast, t_new, 0.5 * (lo + hi))
   # Stop when the sum is 1 to working precision, or when no further step
   # can move t (the step or the bracket is below t's resolution; this
   # catches rows whose sum carries more rounding than `tol`).
@@ -101,9 +112,35 @@ def _secant_step(state: _State, total: jax.Array, family: Family):
     | (jnp.abs(t_next - t) <= scale)
     | (hi - lo <= scale)
     | jnp.isnan(total)
-    | (fast & (delta == 0))
   )
+  if not family.bracketed:
+    converged = converged | (fast & (delta == 0))
   return t_next, h, lo, hi, converged
+
+
+def _second_point(t0, total, lo, hi, family):
+  """``(t1, lo, hi, closed)``: the second point, from the sum at the first.
+
+  Entmax members start left of the root and step just above it (a
+  finite-difference Newton step; α > 2: mid-bracket). A bracketed member
+  may start on either side: the start closes one end of the bracket
+  (``closed`` says it is then below resolution) and the second point is a
+  small step towards the other.
+  """
+  _, resolution = _tolerances(total.dtype)
+  if not family.bracketed:
+    t1 = jnp.where(
+      family.convex,
+      jnp.minimum(t0 + (hi - lo) * (1.0 / 1024), hi),
+      0.5 * (lo + hi),
+    )
+    return t1, lo, hi, False
+  left = total >= 1
+  lo, hi = jnp.where(left, t0, lo), jnp.where(left, hi, t0)
+  step = (hi - lo) * (1.0 / 1024)
+  t1 = jnp.where(left, jnp.minimum(t0 + step, hi), jnp.maximum(t0 - step, lo))
+  closed = hi - lo <= resolution * jnp.maximum(1.0, jnp.abs(t0))
+  return t1, lo, hi, closed
 
 
 def _start(
@@ -119,13 +156,8 @@ def _start(
     hi - lo <= resolution * jnp.maximum(1.0, lo)
   )
   h0 = family.linearized(jnp.where(done, 1.0, total))
-  # Second point: just above the first (a finite-difference Newton step);
-  # α > 2: mid-bracket.
-  t1 = jnp.where(
-    family.convex,
-    jnp.minimum(t0 + (hi - lo) * (1.0 / 1024), hi),
-    0.5 * (lo + hi),
-  )
+  t1, lo, hi, closed = _second_point(t0, total, lo, hi, family)
+  conv = conv | closed
   # With a single step allowed the only evaluated point is the start.
   stop = done | conv | (n_iter <= 1)
   return _State(
@@ -172,7 +204,8 @@ def find_threshold(
     lo, hi: a bracket of the root (e.g. :meth:`Family.bracket`).
     n_iter: the most evaluations of ``row_sum``, the first included.
     start: an optional first point, left of the root or within rounding of
-      it (e.g. the threshold of a subset of the row's entries); else ``lo``.
+      it (e.g. the threshold of a subset of the row's entries; either side
+      for a ``bracketed`` member); else ``lo``.
 
   Returns:
     ``(t, total)``: the threshold and ``row_sum(t)`` there (1 up to
@@ -274,21 +307,38 @@ def _solve_rows(
   family = family.rowwise(shape, z.dtype)
   k = _chunks(z, rows)
   start = _warm_start(z, family, rows, n_iter)
+  statistic = _bracket_statistic(z, family, rows, k, start)
+  lo, hi = family.bracket(rows.size(z), statistic)
+  return find_threshold(
+    lambda t: rows.sum(family.map(z, t), k), family, lo, hi, n_iter, start
+  )
+
+
+def _bracket_statistic(
+  z: jax.Array, family: Family, rows: Rows, chunks: int, start
+) -> jax.Array:
+  """The row statistic that ``family.bracket`` takes besides the length.
+
+  The entmax family takes the mean of the shifted scores; a bracketed
+  member (budget sparsemax) the lowest live score, even with a warm start,
+  which may then land on either side of its root.
+  """
+  if family.bracketed:
+    # Masked (-inf) entries read as 0, the row maximum: they cannot lower
+    # the minimum of a row with a live entry.
+    return rows.min(jnp.where(z > -jnp.inf, z, jnp.zeros((), z.dtype)))
   if start is None:
     # A plain mean is -inf for rows with masked (-inf) entries, which turns
     # the mean bound off for them (the bound 0 remains); counting the live
     # entries instead would cost another reduction pass in every call.
-    mean = rows.sum(z, k) / jnp.maximum(jnp.asarray(rows.size(z), z.dtype), 1)
-  else:
-    # A warm-started solve rarely needs the mean bound, so its pass is
-    # skipped. The placeholder is built from `start` so that, inside
-    # shard_map, it varies over the same mesh axes as the iterates (a
-    # while_loop carry must keep its type).
-    mean = start * 0 - jnp.inf
-  lo, hi = family.bracket(rows.size(z), mean)
-  return find_threshold(
-    lambda t: rows.sum(family.map(z, t), k), family, lo, hi, n_iter, start
-  )
+    return rows.sum(z, chunks) / jnp.maximum(
+      jnp.asarray(rows.size(z), z.dtype), 1
+    )
+  # A warm-started solve rarely needs the mean bound, so its pass is
+  # skipped. The placeholder is built from `start` so that, inside
+  # shard_map, it varies over the same mesh axes as the iterates (a
+  # while_loop carry must keep its type).
+  return start * 0 - jnp.inf
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
@@ -307,7 +357,9 @@ def _threshold_jvp(rows, n_iter, primals, tangents):
   # Implicit function theorem on sum p(z, t, ε) = 1.
   numerator = rows.sum(s * dz)
   if family.learnable:
-    numerator = numerator + rows.sum(family.alpha_sensitivity(p)) * d_family.eps
+    numerator = (
+      numerator + rows.sum(family.param_sensitivity(p)) * d_family.param
+    )
   dt = numerator / safe_total(rows.sum(s))
   # `total` is the normaliser at the root, 1 up to rounding: constant.
   return (t, total), (dt, jnp.zeros_like(total))

@@ -68,8 +68,10 @@ from softjax import _core
 from softjax import _dense
 from softjax import _docs
 from softjax import _linear_loss
+from softjax import _normmax
 from softjax import _sparse
 from softjax._family import Family
+from softjax._normmax import Normmax
 
 __all__ = [
   "entmax15_loss",
@@ -78,6 +80,7 @@ __all__ = [
   "linear_entmax_loss",
   "linear_softmax_loss",
   "linear_sparsemax_loss",
+  "normmax_loss",
   "softmax_loss",
   "sparsemax_loss",
 ]
@@ -99,15 +102,26 @@ def _softmax_terms(x, y, live, rows):
   return jnp.exp(log_p), centred, terms
 
 
+def _predict(x, family, rows):
+  """The normaliser's forward pass for the member ``family``.
+
+  Plain JAX plus the solver's custom JVP, which keeps the loss
+  differentiable in forward mode over reverse mode (``jax.hessian`` works).
+  """
+  if isinstance(family, Normmax):
+    return _normmax.forward(x, None, family, rows, None)[0]
+  return _sparse.forward(x, None, family, rows, None)[0]
+
+
 def _entmax_terms(x, y, live, row_live, family, rows):
   """``(p, centred, terms)``: ``Σ terms = <p - y, z> + H(p) - H(y)``.
 
-  The normaliser's forward pass (plain JAX plus the solver's custom JVP)
-  keeps the loss differentiable in forward mode over reverse mode, so
-  ``jax.hessian`` of a loss works.
+  ``H = -Ω`` is the Tsallis entropy of the entmax family, or ``1 -
+  ||p||_α`` for normmax; ``family`` computes its terms (over ``rows``,
+  which a regulariser that is not a sum over entries needs).
   """
   zero = jnp.zeros((), x.dtype)
-  p = _sparse.forward(x, None, family, rows, None)[0]
+  p = _predict(x, family, rows)
   shift = rows.max(jnp.where(live, x, -jnp.inf))
   # Rows holding +inf: the limit of the finite case, where the +inf entries
   # tie at the maximum (centred 0) and the others fall infinitely far below.
@@ -120,7 +134,7 @@ def _entmax_terms(x, y, live, row_live, family, rows):
   # Where p = y the term is 0 even if x - max overflowed to -inf (scores of
   # opposite sign near the dtype's limits) or the row holds +inf.
   linear = jnp.where(p != y, (p - y) * centred, zero)
-  terms = linear + family.entropy_terms(p) - family.entropy_terms(y)
+  terms = linear + family.entropy_terms(p, rows) - family.entropy_terms(y, rows)
   return p, centred, terms
 
 
@@ -156,31 +170,37 @@ def _fy_loss_bwd(rows, soft, res, g):
   dx = jnp.where(live, g * (p - y), zero)
   dy = None
   if soft:
-    dy = jnp.where(live, g * (family.entropy_gradient(y) - centred), zero)
+    grad_y = family.entropy_gradient(y, rows)
+    dy = jnp.where(live, g * (grad_y - centred), zero)
   d_family = None
   if family.learnable:
     # Envelope theorem: p maximises <p, z> + H_α(p), so only the explicit
     # dependence of H_α on α remains. This shard's part of the row sum;
     # param_cotangent adds up the shards.
     per_row = rows.local_sum(
-      family.entropy_alpha_derivative(p) - family.entropy_alpha_derivative(y)
+      family.entropy_alpha_derivative(p, rows)
+      - family.entropy_alpha_derivative(y, rows)
     )
-    d_family = Family(_core.param_cotangent(g * per_row, family.eps))
+    d_family = jax.tree.map(
+      lambda leaf: _core.param_cotangent(g * per_row, leaf), family
+    )
   return dx, dy, d_family
 
 
 _fy_loss.defvjp(_fy_loss_fwd, _fy_loss_bwd)
 
 
-def _family(alpha, loss_shape, axes, dtype):
+def _family(alpha, loss_shape, axes, dtype, normmax):
   """The member for a loss's α: a float, or one α per example."""
-  alpha = _checks.check_alpha_per_example(alpha, loss_shape)
+  alpha = _checks.check_alpha_per_example(alpha, loss_shape, normmax)
   if not isinstance(alpha, float):
     alpha = jnp.expand_dims(jnp.broadcast_to(alpha, loss_shape), axes)
+  if normmax:
+    return Normmax.of_alpha(alpha, dtype)
   return Family.of_alpha(alpha, dtype)
 
 
-def _run(logits, labels, alpha, axis, where, axis_name):
+def _run(logits, labels, alpha, axis, where, axis_name, normmax=False):
   prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   x, axes, rows = prep.x, prep.axes, prep.rows
   labels, is_index = _checks.check_labels(labels, x.shape, axis, axes)
@@ -199,7 +219,7 @@ def _run(logits, labels, alpha, axis, where, axis_name):
     live = jnp.broadcast_to(where, x.shape)
   _checks.check_label_values(labels, is_index, n_classes, live, axes)
   loss_shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
-  family = _family(alpha, loss_shape, axes, x.dtype)
+  family = _family(alpha, loss_shape, axes, x.dtype, normmax)
   if is_index:
     y = jax.nn.one_hot(labels - offset, n_local, dtype=x.dtype, axis=axes[0])
   else:
@@ -233,19 +253,13 @@ def softmax_loss(
   :mod:`softjax.losses` for the conventions on labels, masks and gradients.
 
   Args:
-    logits: {logits}
-    labels: {labels}
-    axis: {loss_axis}
-    where: {loss_where}
-    axis_name: {loss_axis_name}
+    {loss_args}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
-    ValueError: {loss_raises_value}
-    TypeError: {loss_raises_type}
+    {loss_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -286,19 +300,13 @@ def sparsemax_loss(
   masks and gradients.
 
   Args:
-    logits: {logits}
-    labels: {labels}
-    axis: {loss_axis}
-    where: {loss_where}
-    axis_name: {loss_axis_name}
+    {loss_args}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
-    ValueError: {loss_raises_value}
-    TypeError: {loss_raises_type}
+    {loss_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -336,19 +344,13 @@ def entmax15_loss(
   gradients.
 
   Args:
-    logits: {logits}
-    labels: {labels}
-    axis: {loss_axis}
-    where: {loss_where}
-    axis_name: {loss_axis_name}
+    {loss_args}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
-    ValueError: {loss_raises_value}
-    TypeError: {loss_raises_type}
+    {loss_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -404,8 +406,7 @@ def entmax_loss(
     axis_name: {loss_axis_name}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_returns}
 
   Raises:
     ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
@@ -436,6 +437,70 @@ def entmax_loss(
     {ref_blondel2020}
   """
   return _run(logits, labels, alpha, axis, where, axis_name)
+
+
+@_docs.shared
+def normmax_loss(
+  logits: Any,
+  labels: Any,
+  alpha: float | jax.Array = 2.0,
+  axis: _checks.Axis = -1,
+  *,
+  where: Any = None,
+  axis_name: Any = None,
+) -> jax.Array:
+  r"""α-normmax loss: the Fenchel-Young loss of :func:`softjax.normmax`.
+
+  .. math::
+    L(z; y) = \langle p - y, z\rangle - \|p\|_\alpha + \|y\|_\alpha,
+    \qquad p = \alpha\text{-normmax}(z),
+
+  the Fenchel-Young loss of the regulariser
+  :math:`\Omega(p) = \|p\|_\alpha - 1` (Santos et al., 2024). It is
+  non-negative, zero exactly when :math:`p = y`, and its gradient in the
+  logits is :math:`p - y`. An array α (one per example) receives the
+  gradient :math:`\partial_\alpha \|y\|_\alpha - \partial_\alpha
+  \|p\|_\alpha` at fixed ``p`` and ``y`` (envelope theorem). See
+  :mod:`softjax.losses` for the conventions on labels, masks and gradients;
+  soft labels get the cotangent :math:`g\,(\nabla\Omega(y) - z + c)` with
+  :math:`\nabla\Omega(y) = (y / \|y\|_\alpha)^{\alpha - 1}`.
+
+  Args:
+    logits: {logits}
+    labels: {labels}
+    alpha: α > 1, a Python float or an array with one α per example:
+      broadcastable to the loss's shape (``logits.shape`` without ``axis``).
+      An array α is evaluated at ``max(α, 1 + 1e-6)``.
+    axis: {loss_axis}
+    where: {loss_where}
+    axis_name: {loss_axis_name}
+
+  Returns:
+    The loss per example: the shape of ``logits`` without ``axis``, in the
+    floating dtype of ``logits``; non-negative.
+
+  Raises:
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
+      masked class, targets that are negative or do not sum to 1; ``axis``
+      not an int with integer labels, or out of range; ``alpha`` <= 1, not
+      finite, or of a shape not broadcastable to the loss.
+    TypeError: boolean labels or ``alpha``; boolean or complex logits.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import softjax
+    >>> logits = jnp.array([[2.3, 1.1, -0.4], [0.75, 0.5, -1.0]])
+    >>> np.asarray(softjax.losses.normmax_loss(logits, jnp.array([0, 1]))
+    ...            ).round(4)
+    array([0.   , 0.429], dtype=float32)
+
+  References:
+    S. Santos, V. Niculae, D. McNamee, A. F. T. Martins. "Sparse and
+    Structured Hopfield Networks". ICML 2024.
+    {ref_blondel2020}
+  """
+  return _run(logits, labels, alpha, axis, where, axis_name, normmax=True)
 
 
 # --------------------------------------------------------------------------
@@ -572,7 +637,7 @@ def linear_sparsemax_loss(
     labels: integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
       not accepted: they would need the ``[tokens, V]`` matrix.
     bias: ``[V]`` or None.
-    chunk_size: classes per block; None picks a measured default.
+    chunk_size: classes per block; None picks a measured default (4096).
       Temporary memory grows with ``tokens × chunk_size``; V need not be a
       multiple of it.
     axis_name: inside ``jax.shard_map``, the mesh axis name (or names) over
@@ -659,7 +724,7 @@ def linear_entmax15_loss(
     labels: integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
       not accepted: they would need the ``[tokens, V]`` matrix.
     bias: ``[V]`` or None.
-    chunk_size: classes per block; None picks a measured default.
+    chunk_size: classes per block; None picks a measured default (4096).
       Temporary memory grows with ``tokens × chunk_size``; V need not be a
       multiple of it.
     axis_name: inside ``jax.shard_map``, the mesh axis name (or names) over
@@ -752,7 +817,8 @@ def linear_entmax_loss(
     alpha: α >= 1, a Python float or an array with one α per token
       (broadcastable to ``labels.shape``).
     bias: ``[V]`` or None.
-    chunk_size: classes per block; None picks a measured default.
+    chunk_size: classes per block; None picks a measured default
+      (4096; 2048 for a Python float α = 1).
       Temporary memory grows with ``tokens × chunk_size``; V need not be a
       multiple of it.
     axis_name: inside ``jax.shard_map``, the mesh axis name (or names) over

@@ -1,12 +1,13 @@
-"""Float64 NumPy references for the entmax family, independent of softjax.
+"""Float64 NumPy references for softjax's normalisers, independent of it.
 
 Every function normalises along the last axis of a float64 array of finite
 scores (callers move the normalised axes there with :func:`along`). The
 algorithms deliberately differ from softjax's solver: sorting for sparsemax
 and entmax15 (closed forms), long plain bisection on the classic
-``[(alpha - 1) z - tau]_+ ^ (1 / (alpha - 1))`` form for any alpha, and the
-Correia et al. (2019) formula or central differences for d/dalpha. The maths
-is collected in ``shared/MATH.md``.
+``[(alpha - 1) z - tau]_+ ^ (1 / (alpha - 1))`` form for any alpha and on
+normmax's own threshold equation, a search over the kinks of the row sum
+for budget sparsemax, and the Correia et al. (2019) formula or central
+differences for d/dalpha. The maths is collected in ``shared/MATH.md``.
 """
 
 from __future__ import annotations
@@ -161,3 +162,109 @@ def entmax_alpha_vjp_fd(z, alpha, g, h=1e-5):
   return (np.asarray(g, np.float64) * (up - down) / (2 * h)).sum(
     -1, keepdims=True
   )
+
+
+def normmax_bisect(z, alpha, steps=BISECTION_STEPS):
+  """alpha-normmax by plain bisection (Santos et al., 2024), alpha > 1.
+
+  ``p = u / sum(u)`` with ``u = [z - tau]_+ ^ (1 / (alpha - 1))`` and
+  ``tau`` the root of ``sum(u ** alpha) = 1``, bisected on the bracket
+  ``[max z - 1, max z - d^(-(alpha - 1) / alpha)]``. ``alpha`` broadcasts
+  against ``z[..., :1]``. Shares nothing with entmax (no reduction to it).
+  """
+  z = np.asarray(z, np.float64)
+  d = z.shape[-1]
+  alpha = np.broadcast_to(np.asarray(alpha, np.float64), z.shape[:-1] + (1,))
+  power = alpha / (alpha - 1.0)
+  top = z.max(-1, keepdims=True)
+  lo, hi = top - 1.0, top - float(d) ** (-1.0 / power)
+  for _ in range(steps):
+    mid = 0.5 * (lo + hi)
+    enough = (np.maximum(z - mid, 0.0) ** power).sum(-1, keepdims=True) >= 1
+    lo = np.where(enough, mid, lo)
+    hi = np.where(enough, hi, mid)
+  u = np.maximum(z - lo, 0.0) ** (1.0 / (alpha - 1.0))
+  return u / u.sum(-1, keepdims=True)
+
+
+def normmax_margin(z, alpha):
+  """``z - tau`` of alpha-normmax: positive exactly on the support."""
+  z = np.asarray(z, np.float64)
+  p = normmax_bisect(z, alpha)
+  alpha = np.broadcast_to(np.asarray(alpha, np.float64), z.shape[:-1] + (1,))
+  # On the support z - tau = (p / ||p||_alpha) ** (alpha - 1); elsewhere the
+  # margin is z - tau with tau recovered from any support entry.
+  norm = ((p**alpha).sum(-1, keepdims=True)) ** (1.0 / alpha)
+  top = z.argmax(-1)[..., None]
+  tau = np.take_along_axis(z, top, -1) - (
+    np.take_along_axis(p, top, -1) / norm
+  ) ** (alpha - 1.0)
+  return z - tau
+
+
+def normmax_alpha_vjp_fd(z, alpha, g, h=1e-5):
+  """``<g, dp/dalpha>`` per row by central differences of the bisection."""
+  alpha = np.asarray(alpha, np.float64)
+  up = normmax_bisect(z, alpha + h)
+  down = normmax_bisect(z, alpha - h)
+  return (np.asarray(g, np.float64) * (up - down) / (2 * h)).sum(
+    -1, keepdims=True
+  )
+
+
+def _budget_row(z, k):
+  """One row: the capped-simplex projection by a search over breakpoints.
+
+  ``f(tau) = sum clip(z - tau, 0, 1)`` is piecewise linear with kinks at
+  ``z_i`` and ``z_i - 1``: evaluate it at every kink, find the two
+  consecutive kinks whose values straddle ``k`` and interpolate linearly.
+  """
+  live = z[np.isfinite(z)]
+  if k >= live.size:
+    return np.where(np.isfinite(z), 1.0, 0.0)
+  kinks = np.unique(np.concatenate([live, live - 1.0]))[::-1]
+  f = np.clip(live[None, :] - kinks[:, None], 0.0, 1.0).sum(-1)
+  # f rises as the kinks fall; the first kink where f reaches k.
+  j = int(np.argmax(f >= k))
+  if f[j] == k or j == 0:
+    tau = kinks[j]
+  else:
+    tau = kinks[j] + (f[j] - k) * (kinks[j - 1] - kinks[j]) / (f[j] - f[j - 1])
+  return np.clip(z - tau, 0.0, 1.0)
+
+
+def budget(z, k):
+  """Budget sparsemax (projection onto ``{0 <= p <= 1, sum p = k}``).
+
+  Sort-free and solver-free: a search over the kinks of the row sum (see
+  :func:`_budget_row`); ``k`` is a float or one per row (broadcasting
+  against ``z[..., :1]``). ``-inf`` entries get 0; ``k`` at or above the
+  number of finite entries gives them all 1.
+  """
+  z = np.asarray(z, np.float64)
+  k = np.broadcast_to(np.asarray(k, np.float64), z.shape[:-1] + (1,))
+  rows = z.reshape(-1, z.shape[-1])
+  ks = k.reshape(-1)
+  out = np.stack([_budget_row(r, kk) for r, kk in zip(rows, ks)])
+  return out.reshape(z.shape)
+
+
+def budget_threshold(z, k, steps=BISECTION_STEPS):
+  """``tau`` of budget sparsemax by plain bisection (rows of finite z)."""
+  z = np.asarray(z, np.float64)
+  k = np.broadcast_to(np.asarray(k, np.float64), z.shape[:-1] + (1,))
+  lo = z.min(-1, keepdims=True) - 1.0
+  hi = z.max(-1, keepdims=True)
+  for _ in range(steps):
+    mid = 0.5 * (lo + hi)
+    enough = np.clip(z - mid, 0.0, 1.0).sum(-1, keepdims=True) >= k
+    lo = np.where(enough, mid, lo)
+    hi = np.where(enough, hi, mid)
+  return lo
+
+
+def budget_bisect(z, k):
+  """Budget sparsemax from :func:`budget_threshold`, for rows too long for
+  :func:`budget`'s quadratic search."""
+  z = np.asarray(z, np.float64)
+  return np.clip(z - budget_threshold(z, k), 0.0, 1.0)

@@ -35,6 +35,11 @@ MAPS = {
   "entmax_array_alpha": lambda x: softjax.entmax(
     x, jnp.full((x.shape[0], 1), 1.4, x.dtype)
   ),
+  "normmax": softjax.normmax,
+  "normmax_array_alpha": lambda x: softjax.normmax(
+    x, jnp.full((x.shape[0], 1), 1.7, x.dtype)
+  ),
+  "budget_sparsemax": lambda x: softjax.budget_sparsemax(x, 8.0),
 }
 
 

@@ -84,6 +84,18 @@ PUBLIC_FUNCTIONS = {
   "entmax_alpha_gradient": lambda x: jnp.broadcast_to(
     jax.grad(lambda a: (softjax.entmax(x, a) ** 2).sum())(_ALPHA_ROW), SHAPE
   ),
+  "normmax": lambda x: softjax.normmax(x, where=_MASK, temperature=_T_ROW),
+  "normmax_alpha_gradient": lambda x: jnp.broadcast_to(
+    jax.grad(lambda a: (softjax.normmax(x, a) ** 2).sum())(_ALPHA_ROW + 0.5),
+    SHAPE,
+  ),
+  "budget_sparsemax": lambda x: softjax.budget_sparsemax(x, 3.5, where=_MASK),
+  "budget_sparsemax_k_gradient": lambda x: jnp.broadcast_to(
+    jax.grad(lambda k: (softjax.budget_sparsemax(x, k) * x).sum())(
+      _ALPHA_ROW + 1.0
+    ),
+    SHAPE,
+  ),
   # Gumbel-softmax with a fixed key closed over (typed, and legacy raw).
   "gumbel_softmax": lambda x: softjax.gumbel_softmax(
     jax.random.key(0), x, 0.5, where=_MASK
@@ -102,6 +114,9 @@ PUBLIC_FUNCTIONS = {
   ),
   "entmax_loss_alpha_array": lambda x: _per_row(
     softjax.losses.entmax_loss(x, _IDS, _ALPHA, where=_MASK)
+  ),
+  "normmax_loss_alpha_array": lambda x: _per_row(
+    softjax.losses.normmax_loss(x, _SOFT_MASKED, _ALPHA + 0.5, where=_MASK)
   ),
   # Attention: masks through `where`, causal, dropout, a per-head alpha.
   "attention_softmax_mask_causal": lambda x: _attend(

@@ -67,6 +67,10 @@ MAPS = {
     x, a, where=w, temperature=t
   ),
   "entmax": _entmax,
+  # α in [1.1, 4.1]: normmax needs α > 1.
+  "normmax": lambda x, a, w, t, alpha: softjax.normmax(
+    x, alpha + 0.1, a, where=w, temperature=t
+  ),
 }
 
 
@@ -323,6 +327,10 @@ LOSSES = {
   "entmax_loss": (
     lambda x, y, a, w: softjax.losses.entmax_loss(x, y, a, where=w),
     lambda x, a, w: softjax.entmax(x, a[:, None], where=w),
+  ),
+  "normmax_loss": (
+    lambda x, y, a, w: softjax.losses.normmax_loss(x, y, a + 0.1, where=w),
+    lambda x, a, w: softjax.normmax(x, a[:, None] + 0.1, where=w),
   ),
 }
 

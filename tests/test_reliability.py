@@ -42,6 +42,19 @@ NORMALISERS = {
     False,
     True,
   ),
+  "normmax": (softjax.normmax, False, True),
+  "normmax_array_alpha": (
+    lambda x, **k: softjax.normmax(x, _alpha_row(x) + 1.0, **k),
+    False,
+    True,
+  ),
+  # At k = 1 budget sparsemax shares every row of the table (a budget of
+  # more than 1 is not a distribution: see tests/test_budget.py).
+  "budget_sparsemax_k1": (
+    lambda x, **k: softjax.budget_sparsemax(x, 1.0, **k),
+    False,
+    True,
+  ),
 }
 NAMES = list(NORMALISERS)
 SPARSE = [n for n in NAMES if NORMALISERS[n][2]]
@@ -56,13 +69,35 @@ LOSSES = {
   "entmax_loss_array": lambda x, y, **k: softjax.losses.entmax_loss(
     x, y, jnp.full(np.shape(x)[:-1], 1.7, jnp.float32), **k
   ),
+  "normmax_loss": softjax.losses.normmax_loss,
+  "normmax_loss_array": lambda x, y, **k: softjax.losses.normmax_loss(
+    x, y, jnp.full(np.shape(x)[:-1], 3.0, jnp.float32), **k
+  ),
 }
-LOSS_ALPHA = {
-  "softmax_loss": 1.0,
-  "sparsemax_loss": 2.0,
-  "entmax15_loss": 1.5,
-  "entmax_loss_1_3": 1.3,
-  "entmax_loss_array": 1.7,
+
+
+def _tsallis(alpha):
+  """The Tsallis entropy of the uniform distribution on 2 classes."""
+  if alpha == 1.0:
+    return np.log(2.0)
+  return (1 - 2 * 0.5**alpha) / (alpha * (alpha - 1))
+
+
+def _norm_entropy(alpha):
+  """1 - ||(1/2, 1/2)||_alpha, normmax's entropy of the same."""
+  return 1 - 2 ** (1 / alpha - 1)
+
+
+# The entropy (minus the regulariser) of the uniform distribution on two
+# classes, which a loss with its target among two tied +inf logits takes.
+UNIFORM2_ENTROPY = {
+  "softmax_loss": _tsallis(1.0),
+  "sparsemax_loss": _tsallis(2.0),
+  "entmax15_loss": _tsallis(1.5),
+  "entmax_loss_1_3": _tsallis(1.3),
+  "entmax_loss_array": _tsallis(1.7),
+  "normmax_loss": _norm_entropy(2.0),
+  "normmax_loss_array": _norm_entropy(3.0),
 }
 
 KEY = jax.random.key(0)
@@ -542,13 +577,7 @@ def test_loss_pos_inf_logits_take_the_limit(name):
   loss = np.asarray(LOSSES[name](x, y))
   # Target among the +inf logits: the loss of the uniform prediction on
   # them, H(uniform on 2) - H(one-hot); the same with a large finite logit.
-  alpha = LOSS_ALPHA[name]
-  entropy = (
-    np.log(2.0)
-    if alpha == 1.0
-    else (1 - 2 * 0.5**alpha) / (alpha * (alpha - 1))
-  )
-  np.testing.assert_allclose(loss[0], entropy, rtol=1e-5)
+  np.testing.assert_allclose(loss[0], UNIFORM2_ENTROPY[name], rtol=1e-5)
   assert loss[1] == INF  # target off the +inf logits
   g = np.asarray(_loss_grad(name, x, y))
   np.testing.assert_allclose(

@@ -44,6 +44,17 @@ NORMALISERS = {
   "entmax_alpha_3": lambda x, a, t, **kw: softjax.entmax(
     x, 3.0, temperature=t, **kw
   ),
+  "normmax": lambda x, a, t, **kw: softjax.normmax(x, temperature=t, **kw),
+  "normmax_per_row_alpha": lambda x, a, t, **kw: softjax.normmax(
+    x, a, temperature=t, **kw
+  ),
+  "budget_sparsemax_k8": lambda x, a, t, **kw: softjax.budget_sparsemax(
+    x, 8.0, temperature=t, **kw
+  ),
+  # The α values (1.2 to 2.6) double as one budget k per row.
+  "budget_sparsemax_per_row_k": lambda x, a, t, **kw: softjax.budget_sparsemax(
+    x, a, temperature=t, **kw
+  ),
 }
 
 
@@ -126,7 +137,16 @@ def test_shard_map_class_axis_matches_unsharded(name, replicated_params):
 @pytest.mark.parametrize(
   "split", [True, False], ids=["axis_name", "whole_rows_per_device"]
 )
-@pytest.mark.parametrize("name", ["sparsemax", "entmax15", "entmax_alpha_1.3"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "sparsemax",
+    "entmax15",
+    "entmax_alpha_1.3",
+    "normmax",
+    "budget_sparsemax_k8",
+  ],
+)
 def test_shard_map_long_rows(name, split):
   """Rows long enough for the solver's warm start (>= 256 per shard).
 
@@ -181,7 +201,13 @@ def test_shard_map_masks_and_empty_shards():
   where[1] = False  # a row masked everywhere: zeros
   mesh = _mesh()
   spec = P("data", "model")
-  for f in (softjax.softmax, softjax.sparsemax, softjax.entmax15):
+  for f in (
+    softjax.softmax,
+    softjax.sparsemax,
+    softjax.entmax15,
+    softjax.normmax,
+    lambda x, **kw: softjax.budget_sparsemax(x, 2.5, **kw),
+  ):
     got = jax.jit(
       jax.shard_map(
         lambda x, m, f=f: f(x, where=m, axis_name="model"),
@@ -232,7 +258,15 @@ def test_pmap_class_axis_split_over_mapped_axis():
 )
 @pytest.mark.parametrize(
   "name",
-  ["softmax", "log_softmax", "sparsemax", "entmax15", "entmax_alpha_1.3"],
+  [
+    "softmax",
+    "log_softmax",
+    "sparsemax",
+    "entmax15",
+    "entmax_alpha_1.3",
+    "normmax",
+    "budget_sparsemax_k8",
+  ],
 )
 def test_sharded_jit_keeps_sharding_and_never_gathers(name, axis_types):
   f = NORMALISERS[name]
@@ -275,6 +309,9 @@ LOSSES = {
   ),
   "entmax_loss_per_example_alpha": lambda x, y, a, **kw: (
     softjax.losses.entmax_loss(x, y, a[:, 0], **kw)
+  ),
+  "normmax_loss_per_example_alpha": lambda x, y, a, **kw: (
+    softjax.losses.normmax_loss(x, y, a[:, 0], **kw)
   ),
 }
 
