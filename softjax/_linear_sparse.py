@@ -69,9 +69,10 @@ GROUP = 256
 
 # Classes per block when the caller passes chunk_size=None. At 4096 tokens,
 # d = 512, V = 32768 (XLA:CPU, docs/benchmarks/linear_loss.md) blocks of
-# 4096 took 0.44x (sparsemax) and 0.64x (entmax15) of the materialised
-# softmax loss's time, against 0.56x / 0.81x for 2048 and 0.64x / 1.02x
-# for 1024, for 6 MiB more temp memory than 2048 (74 against 68 MiB).
+# 4096 took 0.37x (sparsemax) and 0.50x (entmax15) of the materialised
+# softmax loss's time, against 0.40x / 0.58x for 2048 and 0.47x / 0.70x
+# for 1024, for 6 MiB more temp memory than 2048 (74 against 68 MiB); an
+# earlier run ranked them the same way.
 DEFAULT_CHUNK = 4096
 
 
