@@ -63,7 +63,13 @@ def _figures_key() -> str:
 
 def _figures() -> dict[str, bytes]:
   folder = CACHE / _figures_key()
-  names = ["normalisers", "support", "temperature", "attention_memory"]
+  names = [
+    "normalisers",
+    "support",
+    "temperature",
+    "attention_memory",
+    "linear_loss_memory",
+  ]
   if all((folder / f"{n}.png").is_file() for n in names):
     return {f"img/{n}.png": (folder / f"{n}.png").read_bytes() for n in names}
   figures = _load("_softjax_docs_figures", DOCS / "figures.py")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 import softjax  # noqa: E402
@@ -196,7 +197,124 @@ def attention_memory() -> bytes:
   return _png(fig)
 
 
+def _temp_mib(f, *shapes) -> float:
+  """XLA's temp memory of jit(f), from compiling it (nothing is run)."""
+  args = [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in shapes]
+  compiled = jax.jit(f).lower(*args).compile()
+  return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+
+def linear_loss_memory() -> bytes:
+  """fwd+bwd temp memory of the losses against the vocabulary size."""
+  import optax  # pylint: disable=import-outside-toplevel
+
+  tokens, d = 4096, 512
+  vocabs = [8192, 32768, 131072]
+  losses = softjax.losses
+
+  def fwd_bwd(loss, tied=False):
+    def f(h, w, y, g):
+      def objective(h, w):
+        return loss(h, w.T if tied else w, y)
+
+      return jax.vjp(objective, h, w)[1](g)
+
+    return f
+
+  curves = [
+    (
+      "softmax_loss(h @ W, y)",
+      COLORS["softmax"],
+      "o-",
+      lambda h, w, y: losses.softmax_loss(h @ w, y),
+      False,
+    ),
+    (
+      "entmax15_loss(h @ W, y)",
+      COLORS["entmax15"],
+      "o-",
+      lambda h, w, y: losses.entmax15_loss(h @ w, y),
+      False,
+    ),
+    (
+      "optax softmax_cross_entropy_with_integer_labels",
+      "#7f7f7f",
+      "s--",
+      lambda h, w, y: optax.softmax_cross_entropy_with_integer_labels(h @ w, y),
+      False,
+    ),
+    (
+      "linear_softmax_loss(h, W, y)",
+      COLORS["softmax"],
+      "D--",
+      losses.linear_softmax_loss,
+      False,
+    ),
+    (
+      "linear_entmax15_loss(h, W, y)",
+      COLORS["entmax15"],
+      "D--",
+      losses.linear_entmax15_loss,
+      False,
+    ),
+    (
+      "linear_sparsemax_loss(h, W, y)",
+      COLORS["sparsemax"],
+      "v--",
+      losses.linear_sparsemax_loss,
+      False,
+    ),
+    (
+      "linear_softmax_loss(h, E.T, y), tied",
+      COLORS["softmax"],
+      "^:",
+      losses.linear_softmax_loss,
+      True,
+    ),
+  ]
+  fig, ax = plt.subplots(figsize=(6.4, 3.8))
+  for label, color, style, loss, tied in curves:
+    mib = []
+    for v in vocabs:
+      w_shape = (v, d) if tied else (d, v)
+      mib.append(
+        _temp_mib(
+          fwd_bwd(loss, tied),
+          ((tokens, d), jnp.float32),
+          (w_shape, jnp.float32),
+          ((tokens,), jnp.int32),
+          ((tokens,), jnp.float32),
+        )
+      )
+    ax.plot(vocabs, mib, style, color=color, lw=2, label=label)
+  v = np.asarray(vocabs, np.float64)
+  ax.plot(
+    v,
+    tokens * v * 4 / 2**20,
+    color="black",
+    lw=1,
+    alpha=0.5,
+    label="one [tokens, V] float32 array",
+  )
+  ax.set_xscale("log", base=2)
+  ax.set_yscale("log", base=2)
+  ax.yaxis.set_major_formatter(
+    matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}")
+  )
+  ax.set_xticks(vocabs, [f"{x // 1024}k" for x in vocabs])
+  ax.set_xlabel("vocabulary size V")
+  ax.set_ylabel("XLA temp memory, fwd+bwd (MiB)")
+  ax.set_title(
+    f"Losses of a linear layer: {tokens} tokens, d = {d}, float32",
+    fontsize=10,
+  )
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7)
+  return _png(fig)
+
+
 FIGURES: dict[str, Callable[[], bytes]] = {
+  "linear_loss_memory": linear_loss_memory,
   "normalisers": normalisers,
   "support": support,
   "temperature": temperature,

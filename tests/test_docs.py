@@ -25,7 +25,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-DOCTEST_PAGES = ("index.md", "examples.md", "gradients.md")
+DOCTEST_PAGES = ("index.md", "examples.md", "gradients.md", "vocabulary.md")
 
 
 def _need_docs_packages() -> None:

@@ -231,3 +231,14 @@ def test_long_context():
   )
   assert match, out
   assert all(math.isfinite(float(x)) for x in match.groups()), out
+
+
+def test_vocab_lm() -> None:
+  out = _run_example("vocab_lm.py")
+  m = re.search(r"final: held-out loss ([0-9.]+) -> ([0-9.]+)", out)
+  assert m, out
+  assert float(m.group(2)) < 0.6 * float(m.group(1)), out  # it learned
+  memory = re.findall(r"materialised ([0-9.]+) MiB, fused ([0-9.]+) MiB", out)
+  assert len(memory) == 2, out
+  full, fused = (float(v) for v in memory[-1])  # 4096 tokens, V = 32768
+  assert 0 < fused <= full / 16, out

@@ -1,0 +1,535 @@
+r"""The entmax losses (α > 1) fused with the output layer.
+
+The threshold of α-entmax depends only on the logits above it, and the
+gradient ``p - y`` of its Fenchel-Young loss is sparse. So:
+
+* forward, :func:`sparse_fwd_pass`: one pass over the vocabulary blocks
+  (``_vocab.scan_vocab``) keeps each token's ``k`` largest logits and their
+  class ids (:func:`topk_add`); the core's solver (``_threshold.threshold``)
+  finds the threshold of those ``[T, k]`` candidates, shifted by their
+  maximum (the row's). Every class outside the candidates is at most the
+  smallest candidate, so when that one gets no mass the candidates'
+  threshold is the row's, and the loss ``<p - y, z> + H_α(p) - H_α(y)``
+  (``H_α(y) = 0`` for a one-hot ``y``) comes from the candidates and the
+  label's logit alone. This is checked per token.
+* tokens whose support is wider than ``k`` (the check fails) are solved
+  exactly by :func:`wide_fwd`: the same solver iteration
+  (``_threshold.find_threshold``) driven by a row sum that streams the
+  vocabulary blocks, one matmul pass per step, started from the candidates'
+  threshold (a lower bound of the root), then one more pass for the loss.
+  The failing tokens are gathered into groups of ``group`` tokens so that a
+  few of them cost a few rows of matmul, not ``T``.
+* backward, :func:`sparse_bwd_pass`: ``c = g (p - y)`` is nonzero only on
+  the support (a prefix of the sorted candidates) and at the label, so
+  ``dh = Σ_j c_j W[:, j]``, ``dW[:, j] += c_j h`` and ``db[j] += c_j`` are
+  gathers and scatter-adds of rows of ``Wᵀ``, one candidate slot at a time
+  for as many slots as the widest support (:func:`support_grads`). Wide
+  tokens get the dense recomputing pass of the softmax loss instead
+  (:func:`wide_bwd`), in the same groups.
+
+With ``axis_name`` every device keeps the top ``k`` of its own classes; one
+``psum`` of the ``[T, k]`` candidates (each device's in its own slot) and a
+second top-``k`` give every device the same global candidates, solve and
+loss: O(T × k × devices) numbers cross devices, never logits. The backward
+pass scatters only into this device's columns.
+
+References:
+  B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
+  Models". ACL 2019.
+  M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
+  Losses". JMLR 21(35), 2020.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import functools
+from typing import Any
+from typing import NamedTuple
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+
+from softjax import _core
+from softjax import _threshold
+from softjax._family import Family
+from softjax._vocab import F32
+from softjax._vocab import Chunk
+from softjax._vocab import Vocab
+from softjax._vocab import class_offset
+from softjax._vocab import label_logits
+from softjax._vocab import n_classes
+from softjax._vocab import scan_vocab
+from softjax._vocab import valid_labels
+from softjax._vocab import zeros
+
+# Tokens per group of the wide-support fallback: see docs/vocabulary.md.
+GROUP = 256
+
+# Classes per block when the caller passes chunk_size=None. At 4096 tokens,
+# d = 512, V = 32768 (XLA:CPU, docs/benchmarks/linear_loss.md) blocks of
+# 4096 took 0.37x (sparsemax) and 0.50x (entmax15) of the materialised
+# softmax loss's time, against 0.40x / 0.58x for 2048 and 0.47x / 0.70x
+# for 1024, for 6 MiB more temp memory than 2048 (74 against 68 MiB); an
+# earlier run ranked them the same way.
+DEFAULT_CHUNK = 4096
+
+
+def default_candidates(alpha: float | jax.Array) -> int:
+  """Logits kept per token: 32 for α >= 2, else 64.
+
+  A top-k costs more per entry the larger ``k``, and a token whose support
+  is wider than ``k`` costs a few passes of matmuls. At 4096 tokens, d =
+  512, V = 32768 (random ``W``, XLA:CPU) sparsemax supports average 5
+  classes (at most 13 in 512 tokens), entmax15 ones 30 (at most 62): there
+  entmax15's fwd+bwd took 4.8 s with 32 candidates (41% of the tokens
+  falling back), 2.3 s with 64 and 3.0 s with 128; sparsemax 1.5 s with
+  32 (the materialised softmax loss: 3.0 s).
+  """
+  if isinstance(alpha, float) and alpha >= 2.0:
+    return 32
+  return 64
+
+
+# The [T, k] candidates: one normalised axis, local to every device.
+ROWS = _core.Rows((1,))
+
+
+# --------------------------------------------------------------------------
+# The candidates: a running top-k carried over the vocabulary blocks.
+# --------------------------------------------------------------------------
+
+
+class TopK(NamedTuple):
+  """Each token's ``k`` largest logits seen so far, largest first."""
+
+  values: jax.Array  # [T, k] float32
+  ids: jax.Array  # [T, k] int32 class ids (this device's until topk_finish)
+  total: jax.Array  # [T, 1] Σ z over the classes seen (for the mean bound)
+
+
+def topk_start(tokens: int, k: int, *like: Any) -> TopK:
+  return TopK(
+    zeros((tokens, k), *like) - jnp.inf,
+    zeros((tokens, k), *like, dtype=jnp.int32),
+    zeros((tokens, 1), *like),
+  )
+
+
+def topk_add(stat: TopK, c: Chunk) -> TopK:
+  """Merges a block: its own top-k first, then the top-k of the ``2k``.
+
+  Against one top-k of the running ``k`` and the whole block the two orders
+  measured within noise of each other (4096 tokens, d = 512, 2048 classes,
+  k = 16 and 32, XLA:CPU; ``benchmarks/bench_linear_pieces.py``); this one
+  keeps the merge at ``2k`` entries whatever the block size.
+  """
+  k = stat.values.shape[1]
+  if c.z.shape[1] > k:
+    z, j = lax.top_k(c.z, k)
+  else:
+    z, j = c.z, lax.broadcasted_iota(jnp.int32, c.z.shape, 1)
+  values, pick = lax.top_k(jnp.concatenate([stat.values, z], axis=1), k)
+  ids = jnp.concatenate([stat.ids, c.start + j], axis=1)
+  total = stat.total + jnp.sum(c.z, axis=1, keepdims=True)
+  return TopK(values, jnp.take_along_axis(ids, pick, axis=1), total)
+
+
+def gather_tokens(x: jax.Array, axis_name: Any) -> jax.Array:
+  """``[T, k]`` of every device along ``axis_name`` as ``[T, n * k]``.
+
+  One ``psum`` of each device's block written into its own slot (zeros
+  elsewhere): the result is the same on every device and, unlike
+  ``all_gather``'s, typed so inside ``shard_map``, so that a loss computed
+  from it may be returned replicated over the axis.
+  """
+  n = lax.psum(1, axis_name)
+  slots = jnp.zeros((n,) + x.shape, x.dtype) + jnp.zeros_like(x, shape=())
+  slots = lax.dynamic_update_index_in_dim(
+    slots, x, lax.axis_index(axis_name), 0
+  )
+  out = lax.psum(slots, axis_name)
+  return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], n * x.shape[1])
+
+
+def topk_finish(stat: TopK, vocab: Vocab) -> TopK:
+  """Global class ids; with ``axis_name`` the top ``k`` over all devices."""
+  values, ids = stat.values, stat.ids + class_offset(vocab)
+  if vocab.axis_name is None:
+    return TopK(values, ids, stat.total)
+  k = values.shape[1]
+  values = gather_tokens(values, vocab.axis_name)
+  ids = gather_tokens(ids, vocab.axis_name)
+  values, pick = lax.top_k(values, k)
+  total = lax.psum(stat.total, vocab.axis_name)
+  return TopK(values, jnp.take_along_axis(ids, pick, axis=1), total)
+
+
+# --------------------------------------------------------------------------
+# The loss's statistics from a token's probabilities.
+# --------------------------------------------------------------------------
+
+
+class Stats(NamedTuple):
+  """Per-token sums over a token's classes (all of its support)."""
+
+  linear: jax.Array  # [T] Σ p (z - m), m the token's largest logit
+  entropy: jax.Array  # [T] H_α(p) = Σ h(p)
+  d_alpha: jax.Array | None  # [T] Σ ∂h(p)/∂α, for a learnable α
+
+
+def stats_of(p: jax.Array, zc: jax.Array, family: Family) -> Stats:
+  """:class:`Stats` of ``p`` over the last axis; ``zc = z - m`` there."""
+  zero = jnp.zeros((), p.dtype)
+  # zc is -inf where a class is masked by a -inf bias; p is 0 there.
+  linear = jnp.sum(jnp.where(p > 0, p * zc, zero), axis=-1)
+  entropy = jnp.sum(family.entropy_terms(p), axis=-1)
+  d_alpha = None
+  if family.learnable:
+    d_alpha = jnp.sum(family.entropy_alpha_derivative(p), axis=-1)
+  return Stats(linear, entropy, d_alpha)
+
+
+# --------------------------------------------------------------------------
+# Wide supports: the tokens whose smallest candidate has mass.
+# --------------------------------------------------------------------------
+
+
+class Solution(NamedTuple):
+  """A token's threshold, the row sum there and its loss statistics."""
+
+  t: jax.Array  # [T, 1] threshold of the shifted logits
+  total: jax.Array  # [T, 1] Σ p(t) over the row (1 up to rounding)
+  stats: Stats
+
+
+def take_family(family: Family, idx: jax.Array) -> Family:
+  """The members of the tokens ``idx`` (a per-token ε is gathered)."""
+  return Family(family.eps[idx]) if family.learnable else family
+
+
+def in_groups(
+  need: jax.Array,
+  group: int,
+  body: Callable[[Any, jax.Array, jax.Array], Any],
+  state: Any,
+) -> Any:
+  """``state = body(state, idx, live)`` for groups of the tokens in ``need``.
+
+  ``idx`` holds ``group`` token indices, the first of those still needed;
+  ``live`` says which of them are real (the last group is padded with token
+  0). A ``while_loop`` runs no group at all when no token needs one: under
+  ``vmap`` a ``lax.cond`` would become a select that always runs its
+  branches, while a loop runs while any batch member still needs a group.
+  """
+  tokens = need.shape[0]
+
+  def step(carry):
+    need, state = carry
+    (idx,) = jnp.nonzero(need, size=group, fill_value=0)
+    live = jnp.arange(group) < jnp.sum(need)
+    state = body(state, idx, live)
+    done = jnp.where(live, idx, tokens)
+    return need.at[done].set(False, mode="drop"), state
+
+  return lax.while_loop(lambda c: jnp.any(c[0]), step, (need, state))[1]
+
+
+def _psum(x: jax.Array, vocab: Vocab) -> jax.Array:
+  return x if vocab.axis_name is None else lax.psum(x, vocab.axis_name)
+
+
+def solve_streaming(
+  h: jax.Array,
+  w: jax.Array,
+  b: jax.Array | None,
+  m: jax.Array,
+  mean: jax.Array,
+  start: jax.Array,
+  family: Family,
+  vocab: Vocab,
+) -> Solution:
+  """The exact threshold and statistics of the rows ``h`` (``[G, d]``).
+
+  ``find_threshold`` with a row sum that recomputes every block of logits:
+  each solver step is one matmul pass over the vocabulary. ``start`` (the
+  candidates' threshold) and the bracket's lower end (from ``mean``, the
+  row's mean shifted logit; nearly the root for near-uniform rows) lie at
+  or left of the root, so the secant steps rise to it from the larger of
+  the two. One more pass sums the loss's statistics.
+  """
+  rows = h.shape[0]
+
+  def row_sum(t):
+    def add(s, c):
+      return s + jnp.sum(family.map(c.z - m, t), axis=1, keepdims=True)
+
+    s = scan_vocab(h, w, b, vocab, add, zeros((rows, 1), h, w, b, t))
+    return _psum(s, vocab)
+
+  lo, hi = family.bracket(n_classes(vocab), mean)
+  n_iter = _threshold.default_n_iter(F32)
+  t, total = _threshold.find_threshold(row_sum, family, lo, hi, n_iter, start)
+  total = _core.safe_total(total)
+
+  def add(acc, c):
+    zc = c.z - m
+    part = stats_of(family.map(zc, t) / total, zc, family)
+    return jax.tree.map(jnp.add, acc, part)
+
+  like = (h, w, b, t)
+  init = Stats(
+    zeros((rows,), *like),
+    zeros((rows,), *like),
+    zeros((rows,), *like) if family.learnable else None,
+  )
+  stats = jax.tree.map(
+    functools.partial(_psum, vocab=vocab),
+    scan_vocab(h, w, b, vocab, add, init),
+  )
+  return Solution(t, total, stats)
+
+
+def wide_fwd(
+  h, w, b, m, mean, wide, family, vocab, solution: Solution, group: int
+) -> Solution:
+  """``solution`` with the ``wide`` tokens' entries solved exactly."""
+
+  def body(sol, idx, live):
+    fam = take_family(family, idx)
+    new = solve_streaming(
+      h[idx], w, b, m[idx], mean[idx], sol.t[idx], fam, vocab
+    )
+    put = jnp.where(live, idx, h.shape[0])
+    return jax.tree.map(
+      lambda old, x: old.at[put].set(x, mode="drop"), sol, new
+    )
+
+  return in_groups(wide, min(group, h.shape[0]), body, solution)
+
+
+# --------------------------------------------------------------------------
+# The forward pass.
+# --------------------------------------------------------------------------
+
+
+class Residuals(NamedTuple):
+  """What the backward pass needs besides the inputs: O(T × k)."""
+
+  ids: jax.Array  # [T, k] the candidates' global class ids
+  p: jax.Array  # [T, k] their probabilities (wide tokens: unused)
+  m: jax.Array  # [T, 1] the largest logit
+  t: jax.Array  # [T, 1] the threshold (read for wide tokens only)
+  total: jax.Array  # [T, 1] the row sum at t (wide tokens only)
+  wide: jax.Array  # [T] support wider than the candidates
+  d_alpha: jax.Array | None  # [T] Σ ∂h(p)/∂α, for a learnable α
+
+
+def sparse_fwd_pass(h, w, b, labels, family, vocab, k, group):
+  """Returns ``(loss, residuals)``; ``h`` is float32, ``family`` per token."""
+  tokens = h.shape[0]
+  k = min(k, n_classes(vocab))
+  stat = scan_vocab(h, w, b, vocab, topk_add, topk_start(tokens, k, h, w, b))
+  cand = topk_finish(stat, vocab)
+  zc, m = _core.shift_rows(cand.values, ROWS)
+  t, total = _threshold.threshold(zc, family, ROWS, None)
+  total = _core.safe_total(total)
+  p = family.map(zc, t) / total
+  valid = valid_labels(labels, vocab)
+  # NaN rows (p NaN) are not wide: their loss is NaN anyway.
+  wide = valid & (p[:, -1] > 0)
+  if k == n_classes(vocab):  # every class is a candidate
+    wide = wide & False
+  sol = Solution(t, total, stats_of(p, zc, family))
+  mean = cand.total / n_classes(vocab) - m
+  sol = wide_fwd(h, w, b, m, mean, wide, family, vocab, sol, group)
+  z_y = label_logits(h, w, b, labels, vocab)
+  loss = sol.stats.linear + sol.stats.entropy - (z_y - m[:, 0])
+  loss = jnp.where(valid, jnp.maximum(loss, 0.0), jnp.nan)
+  res = Residuals(cand.ids, p, m, sol.t, sol.total, wide, sol.stats.d_alpha)
+  return loss, res
+
+
+# --------------------------------------------------------------------------
+# The backward pass.
+# --------------------------------------------------------------------------
+
+
+class Grads(NamedTuple):
+  """Cotangents accumulated in float32; ``W``'s as the rows of ``Wᵀ``."""
+
+  dh: jax.Array  # [T, d]
+  dwt: jax.Array  # [V_local, d]
+  db: jax.Array | None  # [V_local]
+
+
+def support_grads(
+  h: jax.Array,
+  wt: jax.Array,
+  ids: jax.Array,
+  c: jax.Array,
+  n_slots: jax.Array,
+  vocab: Vocab,
+  grads: Grads,
+) -> Grads:
+  """Adds ``c_j`` times the rows ``ids_j`` of ``Wᵀ`` for the first slots.
+
+  ``ids`` and ``c`` are ``[T, S]`` (global ids; slots past ``n_slots`` are
+  zero). One slot at a time: a gather of ``T`` rows of ``Wᵀ`` for ``dh``
+  and a scatter-add of ``T`` rows into ``dWᵀ``, so the work follows the
+  widest support rather than ``k``. Rows of ``Wᵀ [V, d]`` are contiguous;
+  gathering and scattering columns of ``W [d, V]`` instead measured 5-15x
+  slower (4096 tokens, d = 512, V = 32768, XLA:CPU;
+  ``benchmarks/bench_linear_pieces.py``). Only this device's classes are
+  touched.
+  """
+  local = ids - class_offset(vocab)
+  mine = (local >= 0) & (local < vocab.size)
+  local = jnp.where(mine, local, 0)
+  c = jnp.where(mine, c, 0.0)
+
+  def slot(j):
+    i = lax.dynamic_index_in_dim(local, j, 1, keepdims=False)
+    return i, lax.dynamic_index_in_dim(c, j, 1, keepdims=True)
+
+  def gather(j, dh):
+    i, cj = slot(j)
+    return dh + cj * wt[i].astype(F32)
+
+  def scatter(j, carry):
+    dwt, db = carry
+    i, cj = slot(j)
+    db = None if db is None else db.at[i].add(cj[:, 0])
+    return dwt.at[i].add(cj * h), db
+
+  # Two loops: Wᵀ (a copy of W) is dead before dWᵀ is written, so XLA can
+  # give both the same buffer.
+  dh = lax.fori_loop(0, n_slots, gather, grads.dh)
+  # dWᵀ's zeros depend on the gather loop (an exact 0, NaN or not), or XLA
+  # allocates them before the forward pass's blocks are freed (temp memory
+  # 101 -> 68 MiB at 4096 tokens, d = 512, V = 32768, chunk 2048).
+  after = jnp.isnan(jnp.sum(dh[:1, :1])).astype(F32) * 0.0
+  dwt, db = lax.fori_loop(0, n_slots, scatter, (grads.dwt + after, grads.db))
+  return Grads(dh, dwt, db)
+
+
+def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads):
+  """Adds the wide tokens' cotangents: dense recomputing passes, in groups.
+
+  Per block ``c = g (p - y)`` with ``p`` from the saved threshold; as in the
+  softmax loss's backward pass, three matmuls per block, but of ``group``
+  rows.
+  """
+  offset = class_offset(vocab)
+
+  def body(grads, idx, live):
+    hg, m, t, total = h[idx], res.m[idx], res.t[idx], res.total[idx]
+    gg = jnp.where(live, g[idx], 0.0)[:, None]
+    label = (labels[idx] - offset)[:, None]
+    fam = take_family(family, idx)
+
+    def add(carry, c):
+      dhg, dwt, db = carry
+      p = fam.map(c.z - m, t) / total
+      ids = c.start + lax.broadcasted_iota(jnp.int32, c.z.shape, 1)
+      dz = gg * jnp.where(ids == label, p - 1.0, p)
+      dhg = dhg + jnp.dot(dz, c.w.T)
+      size = c.z.shape[1]
+      rows = lax.dynamic_slice_in_dim(dwt, c.start, size) + jnp.dot(dz.T, hg)
+      dwt = lax.dynamic_update_slice_in_dim(dwt, rows, c.start, 0)
+      if db is not None:
+        part = lax.dynamic_slice_in_dim(db, c.start, size) + dz.sum(0)
+        db = lax.dynamic_update_slice_in_dim(db, part, c.start, 0)
+      return dhg, dwt, db
+
+    init = (zeros(hg.shape, hg, w, gg), grads.dwt, grads.db)
+    dhg, dwt, db = scan_vocab(hg, w, b, vocab, add, init)
+    put = jnp.where(live, idx, h.shape[0])
+    return Grads(grads.dh.at[put].add(dhg, mode="drop"), dwt, db)
+
+  return in_groups(res.wide, min(group, h.shape[0]), body, grads)
+
+
+def sparse_bwd_pass(h, w, b, labels, g, family, res, vocab, group):
+  """Cotangents ``(dh, dW, db)`` in float32 (``db`` None without a bias)."""
+  g = jnp.where(valid_labels(labels, vocab), g.astype(F32), 0.0)
+  g_exact = jnp.where(res.wide, 0.0, g)
+  # The label in slot 0, then the candidates: the support is their prefix.
+  ids = jnp.concatenate([labels[:, None], res.ids], axis=1)
+  c = jnp.concatenate([-g_exact[:, None], g_exact[:, None] * res.p], axis=1)
+  support = jnp.sum(res.p > 0, axis=1)
+  n_slots = 1 + jnp.max(jnp.where(res.wide, 0, support), initial=0)
+  like = (h, w, b, g)
+  grads = Grads(
+    zeros(h.shape, *like),
+    zeros((w.shape[1], w.shape[0]), *like),
+    None if b is None else zeros(b.shape, *like),
+  )
+  grads = support_grads(h, w.T, ids, c, n_slots, vocab, grads)
+  grads = wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads)
+  return grads.dh, grads.dwt.T, grads.db
+
+
+# --------------------------------------------------------------------------
+# The custom VJP.
+# --------------------------------------------------------------------------
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _loss(h, w, b, labels, family, vocab, k, group):
+  return _loss_fwd(h, w, b, labels, family, vocab, k, group)[0]
+
+
+def _loss_fwd(h, w, b, labels, family, vocab, k, group):
+  loss, res = sparse_fwd_pass(
+    h.astype(F32), w, b, labels, family, vocab, k, group
+  )
+  return loss, (h, w, b, labels, family, res)
+
+
+def _loss_bwd(vocab, k, group, saved, g):
+  del k
+  h, w, b, labels, family, res = saved
+  dh, dw, db = sparse_bwd_pass(
+    h.astype(F32), w, b, labels, g, family, res, vocab, group
+  )
+  # Inside shard_map: h (and b, W) may be replicated over axes their
+  # cotangents vary over (the vocabulary axis for h); their true cotangent
+  # is the sum over those devices.
+  dh = _core.match_vma(dh.astype(h.dtype), h)
+  dw = _core.match_vma(dw.astype(w.dtype), w)
+  if b is not None:
+    db = _core.match_vma(db.astype(b.dtype), b)
+  d_family = None
+  if family.learnable:
+    # Envelope theorem, as in softjax.losses: only H_α's explicit dependence
+    # on α remains, and ∂h(y)/∂α = 0 for a one-hot y.
+    # Tokens with a label out of range have a NaN loss and no gradient.
+    valid = valid_labels(labels, vocab)
+    d_eps = jnp.where(valid, g.astype(F32) * res.d_alpha, 0.0)[:, None]
+    d_family = Family(_core.param_cotangent(d_eps, family.eps))
+  return dh, dw, db, None, d_family
+
+
+_loss.defvjp(_loss_fwd, _loss_bwd)
+
+
+def loss(
+  h: jax.Array,
+  w: jax.Array,
+  b: jax.Array | None,
+  labels: jax.Array,
+  alpha: float | jax.Array,
+  vocab: Vocab,
+  k: int,
+  group: int = GROUP,
+) -> jax.Array:
+  """The α-entmax loss per token of ``[T, d]`` hidden states (α > 1).
+
+  ``alpha``: a float, or an array with one α per token (``[T]``).
+  """
+  if not isinstance(alpha, float):
+    alpha = jnp.reshape(alpha, (-1, 1))
+  family = Family.of_alpha(alpha, F32)
+  return _loss(h, w, b, labels, family, vocab, k, group)
