@@ -107,6 +107,39 @@ M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
 Losses". JMLR 21(35), 2020.""",
   "ref_vaswani2017": """\
 A. Vaswani et al. "Attention Is All You Need". NeurIPS 2017.""",
+  # The fused output-layer losses' arguments.
+  "hidden": """\
+``[..., d]`` features of each token (any leading shape).""",
+  "weight": """\
+``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel);
+  for tied embeddings ``[V, d]`` pass ``embedding.T`` (not copied).""",
+  "linear_labels": """\
+integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
+  not accepted: they would need the ``[tokens, V]`` matrix.""",
+  "linear_bias": """\
+``[V]`` or None.""",
+  "linear_chunk_size": """\
+classes per block; None picks a measured default (4096).
+  Temporary memory grows with ``tokens × chunk_size``; V need not be a
+  multiple of it.""",
+  "linear_axis_name": """\
+inside ``jax.shard_map``, the mesh axis name (or names) over
+  which the vocabulary is split: each device passes its own columns
+  ``weight[:, shard]`` (and ``bias[shard]``) and the whole ``hidden`` and
+  ``labels``; class ids stay global. Each device contributes its own
+  candidates; no logits cross devices.""",
+  "linear_returns": """\
+The loss per token, shape ``hidden.shape[:-1]``, in the result dtype of
+``hidden``, ``weight`` and ``bias`` (half precision is computed in
+float32); non-negative. A traced class id outside ``[0, V)`` gives NaN
+(and no gradient) for its token.""",
+  "linear_raises_value": """\
+``weight`` not 2-D, ``hidden``'s last axis not ``weight``'s
+  first (both shapes are named), ``bias`` not ``[V]``, ``labels`` of the
+  wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.""",
+  "linear_raises_type": """\
+non-integer ``labels``; boolean or complex ``hidden``,
+  ``weight`` or ``bias``.""",
   "ref_checkify": """\
 JAX documentation, "The checkify transformation",
 https://docs.jax.dev/en/latest/debugging/checkify_guide.html""",
@@ -143,6 +176,17 @@ The loss per example: the shape of ``logits`` without ``axis``, in the
 floating dtype of ``logits``; non-negative.""",
   loss_raises=_entries(
     ValueError="loss_raises_value", TypeError="loss_raises_type"
+  ),
+  linear_sparse_args=_entries(
+    hidden="hidden",
+    weight="weight",
+    labels="linear_labels",
+    bias="linear_bias",
+    chunk_size="linear_chunk_size",
+    axis_name="linear_axis_name",
+  ),
+  linear_raises=_entries(
+    ValueError="linear_raises_value", TypeError="linear_raises_type"
   ),
 )
 

@@ -509,6 +509,7 @@ def normmax_loss(
 # --------------------------------------------------------------------------
 
 
+@_docs.shared
 def linear_softmax_loss(
   hidden: Any,
   weight: Any,
@@ -541,12 +542,10 @@ def linear_softmax_loss(
   vmappable.
 
   Args:
-    hidden: ``[..., d]`` features of each token (any leading shape).
-    weight: ``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel);
-      for tied embeddings ``[V, d]`` pass ``embedding.T`` (not copied).
-    labels: integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
-      not accepted: they would need the ``[tokens, V]`` matrix.
-    bias: ``[V]`` or None.
+    hidden: {hidden}
+    weight: {weight}
+    labels: {linear_labels}
+    bias: {linear_bias}
     chunk_size: classes per block; None picks a measured default (2048).
       Temporary memory grows with ``tokens × chunk_size``; V need not be a
       multiple of it.
@@ -559,17 +558,10 @@ def linear_softmax_loss(
       logits cross devices.
 
   Returns:
-    The loss per token, shape ``hidden.shape[:-1]``, in the result dtype of
-    ``hidden``, ``weight`` and ``bias`` (half precision is computed in
-    float32); non-negative. A traced class id outside ``[0, V)`` gives NaN
-    (and no gradient) for its token.
+    {linear_returns}
 
   Raises:
-    ValueError: ``weight`` not 2-D, ``hidden``'s last axis not ``weight``'s
-      first (both shapes are named), ``bias`` not ``[V]``, ``labels`` of the
-      wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.
-    TypeError: non-integer ``labels``; boolean or complex ``hidden``,
-      ``weight`` or ``bias``.
+    {linear_raises}
 
   Example:
     >>> import jax
@@ -599,6 +591,7 @@ def linear_softmax_loss(
   )
 
 
+@_docs.shared
 def linear_sparsemax_loss(
   hidden: Any,
   weight: Any,
@@ -631,33 +624,13 @@ def linear_sparsemax_loss(
   chunk_size + d × V).
 
   Args:
-    hidden: ``[..., d]`` features of each token (any leading shape).
-    weight: ``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel);
-      for tied embeddings ``[V, d]`` pass ``embedding.T`` (not copied).
-    labels: integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
-      not accepted: they would need the ``[tokens, V]`` matrix.
-    bias: ``[V]`` or None.
-    chunk_size: classes per block; None picks a measured default (4096).
-      Temporary memory grows with ``tokens × chunk_size``; V need not be a
-      multiple of it.
-    axis_name: inside ``jax.shard_map``, the mesh axis name (or names) over
-      which the vocabulary is split: each device passes its own columns
-      ``weight[:, shard]`` (and ``bias[shard]``) and the whole ``hidden`` and
-      ``labels``; class ids stay global. Each device contributes its own
-      candidates; no logits cross devices.
+    {linear_sparse_args}
 
   Returns:
-    The loss per token, shape ``hidden.shape[:-1]``, in the result dtype of
-    ``hidden``, ``weight`` and ``bias`` (half precision is computed in
-    float32); non-negative. A traced class id outside ``[0, V)`` gives NaN
-    (and no gradient) for its token.
+    {linear_returns}
 
   Raises:
-    ValueError: ``weight`` not 2-D, ``hidden``'s last axis not ``weight``'s
-      first (both shapes are named), ``bias`` not ``[V]``, ``labels`` of the
-      wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.
-    TypeError: non-integer ``labels``; boolean or complex ``hidden``,
-      ``weight`` or ``bias``.
+    {linear_raises}
 
   Example:
     >>> import jax
@@ -686,6 +659,7 @@ def linear_sparsemax_loss(
   )
 
 
+@_docs.shared
 def linear_entmax15_loss(
   hidden: Any,
   weight: Any,
@@ -718,33 +692,13 @@ def linear_entmax15_loss(
   d × V).
 
   Args:
-    hidden: ``[..., d]`` features of each token (any leading shape).
-    weight: ``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel);
-      for tied embeddings ``[V, d]`` pass ``embedding.T`` (not copied).
-    labels: integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
-      not accepted: they would need the ``[tokens, V]`` matrix.
-    bias: ``[V]`` or None.
-    chunk_size: classes per block; None picks a measured default (4096).
-      Temporary memory grows with ``tokens × chunk_size``; V need not be a
-      multiple of it.
-    axis_name: inside ``jax.shard_map``, the mesh axis name (or names) over
-      which the vocabulary is split: each device passes its own columns
-      ``weight[:, shard]`` (and ``bias[shard]``) and the whole ``hidden`` and
-      ``labels``; class ids stay global. Each device contributes its own
-      candidates; no logits cross devices.
+    {linear_sparse_args}
 
   Returns:
-    The loss per token, shape ``hidden.shape[:-1]``, in the result dtype of
-    ``hidden``, ``weight`` and ``bias`` (half precision is computed in
-    float32); non-negative. A traced class id outside ``[0, V)`` gives NaN
-    (and no gradient) for its token.
+    {linear_returns}
 
   Raises:
-    ValueError: ``weight`` not 2-D, ``hidden``'s last axis not ``weight``'s
-      first (both shapes are named), ``bias`` not ``[V]``, ``labels`` of the
-      wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.
-    TypeError: non-integer ``labels``; boolean or complex ``hidden``,
-      ``weight`` or ``bias``.
+    {linear_raises}
 
   Example:
     >>> import jax
@@ -773,6 +727,7 @@ def linear_entmax15_loss(
   )
 
 
+@_docs.shared
 def linear_entmax_loss(
   hidden: Any,
   weight: Any,
@@ -809,29 +764,20 @@ def linear_entmax_loss(
   O(tokens × chunk_size + d × V).
 
   Args:
-    hidden: ``[..., d]`` features of each token (any leading shape).
-    weight: ``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel);
-      for tied embeddings ``[V, d]`` pass ``embedding.T`` (not copied).
-    labels: integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
-      not accepted: they would need the ``[tokens, V]`` matrix.
+    hidden: {hidden}
+    weight: {weight}
+    labels: {linear_labels}
     alpha: α >= 1, a Python float or an array with one α per token
       (broadcastable to ``labels.shape``).
-    bias: ``[V]`` or None.
+    bias: {linear_bias}
     chunk_size: classes per block; None picks a measured default
       (4096; 2048 for a Python float α = 1).
       Temporary memory grows with ``tokens × chunk_size``; V need not be a
       multiple of it.
-    axis_name: inside ``jax.shard_map``, the mesh axis name (or names) over
-      which the vocabulary is split: each device passes its own columns
-      ``weight[:, shard]`` (and ``bias[shard]``) and the whole ``hidden`` and
-      ``labels``; class ids stay global. Each device contributes its own
-      candidates; no logits cross devices.
+    axis_name: {linear_axis_name}
 
   Returns:
-    The loss per token, shape ``hidden.shape[:-1]``, in the result dtype of
-    ``hidden``, ``weight`` and ``bias`` (half precision is computed in
-    float32); non-negative. A traced class id outside ``[0, V)`` gives NaN
-    (and no gradient) for its token.
+    {linear_returns}
 
   Raises:
     ValueError: ``weight`` not 2-D, ``hidden``'s last axis not ``weight``'s
