@@ -26,19 +26,27 @@ def is_concrete(value: Any) -> bool:
   return not isinstance(value, jax.core.Tracer)
 
 
+def array_and_dtype(value: Any, name: str, what: str) -> tuple[Any, Any]:
+  """``(value, dtype)``, lists and Python scalars made NumPy arrays.
+
+  Raises a ``TypeError`` naming ``name`` (which must be ``what``) for
+  anything without a dtype.
+  """
+  if isinstance(value, (list, tuple)) or np.isscalar(value):
+    value = np.asarray(value)
+  dtype = getattr(value, "dtype", None)
+  if dtype is None:
+    raise TypeError(f"`{name}` must be {what}, got {type(value).__name__}.")
+  return value, dtype
+
+
 def as_float_array(x: Any, name: str = "x") -> jax.Array:
   """Returns ``x`` as a floating-point JAX array.
 
   Integers are promoted to the default float dtype, as ``jax.nn.softmax``
   does. Booleans and complex numbers have no meaning as scores and raise.
   """
-  if isinstance(x, (list, tuple)) or np.isscalar(x):
-    x = np.asarray(x)
-  dtype = getattr(x, "dtype", None)
-  if dtype is None:
-    raise TypeError(
-      f"`{name}` must be an array of scores, got {type(x).__name__}."
-    )
+  x, dtype = array_and_dtype(x, name, "an array of scores")
   if jnp.issubdtype(dtype, jnp.bool_):
     raise TypeError(
       f"`{name}` has boolean dtype; scores must be real numbers. To mask "
@@ -365,11 +373,7 @@ def check_labels(
   Integer labels are class ids (one per example, ``axis`` a single int);
   floating labels are distributions of the shape of the scores.
   """
-  if isinstance(labels, (list, tuple)) or np.isscalar(labels):
-    labels = np.asarray(labels)
-  dtype = getattr(labels, "dtype", None)
-  if dtype is None:
-    raise TypeError(f"`labels` must be an array, got {type(labels).__name__}.")
+  labels, dtype = array_and_dtype(labels, "labels", "an array")
   if jnp.issubdtype(dtype, jnp.bool_):
     raise TypeError(
       "`labels` has boolean dtype. Pass integer class ids, or a one-hot / "
@@ -506,3 +510,22 @@ def check_alpha_per_example(
     )
   check_alpha_values(alpha, normmax)
   return a
+
+
+def check_token_labels(labels: Any, batch: tuple[int, ...]) -> Any:
+  """Integer class ids of shape ``batch``, one per token (fused losses)."""
+  labels, dtype = array_and_dtype(labels, "labels", "an array of class ids")
+  if jnp.issubdtype(dtype, jnp.bool_) or not jnp.issubdtype(dtype, jnp.integer):
+    raise TypeError(
+      f"`labels` has dtype {dtype}; the fused losses take integer class "
+      "ids only (soft targets would need the [tokens, V] matrix this "
+      "function avoids). For soft targets compute the logits and use "
+      "softjax.losses.softmax_loss and friends."
+    )
+  if tuple(np.shape(labels)) != batch:
+    raise ValueError(
+      f"`labels` has shape {tuple(np.shape(labels))}; it needs one class "
+      f"id per token, the shape of `hidden` without its last axis, "
+      f"{batch}."
+    )
+  return labels

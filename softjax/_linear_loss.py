@@ -36,7 +36,6 @@ from typing import NamedTuple
 import jax
 from jax import lax
 import jax.numpy as jnp
-import numpy as np
 
 from softjax import _checks
 from softjax import _core
@@ -189,30 +188,6 @@ def _check_chunk_size(chunk_size: Any, n: int) -> int:
   return max(1, min(int(chunk_size), n))
 
 
-def _check_labels(labels: Any, batch: tuple[int, ...]) -> Any:
-  if isinstance(labels, (list, tuple)) or np.isscalar(labels):
-    labels = np.asarray(labels)
-  dtype = getattr(labels, "dtype", None)
-  if dtype is None:
-    raise TypeError(
-      f"`labels` must be an array of class ids, got {type(labels).__name__}."
-    )
-  if jnp.issubdtype(dtype, jnp.bool_) or not jnp.issubdtype(dtype, jnp.integer):
-    raise TypeError(
-      f"`labels` has dtype {dtype}; the fused losses take integer class "
-      "ids only (soft targets would need the [tokens, V] matrix this "
-      "function avoids). For soft targets compute the logits and use "
-      "softjax.losses.softmax_loss and friends."
-    )
-  if tuple(np.shape(labels)) != batch:
-    raise ValueError(
-      f"`labels` has shape {tuple(np.shape(labels))}; it needs one class "
-      f"id per token, the shape of `hidden` without its last axis, "
-      f"{batch}."
-    )
-  return labels
-
-
 class Prepared(NamedTuple):
   h: jax.Array  # [T, d], the caller's dtype
   w: jax.Array  # [d, V_local]
@@ -258,7 +233,7 @@ def prepare(
         f"`weight` {weight.shape}, shape ({weight.shape[1]},)."
       )
   batch = hidden.shape[:-1]
-  labels = _check_labels(labels, batch)
+  labels = _checks.check_token_labels(labels, batch)
   axis_name = _checks.check_axis_name(axis_name)
   vocab = Vocab(
     weight.shape[1], _check_chunk_size(chunk_size, weight.shape[1]), axis_name
