@@ -44,8 +44,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax import _linear_loss as L
-from softjax import _vocab as V
+from softjax._losses import fused as L
+from softjax._losses import vocab as V
 
 TOKENS, DIM, CHUNK = 4096, 512, 2048
 

@@ -48,7 +48,9 @@ PACKAGE = "softjax"
 
 def _load_docs_module():
   """softjax/_docs.py, loaded from the checkout (not an installed softjax)."""
-  path = pathlib.Path(__file__).resolve().parents[1] / PACKAGE / "_docs.py"
+  path = (
+    pathlib.Path(__file__).resolve().parents[1] / PACKAGE / "_core" / "docs.py"
+  )
   spec = importlib.util.spec_from_file_location("_softjax_docs", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

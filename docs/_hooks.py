@@ -48,7 +48,7 @@ def _figures_key() -> str:
   sources = [
     DOCS / "figures.py",
     DOCS / "benchmarks" / "attention.json",
-    *sorted((ROOT / "softjax").glob("*.py")),
+    *sorted((ROOT / "softjax").rglob("*.py")),
   ]
   for path in sources:
     h.update(path.name.encode())

@@ -8,14 +8,14 @@ hand-written gradients, masks, temperatures and the conventions of ``jax.nn``.
 from softjax import attention as attention
 from softjax import checks as checks
 from softjax import losses as losses
-from softjax._budget import budget_sparsemax
-from softjax._dense import log_softmax
-from softjax._dense import softmax
-from softjax._gumbel import gumbel_softmax
-from softjax._normmax import normmax
-from softjax._sparse import entmax
-from softjax._sparse import entmax15
-from softjax._sparse import sparsemax
+from softjax._maps import budget_sparsemax
+from softjax._maps import entmax
+from softjax._maps import entmax15
+from softjax._maps import gumbel_softmax
+from softjax._maps import log_softmax
+from softjax._maps import normmax
+from softjax._maps import softmax
+from softjax._maps import sparsemax
 
 __version__ = "0.1.0.dev0"
 

@@ -36,10 +36,10 @@ from typing import Any
 
 import jax
 
-from softjax import _attention_steps as steps
-from softjax import _docs
-from softjax._blockwise import blockwise_attention
-from softjax._dense import softmax
+from softjax import _core
+from softjax._attention import steps
+from softjax._attention.blockwise import blockwise_attention
+from softjax._maps.dense import softmax
 
 __all__ = [
   "blockwise_attention",
@@ -77,7 +77,7 @@ def _weights(
   )
 
 
-@_docs.shared
+@_core.shared_docs
 def dot_product_attention_weights(
   query: jax.Array,
   key: jax.Array,
@@ -189,7 +189,7 @@ def dot_product_attention_weights(
   )
 
 
-@_docs.shared
+@_core.shared_docs
 def dot_product_attention(
   query: jax.Array,
   key: jax.Array,

@@ -38,7 +38,7 @@ import jax
 from jax.experimental import checkify
 import jax.numpy as jnp
 
-from softjax import _docs
+from softjax import _core
 
 __all__ = [
   "check_alpha",
@@ -66,7 +66,7 @@ def _as_array(value: Any, name: str) -> jax.Array:
   return value
 
 
-@_docs.shared
+@_core.shared_docs
 def check_alpha(alpha: Any) -> Any:
   """Checks that every α is finite and >= 1; returns ``alpha`` unchanged.
 
@@ -120,7 +120,7 @@ def check_alpha(alpha: Any) -> Any:
   return alpha
 
 
-@_docs.shared
+@_core.shared_docs
 def check_temperature(temperature: Any) -> Any:
   """Checks that every temperature is finite and > 0; returns it unchanged.
 
@@ -164,7 +164,7 @@ def check_temperature(temperature: Any) -> Any:
   return temperature
 
 
-@_docs.shared
+@_core.shared_docs
 def check_scores(x: Any) -> Any:
   """Checks that the scores hold no NaN; returns ``x`` unchanged.
 
@@ -209,7 +209,7 @@ def check_scores(x: Any) -> Any:
   return x
 
 
-@_docs.shared
+@_core.shared_docs
 def check_labels(labels: Any, num_classes: int) -> Any:
   """Checks integer class ids lie in ``[0, num_classes)``; returns them.
 

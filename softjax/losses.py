@@ -63,15 +63,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax import _checks
 from softjax import _core
-from softjax import _dense
-from softjax import _docs
-from softjax import _linear_loss
-from softjax import _normmax
-from softjax import _sparse
-from softjax._family import Family
-from softjax._normmax import Normmax
+from softjax._core import Family
+from softjax._losses import fused
+from softjax._maps import dense
+from softjax._maps.entmax import forward as entmax_forward
+from softjax._maps.normmax import Normmax
+from softjax._maps.normmax import forward as normmax_forward
 
 __all__ = [
   "entmax15_loss",
@@ -92,7 +90,7 @@ def _softmax_terms(x, y, live, rows):
   Exact ``-log p_k`` for one-hot targets, like cross-entropy.
   """
   zero = jnp.zeros((), x.dtype)
-  log_p = _dense.forward(x, None, rows, True)[0]
+  log_p = dense.forward(x, None, rows, True)[0]
   # -inf (masked) entries are replaced by 0 so that no product 0 * inf
   # appears in the derivatives of this forward pass (second order).
   centred = jnp.where(live, log_p, zero)
@@ -109,8 +107,8 @@ def _predict(x, family, rows):
   differentiable in forward mode over reverse mode (``jax.hessian`` works).
   """
   if isinstance(family, Normmax):
-    return _normmax.forward(x, None, family, rows, None)[0]
-  return _sparse.forward(x, None, family, rows, None)[0]
+    return normmax_forward(x, None, family, rows, None)[0]
+  return entmax_forward(x, None, family, rows, None)[0]
 
 
 def _entmax_terms(x, y, live, row_live, family, rows):
@@ -192,7 +190,7 @@ _fy_loss.defvjp(_fy_loss_fwd, _fy_loss_bwd)
 
 def _family(alpha, loss_shape, axes, dtype, normmax):
   """The member for a loss's α: a float, or one α per example."""
-  alpha = _checks.check_alpha_per_example(alpha, loss_shape, normmax)
+  alpha = _core.check_alpha_per_example(alpha, loss_shape, normmax)
   if not isinstance(alpha, float):
     alpha = jnp.expand_dims(jnp.broadcast_to(alpha, loss_shape), axes)
   if normmax:
@@ -203,7 +201,7 @@ def _family(alpha, loss_shape, axes, dtype, normmax):
 def _run(logits, labels, alpha, axis, where, axis_name, normmax=False):
   prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   x, axes, rows = prep.x, prep.axes, prep.rows
-  labels, is_index = _checks.check_labels(labels, x.shape, axis, axes)
+  labels, is_index = _core.canonical_labels(labels, x.shape, axis, axes)
   n_local = 1
   for a in axes:
     n_local *= x.shape[a]
@@ -213,11 +211,11 @@ def _run(logits, labels, alpha, axis, where, axis_name, normmax=False):
   offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_local
   if where is None:
     live = None
-  elif _checks.is_concrete(where):  # NumPy keeps it concrete under jit
+  elif _core.is_concrete(where):  # NumPy keeps it concrete under jit
     live = np.broadcast_to(np.asarray(where), x.shape)
   else:
     live = jnp.broadcast_to(where, x.shape)
-  _checks.check_label_values(labels, is_index, n_classes, live, axes)
+  _core.check_label_values(labels, is_index, n_classes, live, axes)
   loss_shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
   family = _family(alpha, loss_shape, axes, x.dtype, normmax)
   if is_index:
@@ -231,11 +229,11 @@ def _run(logits, labels, alpha, axis, where, axis_name, normmax=False):
   return loss.astype(prep.out_dtype)
 
 
-@_docs.shared
+@_core.shared_docs
 def softmax_loss(
   logits: Any,
   labels: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   axis_name: Any = None,
@@ -279,11 +277,11 @@ def softmax_loss(
   return _run(logits, labels, 1.0, axis, where, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def sparsemax_loss(
   logits: Any,
   labels: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   axis_name: Any = None,
@@ -324,11 +322,11 @@ def sparsemax_loss(
   return _run(logits, labels, 2.0, axis, where, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def entmax15_loss(
   logits: Any,
   labels: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   axis_name: Any = None,
@@ -368,12 +366,12 @@ def entmax15_loss(
   return _run(logits, labels, 1.5, axis, where, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def entmax_loss(
   logits: Any,
   labels: Any,
   alpha: float | jax.Array = 1.5,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   axis_name: Any = None,
@@ -439,12 +437,12 @@ def entmax_loss(
   return _run(logits, labels, alpha, axis, where, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def normmax_loss(
   logits: Any,
   labels: Any,
   alpha: float | jax.Array = 2.0,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   axis_name: Any = None,
@@ -505,11 +503,11 @@ def normmax_loss(
 
 # --------------------------------------------------------------------------
 # Losses fused with the output layer (vocabulary scale): the [tokens, V]
-# logits are never held; see softjax/_linear_loss.py.
+# logits are never held; see softjax/fused.py.
 # --------------------------------------------------------------------------
 
 
-@_docs.shared
+@_core.shared_docs
 def linear_softmax_loss(
   hidden: Any,
   weight: Any,
@@ -586,12 +584,10 @@ def linear_softmax_loss(
     E. Wijmans, B. Huval, A. Hertzberg, V. Koltun, P. Krähenbühl. "Cut Your
     Losses in Large-Vocabulary Language Models". ICLR 2025.
   """
-  return _linear_loss.run(
-    hidden, weight, labels, 1.0, bias, chunk_size, axis_name
-  )
+  return fused.run(hidden, weight, labels, 1.0, bias, chunk_size, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def linear_sparsemax_loss(
   hidden: Any,
   weight: Any,
@@ -654,12 +650,10 @@ def linear_sparsemax_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _linear_loss.run(
-    hidden, weight, labels, 2.0, bias, chunk_size, axis_name
-  )
+  return fused.run(hidden, weight, labels, 2.0, bias, chunk_size, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def linear_entmax15_loss(
   hidden: Any,
   weight: Any,
@@ -722,12 +716,10 @@ def linear_entmax15_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _linear_loss.run(
-    hidden, weight, labels, 1.5, bias, chunk_size, axis_name
-  )
+  return fused.run(hidden, weight, labels, 1.5, bias, chunk_size, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def linear_entmax_loss(
   hidden: Any,
   weight: Any,
@@ -812,6 +804,4 @@ def linear_entmax_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return _linear_loss.run(
-    hidden, weight, labels, alpha, bias, chunk_size, axis_name
-  )
+  return fused.run(hidden, weight, labels, alpha, bias, chunk_size, axis_name)

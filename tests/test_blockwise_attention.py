@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 
 import softjax
-from softjax import _blockwise
 from softjax import attention
+from softjax._attention import blockwise as _blockwise
 
 PER_HEAD = "per_head"
 ALPHA_IDS = {

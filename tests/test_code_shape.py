@@ -15,7 +15,7 @@ import tokenize
 import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "softjax"
-MODULES = sorted(PACKAGE.glob("*.py"))
+MODULES = sorted(PACKAGE.rglob("*.py"))
 MAX_LINES = 60
 
 

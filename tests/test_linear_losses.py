@@ -21,8 +21,8 @@ import numpy as np
 import optax
 import pytest
 
-from softjax import _linear_loss
 from softjax import losses
+from softjax._losses import fused as _linear_loss
 
 # name -> (fused loss, materialised loss), both f(..., labels, **kw).
 LOSSES = {

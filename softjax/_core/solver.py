@@ -47,9 +47,9 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from softjax._core import Rows
-from softjax._core import safe_total
-from softjax._family import Family
+from softjax._core.family import Family
+from softjax._core.rows import Rows
+from softjax._core.rows import safe_total
 
 RowSum = Callable[[jax.Array], jax.Array]
 

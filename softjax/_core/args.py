@@ -171,7 +171,7 @@ def _check_positive_finite(value: Any, name: str) -> None:
     )
 
 
-def check_temperature(
+def canonical_temperature(
   temperature: Any, shape: tuple[int, ...]
 ) -> float | jax.Array:
   """Returns a Python float, or a float array broadcastable to ``shape``."""
@@ -200,7 +200,7 @@ def _alpha_as_number_or_array(alpha: Any) -> float | jax.Array:
 def check_alpha_values(alpha: float | jax.Array, normmax: bool = False) -> None:
   """Raises if a concrete α is NaN, below 1 or infinite (tracers pass).
 
-  The one value check behind :func:`check_alpha` (normalisers) and
+  The one value check behind :func:`canonical_alpha` (normalisers) and
   :func:`check_alpha_per_example` (losses). α-normmax (``normmax``) needs
   α > 1: at α = 1 its regulariser ``||p||_1`` is constant on the simplex.
   """
@@ -242,7 +242,7 @@ def check_per_row(
     )
 
 
-def check_alpha(
+def canonical_alpha(
   alpha: Any,
   shape: tuple[int, ...],
   axes: tuple[int, ...],
@@ -365,7 +365,7 @@ def check_static_bool(value: Any, name: str) -> bool:
   return bool(value)
 
 
-def check_labels(
+def canonical_labels(
   labels: Any, shape: tuple[int, ...], axis: Axis, axes: tuple[int, ...]
 ) -> tuple[jax.Array, bool]:
   """Returns ``(labels, is_index)`` for a loss over ``axes`` of ``shape``.

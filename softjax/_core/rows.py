@@ -22,7 +22,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from softjax import _checks
+from softjax._core import args
 
 
 class Rows(NamedTuple):
@@ -94,7 +94,7 @@ class Prepared(NamedTuple):
 
 def prepare(
   x: Any,
-  axis: _checks.Axis,
+  axis: args.Axis,
   where: Any,
   temperature: Any,
   axis_name: Any = None,
@@ -104,13 +104,13 @@ def prepare(
 
   ``name`` is the scores' argument name, for error messages.
   """
-  x = _checks.as_float_array(x, name)
-  axes = _checks.canonicalize_axis(axis, x.ndim)
-  rows = Rows(axes, _checks.check_axis_name(axis_name))
-  where = _checks.check_where(where, x.shape)
-  temperature = _checks.check_temperature(temperature, x.shape)
+  x = args.as_float_array(x, name)
+  axes = args.canonicalize_axis(axis, x.ndim)
+  rows = Rows(axes, args.check_axis_name(axis_name))
+  where = args.check_where(where, x.shape)
+  temperature = args.canonical_temperature(temperature, x.shape)
   out_dtype = x.dtype
-  cdtype = _checks.compute_dtype(out_dtype)
+  cdtype = args.compute_dtype(out_dtype)
   x = x.astype(cdtype)
   if where is not None:
     x = jnp.where(where, x, -jnp.inf)

@@ -32,12 +32,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from softjax import _checks
 from softjax import _core
-from softjax import _docs
-from softjax import _threshold
-from softjax._family import Family
-from softjax._family import Member
+from softjax._core import Family
+from softjax._core import Member
 
 # An array α is evaluated at max(α, 1 + ALPHA_GAP): α = 1 itself is the
 # arg-max, with no threshold and unbounded derivatives.
@@ -210,7 +207,7 @@ def forward(
   u = _core.scale(x, temperature)
   z, m = _core.shift_rows(u, rows)
   zs = member.scores(z)
-  t, _ = _threshold.threshold(zs, member.inner, rows, n_iter)
+  t, _ = _core.threshold(zs, member.inner, rows, n_iter)
   w = member.weights(zs, t)
   p = w / _core.safe_total(rows.sum(w))
   shift = None
@@ -261,11 +258,11 @@ def normalise(
 normalise.defvjp(forward, _backward)
 
 
-@_docs.shared
+@_core.shared_docs
 def normmax(
   x: Any,
   alpha: float | jax.Array = 2.0,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,
@@ -339,8 +336,8 @@ def normmax(
     {ref_blondel2020}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  alpha = _checks.check_alpha(alpha, prep.x.shape, prep.axes, normmax=True)
+  alpha = _core.canonical_alpha(alpha, prep.x.shape, prep.axes, normmax=True)
   member = Normmax.of_alpha(alpha, prep.x.dtype)
-  n_iter = _checks.check_n_iter(n_iter)
+  n_iter = _core.check_n_iter(n_iter)
   out = normalise(prep.x, prep.temperature, member, prep.rows, n_iter)
   return _core.finish(out, prep)

@@ -7,12 +7,9 @@ from typing import Any
 
 import jax
 
-from softjax import _checks
 from softjax import _core
-from softjax import _dense
-from softjax import _docs
-from softjax import _threshold
-from softjax._family import Family
+from softjax._core import Family
+from softjax._maps import dense
 
 
 def forward(
@@ -29,7 +26,7 @@ def forward(
   """
   u = _core.scale(x, temperature)
   z, m = _core.shift_rows(u, rows)
-  t, total = _threshold.threshold(z, family, rows, n_iter)
+  t, total = _core.threshold(z, family, rows, n_iter)
   # Dividing by the sum at the final iterate puts the output on the simplex
   # to rounding at no extra pass.
   p = family.map_differentiable(z, t) / _core.safe_total(total)
@@ -81,20 +78,20 @@ normalise.defvjp(forward, _backward)
 
 def _run(x, alpha, axis, where, temperature, n_iter, axis_name):
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  alpha = _checks.check_alpha(alpha, prep.x.shape, prep.axes)
+  alpha = _core.canonical_alpha(alpha, prep.x.shape, prep.axes)
   family = Family.of_alpha(alpha, prep.x.dtype)
-  n_iter = _checks.check_n_iter(n_iter)
+  n_iter = _core.check_n_iter(n_iter)
   if family.is_softmax:
-    out = _dense.normalise(prep.x, prep.temperature, prep.rows, False)
+    out = dense.normalise(prep.x, prep.temperature, prep.rows, False)
   else:
     out = normalise(prep.x, prep.temperature, family, prep.rows, n_iter)
   return _core.finish(out, prep)
 
 
-@_docs.shared
+@_core.shared_docs
 def sparsemax(
   x: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,
@@ -140,10 +137,10 @@ def sparsemax(
   return _run(x, 2.0, axis, where, temperature, None, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def entmax15(
   x: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,
@@ -184,11 +181,11 @@ def entmax15(
   return _run(x, 1.5, axis, where, temperature, None, axis_name)
 
 
-@_docs.shared
+@_core.shared_docs
 def entmax(
   x: Any,
   alpha: float | jax.Array = 1.5,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,

@@ -37,24 +37,23 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
-from softjax import _checks
 from softjax import _core
-from softjax import _linear_sparse
-from softjax._vocab import F32
-from softjax._vocab import Chunk
-from softjax._vocab import Vocab
-from softjax._vocab import class_offset
-from softjax._vocab import label_logits
-from softjax._vocab import n_classes
-from softjax._vocab import scan_vocab
-from softjax._vocab import valid_labels
-from softjax._vocab import zeros
+from softjax._losses import fused_sparse
+from softjax._losses.vocab import F32
+from softjax._losses.vocab import Chunk
+from softjax._losses.vocab import Vocab
+from softjax._losses.vocab import class_offset
+from softjax._losses.vocab import label_logits
+from softjax._losses.vocab import n_classes
+from softjax._losses.vocab import scan_vocab
+from softjax._losses.vocab import valid_labels
+from softjax._losses.vocab import zeros
 
 # Classes per block when the caller passes chunk_size=None: see
 # docs/benchmarks/linear_loss.md (at 4096 tokens, d = 512 on XLA:CPU).
 # Softmax's time hardly depends on it (1024 to 4096 within noise), so the
 # smaller memory wins; the sparse losses are faster with fewer, larger
-# blocks (fewer top-k merges), see _linear_sparse.DEFAULT_CHUNK.
+# blocks (fewer top-k merges), see fused_sparse.DEFAULT_CHUNK.
 DEFAULT_CHUNK = 2048
 
 
@@ -207,8 +206,8 @@ def prepare(
   axis_name: Any,
 ) -> Prepared:
   """Validates the arguments of a fused loss; flattens the tokens."""
-  hidden = _checks.as_float_array(hidden, "hidden")
-  weight = _checks.as_float_array(weight, "weight")
+  hidden = _core.as_float_array(hidden, "hidden")
+  weight = _core.as_float_array(weight, "weight")
   if weight.ndim != 2:
     raise ValueError(
       f"`weight` must be a matrix [d, V] (a Dense kernel; for tied "
@@ -226,19 +225,19 @@ def prepare(
       f"`weight` has no classes (shape {weight.shape}); V must be at least 1."
     )
   if bias is not None:
-    bias = _checks.as_float_array(bias, "bias")
+    bias = _core.as_float_array(bias, "bias")
     if bias.shape != (weight.shape[1],):
       raise ValueError(
         f"`bias` has shape {bias.shape}; it needs one entry per class of "
         f"`weight` {weight.shape}, shape ({weight.shape[1]},)."
       )
   batch = hidden.shape[:-1]
-  labels = _checks.check_token_labels(labels, batch)
-  axis_name = _checks.check_axis_name(axis_name)
+  labels = _core.check_token_labels(labels, batch)
+  axis_name = _core.check_axis_name(axis_name)
   vocab = Vocab(
     weight.shape[1], _check_chunk_size(chunk_size, weight.shape[1]), axis_name
   )
-  _checks.check_label_values(labels, True, n_classes(vocab), None, (0,))
+  _core.check_label_values(labels, True, n_classes(vocab), None, (0,))
   dtypes = [hidden.dtype, weight.dtype] + ([] if bias is None else [bias.dtype])
   out_dtype = jnp.result_type(*dtypes)
   tokens = math.prod(batch)
@@ -255,7 +254,7 @@ def prepare(
 
 def _check_candidates(candidates: Any, alpha: Any) -> int:
   if candidates is None:
-    return _linear_sparse.default_candidates(alpha)
+    return fused_sparse.default_candidates(alpha)
   if isinstance(candidates, bool) or not isinstance(
     candidates, numbers.Integral
   ):
@@ -280,7 +279,7 @@ def run(
 ) -> jax.Array:
   """The loss per token for α-entmax (α = 1: softmax), shaped like labels."""
   prep = prepare(hidden, weight, labels, bias, chunk_size, axis_name)
-  alpha = _checks.check_alpha_per_example(alpha, prep.batch)
+  alpha = _core.check_alpha_per_example(alpha, prep.batch)
   k = _check_candidates(candidates, alpha)
   if isinstance(alpha, float) and alpha == 1.0:
     loss = _softmax_loss(prep.h, prep.w, prep.b, prep.labels, prep.vocab)
@@ -289,9 +288,9 @@ def run(
       alpha = jnp.broadcast_to(alpha, prep.batch)
     vocab = prep.vocab
     if chunk_size is None:
-      chunk = min(_linear_sparse.DEFAULT_CHUNK, vocab.size)
+      chunk = min(fused_sparse.DEFAULT_CHUNK, vocab.size)
       vocab = vocab._replace(chunk=chunk)
-    loss = _linear_sparse.loss(
+    loss = fused_sparse.loss(
       prep.h, prep.w, prep.b, prep.labels, alpha, vocab, k
     )
   return loss.reshape(prep.batch).astype(prep.out_dtype)

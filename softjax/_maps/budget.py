@@ -33,11 +33,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from softjax import _checks
 from softjax import _core
-from softjax import _docs
-from softjax import _threshold
-from softjax._family import Member
+from softjax._core import Member
 
 
 @jax.tree_util.register_pytree_node_class
@@ -166,8 +163,8 @@ def forward(
   if n_iter is None:
     # Rows with far outliers take more steps than the entmax family's rows;
     # the loop still stops once every row has converged.
-    n_iter = 2 * _threshold.default_n_iter(z.dtype)
-  t, _ = _threshold.threshold(z, member.solvable(), rows, n_iter)
+    n_iter = 2 * _core.default_n_iter(z.dtype)
+  t, _ = _core.threshold(z, member.solvable(), rows, n_iter)
   t = member.empty_rows(t)
   p = member.capped(z, t)
   shift = None
@@ -213,11 +210,11 @@ def normalise(
 normalise.defvjp(forward, _backward)
 
 
-@_docs.shared
+@_core.shared_docs
 def budget_sparsemax(
   x: Any,
   k: float | jax.Array,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,
@@ -294,7 +291,7 @@ def budget_sparsemax(
     onto the canonical simplex of R^n". JOTA, 1986.
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  k = _checks.check_k(k, prep.x.shape, prep.axes, prep.rows.size(prep.x), where)
+  k = _core.check_k(k, prep.x.shape, prep.axes, prep.rows.size(prep.x), where)
   member = Budget.of_k(k, prep.x.dtype)
   out = normalise(prep.x, prep.temperature, member, prep.rows, None)
   return _core.finish(out, prep)

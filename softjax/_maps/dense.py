@@ -8,9 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from softjax import _checks
 from softjax import _core
-from softjax import _docs
 
 
 def forward(
@@ -96,10 +94,10 @@ def normalise(
 normalise.defvjp(forward, _backward)
 
 
-@_docs.shared
+@_core.shared_docs
 def softmax(
   x: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,
@@ -148,10 +146,10 @@ def softmax(
   )
 
 
-@_docs.shared
+@_core.shared_docs
 def log_softmax(
   x: Any,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   where: Any = None,
   temperature: float | jax.Array = 1.0,

@@ -5,7 +5,7 @@ gradient ``p - y`` of its Fenchel-Young loss is sparse. So:
 
 * forward, :func:`sparse_fwd_pass`: one pass over the vocabulary blocks
   (``_vocab.scan_vocab``) keeps each token's ``k`` largest logits and their
-  class ids (:func:`topk_add`); the core's solver (``_threshold.threshold``)
+  class ids (:func:`topk_add`); the core's solver (``_core.threshold``)
   finds the threshold of those ``[T, k]`` candidates, shifted by their
   maximum (the row's). Every class outside the candidates is at most the
   smallest candidate, so when that one gets no mass the candidates'
@@ -14,7 +14,7 @@ gradient ``p - y`` of its Fenchel-Young loss is sparse. So:
   label's logit alone. This is checked per token.
 * tokens whose support is wider than ``k`` (the check fails) are solved
   exactly by :func:`wide_fwd`: the same solver iteration
-  (``_threshold.find_threshold``) driven by a row sum that streams the
+  (``_core.find_threshold``) driven by a row sum that streams the
   vocabulary blocks, one matmul pass per step, started from the candidates'
   threshold (a lower bound of the root), then one more pass for the loss.
   The failing tokens are gathered into groups of ``group`` tokens so that a
@@ -52,17 +52,16 @@ from jax import lax
 import jax.numpy as jnp
 
 from softjax import _core
-from softjax import _threshold
-from softjax._family import Family
-from softjax._vocab import F32
-from softjax._vocab import Chunk
-from softjax._vocab import Vocab
-from softjax._vocab import class_offset
-from softjax._vocab import label_logits
-from softjax._vocab import n_classes
-from softjax._vocab import scan_vocab
-from softjax._vocab import valid_labels
-from softjax._vocab import zeros
+from softjax._core import Family
+from softjax._losses.vocab import F32
+from softjax._losses.vocab import Chunk
+from softjax._losses.vocab import Vocab
+from softjax._losses.vocab import class_offset
+from softjax._losses.vocab import label_logits
+from softjax._losses.vocab import n_classes
+from softjax._losses.vocab import scan_vocab
+from softjax._losses.vocab import valid_labels
+from softjax._losses.vocab import zeros
 
 # Tokens per group of the wide-support fallback: see docs/vocabulary.md.
 GROUP = 256
@@ -269,8 +268,8 @@ def solve_streaming(
     return _psum(s, vocab)
 
   lo, hi = family.bracket(n_classes(vocab), mean)
-  n_iter = _threshold.default_n_iter(F32)
-  t, total = _threshold.find_threshold(row_sum, family, lo, hi, n_iter, start)
+  n_iter = _core.default_n_iter(F32)
+  t, total = _core.find_threshold(row_sum, family, lo, hi, n_iter, start)
   total = _core.safe_total(total)
 
   def add(acc, c):
@@ -333,7 +332,7 @@ def sparse_fwd_pass(h, w, b, labels, family, vocab, k, group):
   stat = scan_vocab(h, w, b, vocab, topk_add, topk_start(tokens, k, h, w, b))
   cand = topk_finish(stat, vocab)
   zc, m = _core.shift_rows(cand.values, ROWS)
-  t, total = _threshold.threshold(zc, family, ROWS, None)
+  t, total = _core.threshold(zc, family, ROWS, None)
   total = _core.safe_total(total)
   p = family.map(zc, t) / total
   valid = valid_labels(labels, vocab)

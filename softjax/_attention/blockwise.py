@@ -39,7 +39,7 @@ The sparse members of the entmax family (α > 1, or an array α) are a
 second rule, :class:`_Entmax`, next to :class:`_Softmax`, and their forward
 is :func:`_entmax_pass`: per query block, a sweep keeping the maximum of
 each group of keys (:func:`_maxima_sweep`); the threshold of those maxima,
-solved in memory, starts ``softjax._threshold.find_threshold``, whose every
+solved in memory, starts ``softjax._core.find_threshold``, whose every
 ``row_sum(t)`` is a :func:`_for_key_blocks` sweep summing
 ``family.map(z - shift, t)`` (:func:`_solve_block`); then an output sweep
 accumulating ``Σ p v``, ``Σ s v`` and ``Σ s`` (:func:`_output_sweep`). The
@@ -73,11 +73,9 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax import _attention_steps as steps
-from softjax import _checks
 from softjax import _core
-from softjax import _threshold
-from softjax._family import Family
+from softjax._attention import steps
+from softjax._core import Family
 
 # Default block sizes, measured on XLA:CPU (2 shared cores, batch 1, 8 heads,
 # depth 64, float32, CPU seconds of fwd+bwd, relative to 256 x 256): at
@@ -647,11 +645,11 @@ def _solve_block(
   backward passes.
   """
   family = rule.family
-  n_iter = cfg.n_iter or _threshold.default_n_iter(maxima.dtype)
+  n_iter = cfg.n_iter or _core.default_n_iter(maxima.dtype)
   top = jnp.max(maxima, axis=-1)
   # A query whose keys are all masked keeps its -inf scores (no mass).
   shift = jnp.where(top == -jnp.inf, 0.0, top)
-  start, _ = _threshold.threshold(
+  start, _ = _core.threshold(
     maxima - shift[..., None], family, _core.Rows((3,)), n_iter
   )
   start = start[..., 0]
@@ -674,9 +672,7 @@ def _solve_block(
 
     return _for_key_blocks(cfg, ops, i, body, jnp.zeros_like(t), live)
 
-  t, total = _threshold.find_threshold(
-    row_sum, row_family, lo, hi, n_iter, start
-  )
+  t, total = _core.find_threshold(row_sum, row_family, lo, hi, n_iter, start)
   return shift, t, total, _live_blocks(cfg, family, maxima, shift, t)
 
 
@@ -971,9 +967,9 @@ def _family(alpha: Any, heads: int, kv_heads: int, dtype: Any) -> Family:
   if isinstance(alpha, (bool, np.bool_)):
     raise TypeError("`alpha` must be a number or an array, not a bool.")
   if isinstance(alpha, numbers.Real):
-    _checks.check_alpha_values(float(alpha))
+    _core.check_alpha_values(float(alpha))
     return Family.of_alpha(float(alpha), dtype)
-  array = _checks.as_float_array(alpha, "alpha")
+  array = _core.as_float_array(alpha, "alpha")
   try:
     shape = jnp.broadcast_shapes(array.shape, (heads,))
   except ValueError:
@@ -983,7 +979,7 @@ def _family(alpha: Any, heads: int, kv_heads: int, dtype: Any) -> Family:
       f"`alpha` of shape {array.shape} must be a number or an array "
       f"broadcastable to (num_heads,) = ({heads},): one α per head."
     )
-  _checks.check_alpha_values(alpha)
+  _core.check_alpha_values(alpha)
   eps = Family.of_alpha(array, dtype).eps
   eps = jnp.broadcast_to(eps, (heads,))
   return Family(eps.reshape(1, kv_heads, heads // kv_heads, 1))

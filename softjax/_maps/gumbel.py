@@ -9,9 +9,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from softjax import _checks
 from softjax import _core
-from softjax._dense import softmax
+from softjax._maps.dense import softmax
 
 
 @jax.custom_vjp
@@ -98,7 +97,7 @@ def gumbel_softmax(
   key: Any,
   logits: Any,
   temperature: float | jax.Array = 1.0,
-  axis: _checks.Axis = -1,
+  axis: _core.Axis = -1,
   *,
   hard: bool = False,
   where: Any = None,
@@ -199,9 +198,9 @@ def gumbel_softmax(
     E. J. Gumbel. "Statistical Theory of Extreme Values and Some Practical
     Applications". US Government Printing Office, 1954.
   """
-  key = _checks.check_key(key)
-  hard = _checks.check_static_bool(hard, "hard")
-  normalizer = _checks.check_callable(normalizer, "normalizer")
+  key = _core.check_key(key)
+  hard = _core.check_static_bool(hard, "hard")
+  normalizer = _core.check_callable(normalizer, "normalizer")
   # The temperature is left to the normaliser, which applies it.
   prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   if axis_name is not None:
