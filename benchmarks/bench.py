@@ -57,9 +57,7 @@ from collections.abc import Sequence
 import dataclasses
 import datetime
 import functools
-import gc
 import hashlib
-import math
 import os
 from pathlib import Path
 import platform
@@ -67,7 +65,6 @@ import statistics
 import subprocess
 import sys
 import textwrap
-import time
 from typing import Any
 
 # PyTorch's OpenMP threads spin-wait after each call by default, stealing the
@@ -78,6 +75,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import jax
 import jax.numpy as jnp
 import numpy as np
+import timing  # benchmarks/timing.py, beside this file
 
 # Benchmark the checkout this file lives in, not whatever softjax happens to be
 # installed: `python benchmarks/bench.py` only puts benchmarks/ on the path.
@@ -157,17 +155,11 @@ TORCH_CUDA = (
   "`torch.cuda.synchronize()`)"
 )
 
-Thunk = Callable[[], Any]
+Thunk = timing.Thunk
 
 
 # --------------------------------------------------------------------------
-# Timing.
-
-
-def _time_once(thunk: Thunk) -> float:
-  start = time.perf_counter()
-  thunk()
-  return time.perf_counter() - start
+# Timing (the helpers are in timing.py, shared with the other scripts).
 
 
 def choose_repeats(
@@ -176,39 +168,7 @@ def choose_repeats(
   min_repeats: int = MIN_REPEATS,
 ) -> int:
   """Repeats so that each thunk is timed for ~budget_s on average."""
-  # Median of three calls: one call can land on a noise spike.
-  round_s = sum(
-    statistics.median(_time_once(t) for _ in range(3)) for t in thunks
-  )
-  wanted = math.ceil(budget_s * len(thunks) / max(round_s, 1e-9))
-  return max(min_repeats, min(MAX_REPEATS, wanted))
-
-
-def time_interleaved(
-  thunks: dict[str, Thunk], repeats: int
-) -> dict[str, list[float]]:
-  """Seconds per call of each thunk, one sample per repeat, timed round-robin.
-
-  The thunks must already be compiled (see ``warm_up``). Interleaving makes
-  slow drifts (other processes, clock changes) hit every candidate alike;
-  rotating the start stops one candidate always running just after the same
-  neighbour, whose cache footprint it would otherwise inherit. Sample ``i`` of
-  every thunk comes from repeat ``i``, so samples can be compared in pairs.
-  """
-  names = list(thunks)
-  samples: dict[str, list[float]] = {n: [] for n in names}
-  gc_was_enabled = gc.isenabled()
-  # A collection in the middle of one sample would be charged to it alone.
-  gc.disable()
-  try:
-    for r in range(repeats):
-      k = r % len(names)
-      for name in names[k:] + names[:k]:
-        samples[name].append(_time_once(thunks[name]))
-  finally:
-    if gc_was_enabled:
-      gc.enable()
-  return samples
+  return timing.choose_repeats(thunks, budget_s, min_repeats, MAX_REPEATS)
 
 
 # --------------------------------------------------------------------------
@@ -313,12 +273,12 @@ class Result:
   @property
   def fwd_s(self) -> dict[str, float]:
     """Median seconds per call, forward."""
-    return {n: statistics.median(v) for n, v in self.fwd_samples.items()}
+    return timing.medians(self.fwd_samples)
 
   @property
   def fwd_bwd_s(self) -> dict[str, float]:
     """Median seconds per call, forward+backward."""
-    return {n: statistics.median(v) for n, v in self.fwd_bwd_samples.items()}
+    return timing.medians(self.fwd_bwd_samples)
 
   @property
   def repeats(self) -> tuple[int, int]:
@@ -329,17 +289,10 @@ class Result:
     )
 
   def ratio(self, mode: str, name: str, base: str) -> float:
-    """Median over repeats of ``name``'s time over ``base``'s in that repeat.
-
-    The two calls of one repeat run back to back, so a slow spell of the
-    machine (seen here: everything 2x slower for seconds) scales both and
-    cancels in their quotient; a ratio of two medians would instead depend on
-    how such spells fell among the repeats of each.
-    """
+    """Median over repeats of ``name``'s time over ``base``'s in that repeat
+    (see ``timing.paired_ratio``)."""
     samples = self.fwd_samples if mode == "fwd" else self.fwd_bwd_samples
-    return statistics.median(
-      a / b for a, b in zip(samples[name], samples[base])
-    )
+    return timing.paired_ratio(samples[name], samples[base])
 
 
 def measure(candidates: Sequence[Candidate], repeats: int | None) -> Result:
@@ -348,7 +301,7 @@ def measure(candidates: Sequence[Candidate], repeats: int | None) -> Result:
   def group(mode: str) -> dict[str, list[float]]:
     thunks = {c.name: getattr(c, mode) for c in candidates}
     n = repeats or choose_repeats(list(thunks.values()))
-    return time_interleaved(thunks, n)
+    return timing.time_interleaved(thunks, n)
 
   return Result(group("fwd"), group("fwd_bwd"))
 
@@ -366,21 +319,9 @@ def make_inputs(
 # Markdown.
 
 
-def _ms(seconds: float) -> str:
-  return f"{seconds * 1e3:.3f}"
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-  return "(" + ", ".join(str(n) for n in shape) + ")"
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-  lines = [
-    "| " + " | ".join(header) + " |",
-    "|" + "|".join("---" for _ in header) + "|",
-  ]
-  lines += ["| " + " | ".join(row) + " |" for row in rows]
-  return "\n".join(lines)
+# bench_linear_pieces.py calls these as bench.*; they live in timing.py.
+time_interleaved = timing.time_interleaved
+markdown_table = timing.markdown_table
 
 
 def source_version() -> str:
@@ -530,18 +471,22 @@ def run_dense(
       rows.append(
         [
           f"`{name}`",
-          _shape(shape),
-          _ms(r.fwd_s[a]),
-          _ms(r.fwd_s[b]),
+          timing.shape_text(shape),
+          timing.ms(r.fwd_s[a]),
+          timing.ms(r.fwd_s[b]),
           f"{r.ratio('fwd', a, b):.2f}",
-          _ms(r.fwd_bwd_s[a]),
-          _ms(r.fwd_bwd_s[b]),
+          timing.ms(r.fwd_bwd_s[a]),
+          timing.ms(r.fwd_bwd_s[b]),
           f"{fb_ratio:.2f} {verdict}",
           f"{r.repeats[0]}/{r.repeats[1]}",
         ]
       )
-      print(f"  dense {name} {_shape(shape)} done", file=sys.stderr, flush=True)
-  return markdown_table(header, rows), notes
+      print(
+        f"  dense {name} {timing.shape_text(shape)} done",
+        file=sys.stderr,
+        flush=True,
+      )
+  return timing.markdown_table(header, rows), notes
 
 
 def _torch_entmax() -> tuple[Any, Any, str | None]:
@@ -691,7 +636,7 @@ def run_sparse(
     # alone, which flattered every ratio.
     cands = warm_up(cands, notes)
     if not cands or cands[0].name != base:
-      notes.append(f"{_shape(shape)}: baseline failed; no table.")
+      notes.append(f"{timing.shape_text(shape)}: baseline failed; no table.")
       continue
     rows, base_fwd, base_fb, counts = [], [], [], []
     for c in cands[1:]:
@@ -705,9 +650,9 @@ def run_sparse(
       rows.append(
         [
           f"`{c.name}`",
-          _ms(res.fwd_s[c.name]),
+          timing.ms(res.fwd_s[c.name]),
           f"{fwd_ratio:.2f}",
-          _ms(res.fwd_bwd_s[c.name]),
+          timing.ms(res.fwd_bwd_s[c.name]),
           f"{fb_ratio:.2f}",
           _verdict(SPARSE_TARGETS.get(c.name), fwd_ratio, fb_ratio),
           f"{res.repeats[0]}/{res.repeats[1]}",
@@ -717,16 +662,20 @@ def run_sparse(
       0,
       [
         f"`{base}` (median over its pairs)",
-        _ms(statistics.median(base_fwd)),
+        timing.ms(statistics.median(base_fwd)),
         "1.00",
-        _ms(statistics.median(base_fb)),
+        timing.ms(statistics.median(base_fb)),
         "1.00",
         "—",
         "—",
       ],
     )
-    sections.append(f"## {_shape(shape)}\n\n" + markdown_table(header, rows))
-    print(f"  sparse {_shape(shape)} done", file=sys.stderr, flush=True)
+    sections.append(
+      f"## {timing.shape_text(shape)}\n\n" + timing.markdown_table(header, rows)
+    )
+    print(
+      f"  sparse {timing.shape_text(shape)} done", file=sys.stderr, flush=True
+    )
   return "\n\n".join(sections), notes, extra_env, device, ratios
 
 
@@ -780,7 +729,9 @@ def draw_figure(
       )
     ax.axhline(1.0, color="0.5", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xticks(list(ticks), [_shape(s) for s in shapes], rotation=30)
+    ax.set_xticks(
+      list(ticks), [timing.shape_text(s) for s in shapes], rotation=30
+    )
     ax.set_title(f"{label}: time / jax.nn.softmax {label}")
     ax.grid(True, which="both", axis="y", alpha=0.3)
   axes[0].set_ylabel("ratio (log scale)")
@@ -818,7 +769,7 @@ def run_sharded(
   notes = [
     f"{SHARDED_DEVICES} of {jax.device_count()} devices "
     f"({jax.devices()[0].platform}); the class axis of a "
-    f"{_shape(shape)} float32 matrix is split over them."
+    f"{timing.shape_text(shape)} float32 matrix is split over them."
   ]
   if jax.devices()[0].platform == "cpu":
     notes.append(
@@ -872,16 +823,16 @@ def run_sharded(
     rows.append(
       [
         f"`{name}`",
-        _ms(r.fwd_s[a]),
-        _ms(r.fwd_s[b]),
+        timing.ms(r.fwd_s[a]),
+        timing.ms(r.fwd_s[b]),
         f"{r.ratio('fwd', a, b):.2f}",
-        _ms(r.fwd_bwd_s[a]),
-        _ms(r.fwd_bwd_s[b]),
+        timing.ms(r.fwd_bwd_s[a]),
+        timing.ms(r.fwd_bwd_s[b]),
         f"{r.ratio('fwd_bwd', a, b):.2f}",
       ]
     )
     print(f"  sharded {name} done", file=sys.stderr, flush=True)
-  return markdown_table(header, rows), notes
+  return timing.markdown_table(header, rows), notes
 
 
 def parse_shapes(text: str) -> list[tuple[int, ...]]:

@@ -45,7 +45,6 @@ import os
 from pathlib import Path
 import statistics
 import sys
-import time
 from typing import Any
 
 import jax
@@ -55,7 +54,8 @@ import numpy as np
 _ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(_ROOT))
 
-import bench  # noqa: E402  (benchmarks/: timing and report helpers)
+import bench  # noqa: E402  (benchmarks/: report helpers)
+import timing  # noqa: E402  (benchmarks/: timing helpers)
 
 import softjax  # noqa: E402
 from softjax import attention  # noqa: E402
@@ -172,19 +172,13 @@ def warm_and_count(
     return repeats
   slowest = 0.0
   for thunk in thunks.values():
-    start = time.perf_counter()
-    thunk()
-    first = time.perf_counter() - start
+    first = timing.time_once(thunk)
     if first < 1.0:
       thunk()
     slowest = max(slowest, first)
   if repeats is not None:
     return repeats
-  return max(MIN_REPEATS, min(MAX_REPEATS, math.ceil(BUDGET_S / slowest)))
-
-
-def paired_ratio(a: list[float], b: list[float]) -> float:
-  return statistics.median(x / y for x, y in zip(a, b))
+  return timing.repeats_for(BUDGET_S, slowest, MIN_REPEATS, MAX_REPEATS)
 
 
 # ---------------------------------------------------------------------------
@@ -226,12 +220,13 @@ def measure_pair(
   if row["dense_fits"]:
     thunks["dense"] = dense
   n = warm_and_count(thunks, repeats, warm)
-  samples = bench.time_interleaved(thunks, n)
+  samples = timing.time_interleaved(thunks, n)
   row["n"] = n if warm else f"{n}, no warm-up"
-  row["block_ms"] = statistics.median(samples["block"]) * 1e3
+  med = timing.medians(samples)
+  row["block_ms"] = med["block"] * 1e3
   if "dense" in samples:
-    row["dense_ms"] = statistics.median(samples["dense"]) * 1e3
-    row["ratio"] = paired_ratio(samples["block"], samples["dense"])
+    row["dense_ms"] = med["dense"] * 1e3
+    row["ratio"] = timing.paired_ratio(samples["block"], samples["dense"])
   return row
 
 
@@ -244,16 +239,17 @@ def measure_causal(
   causal = Compiled(blockwise_fn(alpha, causal=True), args)
   thunks = {"plain": plain, "causal": causal}
   n = warm_and_count(thunks, repeats, warm)
-  samples = bench.time_interleaved(thunks, n)
+  samples = timing.time_interleaved(thunks, n)
+  med = timing.medians(samples)
   return dict(
     kind="causal",
     length=length,
     alpha=_alpha_key(alpha),
     env=env,
     n=n if warm else f"{n}, no warm-up",
-    plain_ms=statistics.median(samples["plain"]) * 1e3,
-    causal_ms=statistics.median(samples["causal"]) * 1e3,
-    ratio=paired_ratio(samples["causal"], samples["plain"]),
+    plain_ms=med["plain"] * 1e3,
+    causal_ms=med["causal"] * 1e3,
+    ratio=timing.paired_ratio(samples["causal"], samples["plain"]),
     causal_temp=causal.temp_bytes,
     plain_temp=plain.temp_bytes,
   )
@@ -280,30 +276,23 @@ def sweep_blocks(
   if _fits(dense.temp_bytes, args, max_bytes):
     thunks["dense"], temps["dense"] = dense, dense.temp_bytes
   n = warm_and_count(thunks, repeats)
-  wall: dict[str, list[float]] = {name: [] for name in thunks}
-  cpu: dict[str, list[float]] = {name: [] for name in thunks}
+  wall, cpu = timing.time_interleaved_wall_cpu(thunks, n)
   names = list(thunks)
-  for r in range(n):
-    for name in names[r % len(names) :] + names[: r % len(names)]:
-      start_wall, start_cpu = time.perf_counter(), time.process_time()
-      thunks[name]()
-      wall[name].append(time.perf_counter() - start_wall)
-      cpu[name].append(time.process_time() - start_cpu)
   base = "dense" if "dense" in wall else names[0]
   rows = [
     [
       name,
-      bench._ms(statistics.median(wall[name])),  # pylint: disable=protected-access
-      f"{paired_ratio(wall[name], wall[base]):.2f}",
+      timing.ms(statistics.median(wall[name])),
+      f"{timing.paired_ratio(wall[name], wall[base]):.2f}",
       f"{statistics.median(cpu[name]):.2f}",
-      f"{paired_ratio(cpu[name], cpu[base]):.2f}",
+      f"{timing.paired_ratio(cpu[name], cpu[base]):.2f}",
       _mib(temps[name]),
     ]
     for name in names
   ]
   return (
     f"### L = {length}, α = {_alpha_key(alpha)} (n = {n})\n\n"
-    + bench.markdown_table(
+    + timing.markdown_table(
       [
         "blocks (q x k)",
         "fwd+bwd wall (ms)",
@@ -367,14 +356,14 @@ def render(rows: list[dict]) -> str:
     elif not r.get("dense_fits", True):
       dense_ms = f"does not fit (run limit {r['max_bytes'] / 2**30:.0f} GiB)"
     else:
-      dense_ms = bench._ms(r["dense_ms"] / 1e3) if "dense_ms" in r else "—"  # pylint: disable=protected-access
+      dense_ms = timing.ms(r["dense_ms"] / 1e3) if "dense_ms" in r else "—"
     mem = "—"
     if "dense_temp" in r:
       m = r["block_temp"] / r["dense_temp"]
       mem = f"1/{1 / m:.1f}" if m > 0.1 else f"1/{1 / m:.0f}"
       if r["length"] == 4096:
         mem += f" (≤ 1/8) {_verdict(m <= MEMORY_TARGET)}"
-    block_ms = bench._ms(r["block_ms"] / 1e3) if "block_ms" in r else "—"  # pylint: disable=protected-access
+    block_ms = timing.ms(r["block_ms"] / 1e3) if "block_ms" in r else "—"
     table.append(
       [
         r["alpha"],
@@ -388,7 +377,7 @@ def render(rows: list[dict]) -> str:
         str(r.get("n", "—")),
       ]
     )
-  parts = ["### Time and memory", "", bench.markdown_table(header, table), ""]
+  parts = ["### Time and memory", "", timing.markdown_table(header, table), ""]
 
   growth = []
   by_alpha: dict[str, dict[int, dict]] = {}
@@ -427,7 +416,7 @@ def render(rows: list[dict]) -> str:
     "unit length at each length over the previous one (1.00 is exactly "
     "linear).",
     "",
-    bench.markdown_table(
+    timing.markdown_table(
       ["α", "time 16384 / 4096", "temp per length, step to step"], growth
     ),
     "",
@@ -437,8 +426,8 @@ def render(rows: list[dict]) -> str:
       [
         r["alpha"],
         str(r["length"]),
-        bench._ms(r["plain_ms"] / 1e3),  # pylint: disable=protected-access
-        bench._ms(r["causal_ms"] / 1e3),  # pylint: disable=protected-access
+        timing.ms(r["plain_ms"] / 1e3),
+        timing.ms(r["causal_ms"] / 1e3),
         f"{r['ratio']:.2f} (≤ {CAUSAL_TARGET:g}) "
         f"{_verdict(r['ratio'] <= CAUSAL_TARGET)}",
         _mib(r["causal_temp"]),
@@ -449,7 +438,7 @@ def render(rows: list[dict]) -> str:
     parts += [
       "### Causal",
       "",
-      bench.markdown_table(
+      timing.markdown_table(
         [
           "α",
           "L",

@@ -45,6 +45,7 @@ import bench  # benchmarks/bench.py; puts this checkout on sys.path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import timing  # benchmarks/timing.py
 
 import softjax  # the checkout's, via bench
 
@@ -188,7 +189,7 @@ def run_vocab(
     )
   cands = bench.warm_up(cands, notes)
   timed = {c.name: c.fwd_bwd for c in cands}
-  samples = bench.time_interleaved(timed, repeats) if timed else {}
+  samples = timing.time_interleaved(timed, repeats) if timed else {}
   return table_rows(v, temps, names_of, samples, notes)
 
 
@@ -223,9 +224,7 @@ def table_rows(
     fused = "linear_" in label
     if label in samples and base in samples:
       t = statistics.median(samples[label])
-      ratio = statistics.median(
-        a / b for a, b in zip(samples[label], samples[base])
-      )
+      ratio = timing.paired_ratio(samples[label], samples[base])
       time_cell, ratio_cell = f"{t * 1e3:.0f}", f"{ratio:.2f}"
       target = TIME_TARGETS.get(name) if fused and base == BASE else None
       if target is not None:
@@ -349,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     sections.append(
       f"## tokens = {tokens}, d = {dim}, V = {v}\n\n"
-      + bench.markdown_table(header, rows)
+      + timing.markdown_table(header, rows)
     )
     print(f"  V = {v} done", file=sys.stderr, flush=True)
   notes = group_failures(notes)

@@ -9,7 +9,7 @@ Usage::
 
 Phase 1 of issue 17 measured these to plan phase 2 (the results are in that
 report, not in the docs). tokens = 4096, d = 512, float32, blocks of 2048
-classes, all through ``softjax._vocab.scan_vocab``:
+classes, all through ``softjax._losses.vocab.scan_vocab``:
 
 * ``topk``: a forward pass over the vocabulary that keeps each token's k
   largest logits and their class ids, merged block by block either as
@@ -44,7 +44,8 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from softjax._losses import fused as L
+from softjax import _core
+from softjax._losses import fused_softmax
 from softjax._losses import vocab as V
 
 TOKENS, DIM, CHUNK = 4096, 512, 2048
@@ -60,10 +61,10 @@ def fwd_max(h, w):
 
 
 def fwd_lse(h, w):
-  stat = V.scan_vocab(
-    h, w, None, V.Vocab(w.shape[1], CHUNK), L.lse_add, L.lse_start(h.shape[0])
-  )
-  return L.lse_finish(stat, None)
+  add = lambda stat, c: _core.lse_add(stat, c.z)[0]
+  start = _core.lse_start((h.shape[0],), jnp.float32)
+  stat = V.scan_vocab(h, w, None, V.Vocab(w.shape[1], CHUNK), add, start)
+  return _core.lse_finish(stat, None)
 
 
 def fwd_topk(h, w, k, chunk_first):
@@ -89,7 +90,7 @@ def bwd_softmax(h, w, ids, c):
   del ids, c
   lse = jnp.full(h.shape[0], 10.0)
   labels = jnp.zeros(h.shape[0], jnp.int32)
-  return L.softmax_bwd_pass(
+  return fused_softmax.softmax_bwd_pass(
     h, w, None, labels, lse, jnp.ones(h.shape[0]), V.Vocab(w.shape[1], CHUNK)
   )[:2]
 

@@ -6,7 +6,7 @@ Usage::
                                     [--repeats N] [--quick] [--out DIR]
 
 softjax's sparse maps find their threshold with a ``lax.while_loop``
-(``softjax/_threshold.py``): one pass over the rows at the start point, then
+(``softjax/_core/solver.py``): one pass over the rows at the start point, then
 at most ``n_iter - 1`` loop iterations, each one fused pass with one
 reduction. Rows of at least 256 entries first solve a 16 times smaller
 problem (their block maxima) with the same cap. This script times the
@@ -44,6 +44,7 @@ import sys
 import bench  # noqa: E402
 import jax
 import numpy as np
+import timing  # noqa: E402  (benchmarks/timing.py)
 
 import softjax  # noqa: E402
 
@@ -81,10 +82,6 @@ def _label(cap: int | None) -> str:
   return "default" if cap is None else str(cap)
 
 
-def _ms(seconds: float) -> str:
-  return f"{seconds * 1e3:.3f}"
-
-
 def _converged_from(outputs: dict[int | None, np.ndarray]) -> int | None:
   """The smallest cap whose output equals the default cap's, bit for bit."""
   for cap in CAPS[:-1]:
@@ -119,15 +116,13 @@ def measure_function(
     thunks[_label(cap)] = lambda f=f: jax.block_until_ready(f(x))
   jax.block_until_ready(jax.nn.softmax(x))
   n = repeats or bench.choose_repeats(list(thunks.values()))
-  samples = bench.time_interleaved(thunks, n)
-  med = {k: statistics.median(v) for k, v in samples.items()}
+  samples = timing.time_interleaved(thunks, n)
+  med = timing.medians(samples)
   times = {cap: med[_label(cap)] for cap in CAPS}
   converged = _converged_from(outputs)
   step = _per_step(times, converged)
-  ratio_default = statistics.median(
-    a / b for a, b in zip(samples["default"], samples["softmax"])
-  )
-  row = [_ms(times[c]) for c in CAPS]
+  ratio_default = timing.paired_ratio(samples["default"], samples["softmax"])
+  row = [timing.ms(times[c]) for c in CAPS]
   row += [
     f"{ratio_default:.2f}",
     "> 8" if converged is None else f"n_iter = {converged}",
@@ -157,7 +152,7 @@ def run(
   sections = []
   for shape in shapes:
     x, _ = bench.make_inputs(shape)
-    name_of_shape = "(" + ", ".join(str(n) for n in shape) + ")"
+    name_of_shape = timing.shape_text(shape)
     rows, base = [], []
     for name, alpha in functions.items():
       row, softmax_s = measure_function(x, alpha, repeats)
@@ -170,8 +165,8 @@ def run(
       )
     sections.append(
       f"## {name_of_shape}\n\n`jax.nn.softmax` forward: "
-      f"{_ms(statistics.median(base))} ms (median over the groups).\n\n"
-      + bench.markdown_table(header, rows)
+      f"{timing.ms(statistics.median(base))} ms (median over the groups).\n\n"
+      + timing.markdown_table(header, rows)
     )
   return "\n\n".join(sections)
 

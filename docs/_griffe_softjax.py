@@ -15,8 +15,8 @@ never modified) this extension rewrites, in every docstring of the package:
 * an ``Example:`` section title to ``Examples:``, the Google-style section
   whose doctests griffe renders as code.
 
-Shared text (``{key}`` placeholders, see ``softjax/_docs.py``) is filled in
-first, as ``softjax._docs.shared`` does at import.
+Shared text (``{key}`` placeholders, see ``softjax/_core/docs.py``) is filled in
+first, as ``softjax._core.docs.shared`` does at import.
 
 It also checks the public API (``__all__`` of ``softjax`` and of its public
 submodules, or their public functions when there is no ``__all__``): every
@@ -47,7 +47,7 @@ PACKAGE = "softjax"
 
 
 def _load_docs_module():
-  """softjax/_docs.py, loaded from the checkout (not an installed softjax)."""
+  """softjax/_core/docs.py from the checkout (not an installed softjax)."""
   path = (
     pathlib.Path(__file__).resolve().parents[1] / PACKAGE / "_core" / "docs.py"
   )

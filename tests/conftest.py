@@ -4,6 +4,10 @@ Nothing here names a backend: on a GPU or TPU machine the same suite runs on
 the accelerator, and the flag below only affects the host platform. The
 multi-device tests take their devices from ``tests/_devices.py``: the
 accelerators when there are 8, else these 8 host devices.
+
+Two tiers, split by the ``slow`` marker (see pyproject.toml): the full suite,
+``pytest -n 2 tests``, and the unit tier (a few minutes),
+``pytest -n 2 -m "not slow" tests``. Seeded inputs: ``tests/_inputs.py``.
 """
 
 import os
@@ -19,6 +23,7 @@ if _FLAG not in os.environ.get("XLA_FLAGS", ""):
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import _devices  # noqa: E402
+import _tiers  # noqa: E402
 from hypothesis import HealthCheck  # noqa: E402
 from hypothesis import settings  # noqa: E402
 import jax  # noqa: E402  (must come after XLA_FLAGS is set)
@@ -63,3 +68,8 @@ def devices() -> list[jax.Device]:
 @pytest.fixture(scope="session")
 def n_devices(devices: list[jax.Device]) -> int:
   return len(devices)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+  # The slow marks that tests/_tiers.py keeps for other files (UNIT_IDS).
+  _tiers.mark_unit_ids(items)

@@ -27,8 +27,12 @@ import numpy as np
 import pytest
 
 import softjax
+from softjax import _core
 from softjax import attention
-from softjax._attention import blockwise as _blockwise
+from softjax._attention import blockwise
+from softjax._attention import forward
+from softjax._attention import layout
+from softjax._attention import rules
 
 PER_HEAD = "per_head"
 ALPHA_IDS = {
@@ -274,8 +278,8 @@ def test_plan_visits_exactly_the_unmasked_blocks():
     (5, 70, 4, 32),
   ]:
     for causal in (False, True):
-      cfg = _blockwise._Config(q_len, kv_len, bq, bk, causal, 0.0, True, None)
-      plan = _blockwise._plan(cfg)
+      cfg = layout.Config(q_len, kv_len, bq, bk, causal, 0.0, True, None)
+      plan = layout.plan(cfg)
       qi = np.arange(cfg.n_q * bq)[:, None]
       kj = np.arange(cfg.n_k * bk)[None, :]
       visible = (qi < q_len) & (kj < kv_len)
@@ -318,16 +322,16 @@ def test_sparse_passes_visit_exactly_the_blocks_with_weight():
   split = np.asarray(weights).reshape(2, heads, n, block, n, block)
   want = np.any(split > 0, axis=(0, 1, 3, 5))
   assert want.any() and not want.all()
-  cfg = _blockwise._config(
+  cfg = blockwise.config(
     (length, length), (block, block, None), False, None, 0.0, True, True, None
   )
   scale = 1 / np.sqrt(q.shape[-1])
-  arrays = _blockwise._to_blocks(q, k, v, bias, None, scale, cfg, jnp.float32)
-  rule = _blockwise._rule(
-    _blockwise._family(alpha, heads, heads, jnp.float32), cfg
+  arrays = layout.to_blocks(q, k, v, bias, None, scale, cfg, jnp.float32)
+  rule = rules.rule(
+    _core.member_for_heads(alpha, heads, heads, jnp.float32), cfg
   )
-  ops = _blockwise._Operands(*arrays, None)
-  live = jax.jit(lambda ops: _blockwise._entmax_pass(cfg, rule, ops)[2])(ops)
+  ops = layout.Operands(*arrays, None)
+  live = jax.jit(lambda ops: forward.entmax_pass(cfg, rule, ops)[2])(ops)
   np.testing.assert_array_equal(live, want)
 
 
@@ -519,13 +523,11 @@ def test_empty_lengths_give_empty_or_zero_output():
 def test_static_alpha_one_keeps_online_softmax():
   """α = 1.0 (a float) takes the one-sweep online softmax; an array α the
   family's passes, even where it equals 1 (and gives the same values)."""
-  cfg = _blockwise._Config(8, 8, 8, 8, False, 0.0, True, None)
-  rule = lambda a: _blockwise._rule(
-    _blockwise._family(a, 2, 2, jnp.float32), cfg
-  )
-  assert rule(1.0) is _blockwise._SOFTMAX and rule(1) is _blockwise._SOFTMAX
-  assert isinstance(rule(jnp.ones(2)), _blockwise._Entmax)
-  assert isinstance(rule(1.5), _blockwise._Entmax)
+  cfg = layout.Config(8, 8, 8, 8, False, 0.0, True, None)
+  rule = lambda a: rules.rule(_core.member_for_heads(a, 2, 2, jnp.float32), cfg)
+  assert rule(1.0) is rules.SOFTMAX and rule(1) is rules.SOFTMAX
+  assert isinstance(rule(jnp.ones(2)), rules.Entmax)
+  assert isinstance(rule(1.5), rules.Entmax)
 
 
 def test_alpha_above_two_bisects():

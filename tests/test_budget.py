@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 
+import _inputs
 import _references as ref
+from _tiers import slow_except
 import chex
 from hypothesis import given
 from hypothesis import settings
@@ -31,14 +33,6 @@ KS = (1.0, 2.5, 4.0)
 # Per entry: the row sum is k to a few ulps of k, an error the fractional
 # entries share, and z - tau is rounded once.
 TOL32 = 4e-6
-
-
-def _rng(seed=0):
-  return np.random.default_rng(seed)
-
-
-def _scores(shape, scale=2.0, seed=0, dtype=np.float32):
-  return (scale * _rng(seed).normal(size=shape)).astype(dtype)
 
 
 def _budget(x, k, axis=-1):
@@ -82,7 +76,7 @@ def _assert_budget(p, expected, k, axis=-1, tol=TOL32, margin=None):
 
 
 def test_references_agree():
-  z = _scores((6, 11), seed=1).astype(np.float64)
+  z = _inputs.scores((6, 11), 2.0, seed=1).astype(np.float64)
   for k in (1.0, 2.5, 7.0, 11.0):
     np.testing.assert_allclose(
       ref.budget(z, k), ref.budget_bisect(z, k), rtol=0, atol=1e-13
@@ -119,10 +113,10 @@ SHAPE_CASES = (
 )
 
 
-@pytest.mark.parametrize("scale", [0.01, 1.0, 30.0])
+@pytest.mark.parametrize("scale", slow_except([0.01, 1.0, 30.0], 1.0))
 def test_matches_reference(scale):
   cases = [
-    (name, _scores(shape, scale, seed=i), axis, k)
+    (name, _inputs.scores(shape, scale, seed=i), axis, k)
     for i, (name, shape, axis, ks) in enumerate(SHAPE_CASES)
     for k in ks
   ]
@@ -147,18 +141,20 @@ def test_long_rows_warm_start(k):
   # rows, -1e9 padding (a far outlier stretching the bracket), a k larger
   # than the live block maxima.
   n = 1024
-  rows = [_scores((n,), s, seed=i) for i, s in enumerate((0.01, 1.0, 30.0))]
-  clustered = _scores((n,), 1.0, seed=5)
+  rows = [
+    _inputs.scores((n,), s, seed=i) for i, s in enumerate((0.01, 1.0, 30.0))
+  ]
+  clustered = _inputs.scores((n,), 1.0, seed=5)
   clustered[16:48] = 6.0 + np.linspace(0.0, 0.1, 32)
   tied = np.zeros(n, np.float32)
   tied[::16] = 1.0
-  padded = _scores((n,), 1.0, seed=6)
+  padded = _inputs.scores((n,), 1.0, seed=6)
   padded[700:] = -1e9
   few_blocks = np.full(n, -50.0, np.float32)
-  few_blocks[:5] = _scores((5,), seed=7)
+  few_blocks[:5] = _inputs.scores((5,), 2.0, seed=7)
   few_blocks[5::300] = 3.0
   x = np.stack(rows + [clustered, tied, padded, few_blocks])
-  masked = _scores((1, n), 3.0, seed=8)
+  masked = _inputs.scores((1, n), 3.0, seed=8)
   masked[:, ::3] = -INF
   p, pm = jax.jit(
     lambda x, m: (
@@ -175,7 +171,7 @@ def test_long_rows_warm_start(k):
 
 
 def test_long_row_against_bisection():
-  x = _scores((2, 100_000), 1.0, seed=9)
+  x = _inputs.scores((2, 100_000), 1.0, seed=9)
   p = np.asarray(jax.jit(lambda x: softjax.budget_sparsemax(x, 50.0))(x))
   expected = ref.budget_bisect(x, 50.0)
   _assert_budget(p, expected, 50.0, margin=_margins(x, 50.0), tol=2e-5)
@@ -183,7 +179,7 @@ def test_long_row_against_bisection():
 
 
 def test_float64():
-  x = _scores((4, 3, 9), 3.0, seed=10, dtype=np.float64)
+  x = _inputs.scores((4, 3, 9), 3.0, seed=10, dtype=np.float64)
   k = np.array([[[1.0]], [[2.5]], [[4.0]], [[8.5]]])
   with jax.enable_x64(True):
     p = jax.jit(softjax.budget_sparsemax)(x, k)
@@ -192,7 +188,7 @@ def test_float64():
 
 
 def test_k_one_is_sparsemax_and_k_n_is_all_ones():
-  x = _scores((6, 7), seed=11)
+  x = _inputs.scores((6, 7), 2.0, seed=11)
   one, sp, full, near = jax.jit(
     lambda x: (
       softjax.budget_sparsemax(x, 1.0),
@@ -208,7 +204,7 @@ def test_k_one_is_sparsemax_and_k_n_is_all_ones():
 
 
 def test_order_preserving_and_translation_invariant():
-  x = np.round(_scores((8, 12), seed=12) * 256) / 256
+  x = np.round(_inputs.scores((8, 12), 2.0, seed=12) * 256) / 256
   c = np.array([[-37.0], [0.5], [1000.0], [3.0]] * 2, np.float32)
   p, q = jax.jit(
     lambda x, c: (
@@ -227,7 +223,7 @@ def test_matches_pytorch_entmax():
   entmax = pytest.importorskip("entmax")
   if not hasattr(entmax, "budget_bisect"):
     pytest.skip("this entmax has no budget_bisect")
-  x = _scores((6, 9), seed=13).astype(np.float64)
+  x = _inputs.scores((6, 9), 2.0, seed=13).astype(np.float64)
   for k in (2, 3):
     theirs = entmax.budget_bisect(torch.tensor(x), budget=k, n_iter=100)
     np.testing.assert_allclose(
@@ -243,11 +239,9 @@ def test_matches_pytorch_entmax():
 # --------------------------------------------------------------------------
 
 
-def _grid_rows(rows, d=7, seed=0):
-  """Rows on a spaced grid: every entry is >= 0.05 from the kinks for the
-  k used below (asserted), far beyond check_grads' step."""
-  base = 0.53 * np.arange(d) - 1.5
-  return np.stack([_rng(seed + r).permutation(base) for r in range(rows)])
+# Rows on a spaced grid: every entry is >= 0.05 from the kinks for the k
+# used below (asserted), far beyond check_grads' step.
+_grid_rows = functools.partial(_inputs.grid, d=7, spacing=0.53, shift=1.5)
 
 
 _K_ROWS = np.array([[1.25], [2.15], [3.35]])
@@ -266,7 +260,7 @@ def test_grads_x(k):
 def test_grads_k_and_temperature():
   x = _grid_rows(3, seed=3)
   t = np.array([[0.97], [1.0], [1.03]])
-  t_full = _rng(4).uniform(0.99, 1.01, x.shape)
+  t_full = _inputs.rng(4).uniform(0.99, 1.01, x.shape)
   assert _margins(x / t, _K_ROWS).min() > 0.02
   assert _margins(x / t_full, _K_ROWS).min() > 0.02
   with jax.enable_x64(True):
@@ -282,7 +276,7 @@ def test_grad_closed_form():
   # dx = 1_F (g - mean_F g) and dk = mean_F g, F the fractional entries of
   # the reference.
   x = _grid_rows(3, seed=5)
-  g = _rng(6).normal(size=x.shape)
+  g = _inputs.rng(6).normal(size=x.shape)
   with jax.enable_x64(True):
     gx, gk = jax.jit(
       jax.grad(
@@ -315,11 +309,11 @@ def test_grad_k_is_zero_without_a_fraction():
 
 
 def test_mask_exact_zeros_gradient_and_empty_rows():
-  x = _scores((3, 6), seed=14)
+  x = _inputs.scores((3, 6), 2.0, seed=14)
   m = np.array(
     [[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool
   )
-  g = _scores((3, 6), 1.0, seed=15)
+  g = _inputs.scores((3, 6), 1.0, seed=15)
   k = np.array([[2.5], [1.5], [3.0]], np.float32)
   f = lambda x: softjax.budget_sparsemax(x, k, where=m)
   p, grad = jax.jit(lambda x: (f(x), jax.grad(lambda x: (f(x) * g).sum())(x)))(
@@ -336,8 +330,8 @@ def test_mask_exact_zeros_gradient_and_empty_rows():
 
 
 def test_temperature_is_division():
-  x = _scores((4, 7), seed=16)
-  t_row = _rng(17).uniform(0.5, 2.0, (4, 1)).astype(np.float32)
+  x = _inputs.scores((4, 7), 2.0, seed=16)
+  t_row = _inputs.temperature(x.shape, "row", seed=17, dtype=np.float32)
   outs = jax.jit(
     lambda x, t: (
       softjax.budget_sparsemax(x, 2.5, temperature=0.7),
@@ -364,7 +358,7 @@ def test_nonfinite_and_extreme_scores():
     ],
     np.float32,
   )
-  w = _scores(x.shape, 1.0, seed=18)
+  w = _inputs.scores(x.shape, 1.0, seed=18)
   f = lambda x, k: softjax.budget_sparsemax(x, k)
   for k in (1.5, 3.0):
     p, grad = jax.jit(
@@ -390,7 +384,7 @@ def test_nonfinite_and_extreme_scores():
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 def test_half_precision(dtype):
-  x = jnp.asarray(_scores((4, 8), seed=19)).astype(dtype)
+  x = jnp.asarray(_inputs.scores((4, 8), 2.0, seed=19)).astype(dtype)
   p = jax.jit(lambda x: softjax.budget_sparsemax(x, 2.5))(x)
   chex.assert_type(p, dtype)
   expected = ref.budget(np.asarray(x.astype(jnp.float32)), 2.5)
@@ -410,11 +404,11 @@ class VariantsTest(chex.TestCase):
     with_jit=True, without_jit=True, with_device=True, with_pmap=True
   )
   def test_array_k_mask_temperature(self):
-    x = _scores((4, 7), seed=20)
+    x = _inputs.scores((4, 7), 2.0, seed=20)
     k = np.array([[1.0], [2.5], [0.5], [4.0]], np.float32)
-    where = _rng(21).random((4, 7)) < 0.8
+    where = _inputs.random_mask((4, 7), 21, 0.8)
     where[:, :5] = True
-    t = _rng(22).uniform(0.5, 2.0, (4, 1)).astype(np.float32)
+    t = _inputs.temperature((4, 7), "row", seed=22, dtype=np.float32)
     p = self.variant(
       lambda x, k, m, t: softjax.budget_sparsemax(x, k, where=m, temperature=t)
     )(x, k, where, t)
@@ -428,7 +422,7 @@ class VariantsTest(chex.TestCase):
 
 
 def test_vmap_matches_batched_call():
-  x = _scores((4, 3, 7), seed=23)
+  x = _inputs.scores((4, 3, 7), 2.0, seed=23)
   k = np.linspace(1.0, 4.0, 4, dtype=np.float32).reshape(4, 1, 1)
   f = lambda x, k: softjax.budget_sparsemax(x, k)
   batched, mapped = jax.jit(lambda x, k: (f(x, k), jax.vmap(f)(x, k)))(x, k)
@@ -518,7 +512,7 @@ def test_random_rows(base, scale, ks):
   # Dyadic scores (x + 64 is exact), ties included; one k per row.
   x = (np.asarray(base, np.float32) / 64 * np.float32(scale)).reshape(4, 6)
   k = np.asarray(ks, np.float32).reshape(4, 1)
-  w, v = _rng(30).normal(size=(2, 4, 6)).astype(np.float32)
+  w, v = _inputs.rng(30).normal(size=(2, 4, 6)).astype(np.float32)
   p, shifted, g, gk, hv = map(np.asarray, _property_runner()(x, k, w, v))
   assert ((p >= 0) & (p <= 1)).all()
   # Scores are shifted by the row maximum: each entry carries the float32

@@ -160,6 +160,7 @@ def test_errors(
   assert "usage: python -m softjax" in captured.err
 
 
+@pytest.mark.slow  # a subprocess that imports JAX
 def test_python_dash_m() -> None:
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(

@@ -64,6 +64,7 @@ def dry_run(
   return proc, out
 
 
+@pytest.mark.slow  # the dry run: every stage, on the CPU
 def test_dry_run_passes_and_writes_every_file(dry_run) -> None:
   proc, out = dry_run
   assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -75,6 +76,7 @@ def test_dry_run_passes_and_writes_every_file(dry_run) -> None:
   assert "docs/benchmarks/gpu.md left alone" in log
 
 
+@pytest.mark.slow  # the dry run: every stage, on the CPU
 def test_dry_run_tables(dry_run) -> None:
   _, out = dry_run
   env = (out / "env.md").read_text()
@@ -107,6 +109,7 @@ def test_dry_run_tables(dry_run) -> None:
   assert tests.finished and "tests collected" in tests.summary
 
 
+@pytest.mark.slow  # the dry run: every stage, on the CPU
 def test_dry_run_report_page(dry_run) -> None:
   _, out = dry_run
   page = (out / "gpu.md").read_text()

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 
+from _tiers import slow_except
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -67,6 +68,7 @@ def _public_api() -> dict[str, list[str]]:
   return api
 
 
+@pytest.mark.slow  # a full mkdocs build in a subprocess
 def test_mkdocs_build_strict(tmp_path: pathlib.Path) -> None:
   _need_docs_packages()
   site = tmp_path / "site"
@@ -193,7 +195,9 @@ def _page_examples(page: str) -> str:
   return "\n".join(b for b in blocks if ">>>" in b)
 
 
-@pytest.mark.parametrize("page", DOCTEST_PAGES)
+@pytest.mark.parametrize(
+  "page", slow_except(DOCTEST_PAGES, "index.md", "gradients.md")
+)
 def test_page_examples(page: str) -> None:
   source = _page_examples(page)
   assert source, f"no >>> examples in docs/{page}"

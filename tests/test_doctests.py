@@ -23,6 +23,13 @@ OPTIONFLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 # module -> reason, for docstring examples known to be wrong in softjax.
 # strict: the test fails once the example is fixed, so the entry gets removed.
 KNOWN_FAILURES: dict[str, str] = {}
+# Modules whose examples take seconds (they train or compile attention and
+# vocabulary-sized losses): run in the full suite only (the slow marker).
+SLOW = {
+  "softjax._attention.blockwise",
+  "softjax._attention.dense",
+  "softjax._losses.linear",
+}
 
 
 def _find(name):
@@ -34,9 +41,9 @@ def _find(name):
 
 def _params():
   for name in MODULES:
-    marks = ()
+    marks = (pytest.mark.slow,) if name in SLOW else ()
     if name in KNOWN_FAILURES:
-      marks = (pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name]),)
+      marks += (pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[name]),)
     yield pytest.param(name, marks=marks, id=name)
 
 

@@ -12,6 +12,9 @@ import sys
 
 import pytest
 
+# Each example is a subprocess that imports JAX and trains for a while.
+pytestmark = pytest.mark.slow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -163,6 +163,8 @@ def _with_gradient(functions):
     )
 
 
+# Every public function: the unit tier keeps one export, the one below.
+@pytest.mark.slow
 @pytest.mark.parametrize("fn", list(_with_gradient(PUBLIC_FUNCTIONS)))
 def test_exports_for_all_platforms(fn):
   exported = jax.export.export(jax.jit(fn), platforms=list(PLATFORMS))(

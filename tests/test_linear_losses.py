@@ -22,7 +22,7 @@ import optax
 import pytest
 
 from softjax import losses
-from softjax._losses import fused as _linear_loss
+from softjax._losses import fused
 
 # name -> (fused loss, materialised loss), both f(..., labels, **kw).
 LOSSES = {
@@ -273,7 +273,7 @@ def test_support_wider_than_candidates(name):
     loss = f(h, w, b)
     return jnp.sum(loss * u), loss
 
-  fused = lambda h, w, b: _linear_loss.run(
+  linear = lambda h, w, b: fused.run(
     h, w, y, ALPHA[name], b, 16, None, candidates=2
   )
   full = lambda h, w, b: LOSSES[name][1](_logits(h, w, b), y)
@@ -282,7 +282,7 @@ def test_support_wider_than_candidates(name):
       functools.partial(objective, f), argnums=(0, 1, 2), has_aux=True
     )
   )
-  (_, got), grads = grad(fused)(h, w, b)
+  (_, got), grads = grad(linear)(h, w, b)
   (_, want), ref_grads = grad(full)(h, w, b)
   z = np.asarray(_logits(h, w, b), np.float64)
   support = np.sum(ref.entmax_margin(z, ALPHA[name]) > 0, -1)

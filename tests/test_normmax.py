@@ -12,7 +12,11 @@ and central differences of the bisection for d/dalpha. PyTorch's
 
 from __future__ import annotations
 
+import functools
+
+import _inputs
 import _references as ref
+from _tiers import slow_except
 import chex
 import jax
 import jax.numpy as jnp
@@ -35,14 +39,6 @@ def _tol(alpha):
   return TOL32 if np.max(alpha) <= 2 else TOL32_STEEP
 
 
-def _rng(seed=0):
-  return np.random.default_rng(seed)
-
-
-def _scores(shape, scale=2.0, seed=0, dtype=np.float32):
-  return (scale * _rng(seed).normal(size=shape)).astype(dtype)
-
-
 def _assert_matches(p, x, alpha, axis=-1, tol=None):
   expected = ref.along(lambda z: ref.normmax_bisect(z, alpha), x, axis)
   p = np.asarray(p, np.float64)
@@ -61,7 +57,7 @@ def _assert_matches(p, x, alpha, axis=-1, tol=None):
 
 
 def test_reference_and_its_limits():
-  z = _scores((6, 11), seed=1).astype(np.float64)
+  z = _inputs.scores((6, 11), 2.0, seed=1).astype(np.float64)
   # alpha = 2: p is proportional to sqrt(entmax15(2 z)) (the reduction to
   # entmax that softjax uses), here with the sort-based entmax15.
   root = np.sqrt(ref.entmax15(2 * z))
@@ -82,14 +78,14 @@ def test_reference_and_its_limits():
   p = ref.normmax_bisect(z, 2.5)
   value = lambda q: (q * z).sum(-1) - ((q**2.5).sum(-1)) ** (1 / 2.5)
   for seed in range(5):
-    other = _rng(seed).dirichlet(np.ones(11), size=6)
+    other = _inputs.rng(seed).dirichlet(np.ones(11), size=6)
     mixed = 0.9 * p + 0.1 * other
     assert (value(mixed) <= value(p) + 1e-12).all()
   # Margins are positive exactly on the support.
   np.testing.assert_array_equal(ref.normmax_margin(z, 2.5) > 0, p > 0)
 
 
-@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("alpha", slow_except(ALPHAS, 1.5, 3.0))
 def test_matches_reference(alpha):
   cases = [
     ((5, 9), -1),
@@ -99,7 +95,7 @@ def test_matches_reference(alpha):
     ((2, 3, 2), None),
   ]
   xs = [
-    np.stack([_scores(shape, s, seed=i) for s in (0.01, 1.0, 10.0)])
+    np.stack([_inputs.scores(shape, s, seed=i) for s in (0.01, 1.0, 10.0)])
     for i, (shape, _) in enumerate(cases)
   ]
   # The same axes of the stacked arrays (a new leading axis).
@@ -119,7 +115,7 @@ def test_matches_reference(alpha):
 
 
 def test_array_alpha_matches_per_row_reference():
-  x = _scores((6, 10), seed=2)
+  x = _inputs.scores((6, 10), 2.0, seed=2)
   alpha = np.array([[1.1], [1.5], [2.0], [2.7], [4.0], [8.0]], np.float32)
   p = jax.jit(softjax.normmax)(x, alpha)
   _assert_matches(p, x, alpha.astype(np.float64))
@@ -128,14 +124,14 @@ def test_array_alpha_matches_per_row_reference():
 @pytest.mark.parametrize("alpha", [1.5, 2.0, 4.0])
 def test_long_rows(alpha):
   # Rows long enough for the solver's warm start, one with a masked third.
-  x = _scores((3, 4096), 3.0, seed=3)
+  x = _inputs.scores((3, 4096), 3.0, seed=3)
   p = np.asarray(jax.jit(lambda x: softjax.normmax(x, alpha))(x))
   _assert_matches(p, x, alpha)
   assert (p == 0).any()
 
 
 def test_float64():
-  x = _scores((3, 4, 7), 2.0, seed=4, dtype=np.float64)
+  x = _inputs.scores((3, 4, 7), 2.0, seed=4, dtype=np.float64)
   with jax.enable_x64(True):
     for alpha in (2.0, 1.3, np.full((3, 4, 1), 3.5)):
       p = jax.jit(softjax.normmax)(x, alpha)
@@ -146,7 +142,7 @@ def test_float64():
 def test_alpha_limits():
   # Rows with gaps >= 0.2 between entries.
   x = np.stack(
-    [_rng(r).permutation(0.23 * np.arange(6)) for r in range(4)]
+    [_inputs.rng(r).permutation(0.23 * np.arange(6)) for r in range(4)]
   ).astype(np.float32)
   near_one, big, huge = jax.jit(
     lambda x: (
@@ -166,7 +162,7 @@ def test_alpha_limits():
 
 
 def test_order_preserving_and_translation_invariant():
-  x = np.round(_scores((8, 12), seed=6) * 256) / 256
+  x = np.round(_inputs.scores((8, 12), 2.0, seed=6) * 256) / 256
   c = np.array([[-37.0], [0.5], [1000.0], [3.0]] * 2, np.float32)
   for alpha in (2.0, 3.0):
     p, q = jax.jit(
@@ -183,7 +179,7 @@ def test_matches_pytorch_entmax():
   entmax = pytest.importorskip("entmax")
   if not hasattr(entmax, "normmax_bisect"):
     pytest.skip("this entmax has no normmax_bisect")
-  x = _scores((6, 9), seed=7).astype(np.float64)
+  x = _inputs.scores((6, 9), 2.0, seed=7).astype(np.float64)
   for alpha in (1.5, 2.0, 3.0):
     theirs = entmax.normmax_bisect(torch.tensor(x), alpha=alpha, n_iter=100)
     np.testing.assert_allclose(
@@ -199,17 +195,15 @@ def test_matches_pytorch_entmax():
 # --------------------------------------------------------------------------
 
 
-def _grid(rows, d=6, seed=0):
-  """Permutations of a spaced grid, >= 0.04 from the support edge for the
-  alphas used (asserted), far beyond check_grads' step."""
-  base = 0.55 * np.arange(d) - 1.0
-  return np.stack([_rng(seed + r).permutation(base) for r in range(rows)])
+# Permutations of a spaced grid, >= 0.04 from the support edge for the
+# alphas used (asserted), far beyond check_grads' step.
+_grid = functools.partial(_inputs.grid, d=6, spacing=0.55)
 
 
 _ARRAY_ALPHA = np.array([[1.3], [2.0], [3.5]])
 
 
-@pytest.mark.parametrize("alpha", [2.0, 3.0, "array"])
+@pytest.mark.parametrize("alpha", slow_except([2.0, 3.0, "array"], "array"))
 def test_grads_x(alpha):
   a = _ARRAY_ALPHA if alpha == "array" else alpha
   x = _grid(3)
@@ -223,7 +217,7 @@ def test_grad_closed_form():
   # MATH.md, with the reference p: s = p^(2 - alpha), a = p,
   # dz = [g s - <g, s> a - <g, a> (s - sum(s) a)] ||p||^(alpha-1) / (alpha-1).
   x = _grid(3, seed=3)
-  g = _rng(4).normal(size=x.shape)
+  g = _inputs.rng(4).normal(size=x.shape)
   with jax.enable_x64(True):
     grads = jax.jit(
       lambda x: [
@@ -249,7 +243,7 @@ def test_grad_alpha():
   x = _grid(4, seed=5)
   alpha = np.array([[1.2], [1.7], [2.0], [3.3]])
   assert np.abs(ref.normmax_margin(x, alpha)).min() > 0.04
-  g = _rng(6).normal(size=x.shape)
+  g = _inputs.rng(6).normal(size=x.shape)
   with jax.enable_x64(True):
     f = jax.jit(lambda a: softjax.normmax(jnp.asarray(x), a))
     check_grads(f, (jnp.asarray(alpha),), order=2, modes=["rev"])
@@ -266,11 +260,10 @@ def test_grad_alpha():
   )
 
 
-@pytest.mark.parametrize("kind", ["row", "full"])
+@pytest.mark.parametrize("kind", slow_except(["row", "full"], "full"))
 def test_temperature_grads(kind):
   x = _grid(3, seed=7)
-  shape = (3, 1) if kind == "row" else x.shape
-  t = _rng(8).uniform(0.95, 1.05, shape)
+  t = _inputs.temperature(x.shape, kind, seed=8, low=0.95, high=1.05)
   assert np.abs(ref.normmax_margin(x / t, _ARRAY_ALPHA)).min() > 0.01
   with jax.enable_x64(True):
     f = lambda x, t: softjax.normmax(
@@ -290,12 +283,12 @@ def test_temperature_grads(kind):
 
 @pytest.mark.parametrize("alpha", [2.0, 3.0, "array"])
 def test_mask_exact_zeros_gradient_and_empty_rows(alpha):
-  x = _scores((3, 6), seed=9)
+  x = _inputs.scores((3, 6), 2.0, seed=9)
   m = np.array(
     [[1, 0, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]], bool
   )
   a = np.array([[1.5], [2.0], [2.5]], np.float32) if alpha == "array" else alpha
-  g = _scores((3, 6), 1.0, seed=10)
+  g = _inputs.scores((3, 6), 1.0, seed=10)
   f = lambda x, a: softjax.normmax(x, a, where=m)
   p, grad, ga = jax.jit(
     lambda x, a: (
@@ -325,7 +318,7 @@ def test_nonfinite_scores():
     ],
     np.float32,
   )
-  w = _scores(x.shape, 1.0, seed=11)
+  w = _inputs.scores(x.shape, 1.0, seed=11)
   for alpha in (2.0, 3.0):
     f = lambda x: softjax.normmax(x, alpha)
     p, grad = jax.jit(
@@ -345,7 +338,7 @@ def test_nonfinite_scores():
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
 def test_half_precision(dtype):
-  x = jnp.asarray(_scores((4, 8), seed=12)).astype(dtype)
+  x = jnp.asarray(_inputs.scores((4, 8), 2.0, seed=12)).astype(dtype)
   p = jax.jit(lambda x: softjax.normmax(x, 2.0))(x)
   chex.assert_type(p, dtype)
   expected = ref.normmax_bisect(np.asarray(x.astype(jnp.float32)), 2.0)
@@ -361,11 +354,11 @@ class VariantsTest(chex.TestCase):
     with_jit=True, without_jit=True, with_device=True, with_pmap=True
   )
   def test_array_alpha_mask_temperature(self):
-    x = _scores((4, 7), seed=13)
+    x = _inputs.scores((4, 7), 2.0, seed=13)
     alpha = np.array([[1.2], [2.0], [3.0], [6.0]], np.float32)
-    where = _rng(14).random((4, 7)) < 0.7
+    where = _inputs.random_mask((4, 7), 14, 0.7)
     where[:, 0] = True
-    t = _rng(15).uniform(0.5, 2.0, (4, 1)).astype(np.float32)
+    t = _inputs.temperature((4, 7), "row", seed=15, dtype=np.float32)
     p = self.variant(
       lambda x, a, m, t: softjax.normmax(x, a, where=m, temperature=t)
     )(x, alpha, where, t)
@@ -381,7 +374,7 @@ class VariantsTest(chex.TestCase):
 
 
 def test_vmap_matches_batched_call():
-  x = _scores((4, 3, 7), seed=16)
+  x = _inputs.scores((4, 3, 7), 2.0, seed=16)
   a = np.linspace(1.2, 4.0, 4, dtype=np.float32).reshape(4, 1, 1)
   f = lambda x, a: softjax.normmax(x, a)
   batched, mapped = jax.jit(lambda x, a: (f(x, a), jax.vmap(f)(x, a)))(x, a)
@@ -448,9 +441,9 @@ def _np_loss(z, y, alpha):
 
 
 def test_loss_matches_formula():
-  x = _scores((6, 5), seed=17)
-  ids = _rng(18).integers(0, 5, 6)
-  soft = _rng(19).dirichlet(np.ones(5), size=6).astype(np.float32)
+  x = _inputs.scores((6, 5), 2.0, seed=17)
+  ids = _inputs.rng(18).integers(0, 5, 6)
+  soft = _inputs.rng(19).dirichlet(np.ones(5), size=6).astype(np.float32)
   alpha = np.array([1.2, 1.5, 2.0, 2.5, 4.0, 2.0], np.float32)
   outs = jax.jit(
     lambda x, ids, soft, a: (
@@ -479,8 +472,8 @@ def test_loss_matches_pytorch_entmax():
   entmax = pytest.importorskip("entmax")
   if not hasattr(entmax, "NormmaxBisectLoss"):
     pytest.skip("this entmax has no NormmaxBisectLoss")
-  x = _scores((6, 5), seed=20)
-  ids = _rng(21).integers(0, 5, 6)
+  x = _inputs.scores((6, 5), 2.0, seed=20)
+  ids = _inputs.rng(21).integers(0, 5, 6)
   for alpha in (1.5, 2.0, 3.0):
     theirs = entmax.NormmaxBisectLoss(alpha=alpha, n_iter=100, reduction="none")
     np.testing.assert_allclose(
@@ -491,15 +484,16 @@ def test_loss_matches_pytorch_entmax():
     )
 
 
+@pytest.mark.slow  # test_losses.py checks the loss gradients in the unit tier
 def test_loss_gradients():
   with jax.enable_x64(True):
-    x = jnp.asarray(_scores((4, 6), dtype=np.float64, seed=22))
+    x = jnp.asarray(_inputs.scores((4, 6), 2.0, dtype=np.float64, seed=22))
     ids = jnp.array([0, 2, 3, 1])
     alpha = jnp.array([1.3, 2.0, 2.6, 4.0])
     mask = np.ones((4, 6), bool)
     mask[1, [1, 4]] = False
     mask[3] = False
-    w = jnp.asarray(_rng(23).normal(size=(4, 6)))
+    w = jnp.asarray(_inputs.rng(23).normal(size=(4, 6)))
     f = jax.jit(
       lambda x, w, a: jnp.stack(
         [

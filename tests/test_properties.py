@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import softjax
 
@@ -178,6 +179,9 @@ def _row_sums(p, axes):
 NAMES = list(MAPS)
 
 
+# The two costliest properties run in the full suite only; the unit tier
+# checks the same on fixed inputs (test_sparse.py, test_losses.py, ...).
+@pytest.mark.slow
 @_settings(40)
 @given(name=st.sampled_from(NAMES), problem=problems())
 def test_simplex_order_and_finite_gradients(name, problem):
@@ -259,6 +263,9 @@ def _batched(name: str):
   return jax.jit(jax.vmap(_plain(name)))
 
 
+# The chex variants of test_dense.py and test_sparse.py cover jit and vmap in
+# the unit tier.
+@pytest.mark.slow
 @_settings(10)
 @given(name=st.sampled_from(NAMES), problem=problems(layout=0))
 def test_jit_no_jit_and_vmap_agree(name, problem):
@@ -347,6 +354,7 @@ def _loss_runner(name: str):
   return jax.jit(run)
 
 
+@pytest.mark.slow  # see test_simplex_order_and_finite_gradients
 @_settings(30)
 @given(
   name=st.sampled_from(list(LOSSES)),

@@ -2,7 +2,8 @@
 
 The reference is always the same function on the whole, unsharded array.
 Runs on the 8 simulated CPU devices of conftest.py, or on 8 accelerators
-when the machine has them (see tests/_devices.py).
+when the machine has them (see tests/_devices.py). The unit tier
+(``-m "not slow"``) runs each test for a few of the functions.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import _devices
+from _tiers import slow_except
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType
@@ -87,7 +89,10 @@ def _objective(f, x, a, t, w, **kw):
   [False, True],
   ids=["per_row_params", "replicated_params"],
 )
-@pytest.mark.parametrize("name", list(NORMALISERS))
+@pytest.mark.parametrize(
+  "name",
+  slow_except(NORMALISERS, "budget_sparsemax_per_row_k"),
+)
 def test_shard_map_class_axis_matches_unsharded(name, replicated_params):
   """Values and gradients (x, α, T) with the class axis on "model"."""
   f = NORMALISERS[name]
@@ -135,17 +140,22 @@ def test_shard_map_class_axis_matches_unsharded(name, replicated_params):
 
 
 @pytest.mark.parametrize(
-  "split", [True, False], ids=["axis_name", "whole_rows_per_device"]
+  "split",
+  slow_except([True, False], True),
+  ids=["axis_name", "whole_rows_per_device"],
 )
 @pytest.mark.parametrize(
   "name",
-  [
-    "sparsemax",
-    "entmax15",
-    "entmax_alpha_1.3",
+  slow_except(
+    [
+      "sparsemax",
+      "entmax15",
+      "entmax_alpha_1.3",
+      "normmax",
+      "budget_sparsemax_k8",
+    ],
     "normmax",
-    "budget_sparsemax_k8",
-  ],
+  ),
 )
 def test_shard_map_long_rows(name, split):
   """Rows long enough for the solver's warm start (>= 256 per shard).
@@ -258,15 +268,18 @@ def test_pmap_class_axis_split_over_mapped_axis():
 )
 @pytest.mark.parametrize(
   "name",
-  [
-    "softmax",
-    "log_softmax",
-    "sparsemax",
+  slow_except(
+    [
+      "softmax",
+      "log_softmax",
+      "sparsemax",
+      "entmax15",
+      "entmax_alpha_1.3",
+      "normmax",
+      "budget_sparsemax_k8",
+    ],
     "entmax15",
-    "entmax_alpha_1.3",
-    "normmax",
-    "budget_sparsemax_k8",
-  ],
+  ),
 )
 def test_sharded_jit_keeps_sharding_and_never_gathers(name, axis_types):
   f = NORMALISERS[name]
@@ -317,7 +330,10 @@ LOSSES = {
 
 
 @pytest.mark.parametrize("labels", ["ids", "distributions"])
-@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize(
+  "name",
+  slow_except(LOSSES, "entmax_loss_per_example_alpha"),
+)
 def test_shard_map_losses_match_unsharded(name, labels):
   f = LOSSES[name]
   x, _, alpha, _ = _inputs()

@@ -6,8 +6,16 @@
   ``finish``, :class:`Rows` (reductions along a possibly sharded row), the
   select-free row shifts, safe totals and the cotangents of array
   parameters.
-* :mod:`~softjax._core.family`: the members of the family, the objects that
-  own everything depending on a map's parameter (α, ``k``).
+* :mod:`~softjax._core.member`: the member protocol. A member owns a map
+  and everything that depends on its parameter (α, ``k``): the map, its
+  forward and backward passes, what the solver and the losses ask of it.
+  The members: :mod:`~softjax._core.softmax` (α = 1, with the online
+  log-sum-exp of rows held in blocks), :mod:`~softjax._core.entmax` (the
+  entmax family, ``Family``), :mod:`~softjax._core.normmax`,
+  :mod:`~softjax._core.budget`; :mod:`~softjax._core.alpha` turns an α into
+  one.
+* :mod:`~softjax._core.sharding`: arrays typed for ``shard_map`` and sharded
+  ``jit`` (``filled``), cotangents summed over replicated mesh axes.
 * :mod:`~softjax._core.solver`: the threshold root-finder, driven by a
   caller-supplied row sum.
 * :mod:`~softjax._core.docs`: docstring text that several public functions
@@ -18,6 +26,10 @@ This ``__init__`` is the core's interface: the products (``_maps``,
 and nothing from its modules.
 """
 
+from softjax._core.alpha import for_examples as member_for_examples
+from softjax._core.alpha import for_heads as member_for_heads
+from softjax._core.alpha import for_rows as member_for_rows
+from softjax._core.alpha import for_tokens as member_for_tokens
 from softjax._core.args import Axis
 from softjax._core.args import array_and_dtype
 from softjax._core.args import as_float_array
@@ -40,25 +52,36 @@ from softjax._core.args import check_token_labels
 from softjax._core.args import check_where
 from softjax._core.args import compute_dtype
 from softjax._core.args import is_concrete
+from softjax._core.budget import Budget
 from softjax._core.docs import shared as shared_docs
-from softjax._core.family import EPS_MIN
-from softjax._core.family import Family
-from softjax._core.family import Member
+from softjax._core.entmax import EPS_MIN
+from softjax._core.entmax import Family
+from softjax._core.member import Member
+from softjax._core.member import Residuals
+from softjax._core.normmax import ALPHA_GAP
+from softjax._core.normmax import Normmax
 from softjax._core.rows import Prepared
 from softjax._core.rows import Rows
 from softjax._core.rows import exp_total
 from softjax._core.rows import finish
 from softjax._core.rows import finite_or_zero
-from softjax._core.rows import match_vma
 from softjax._core.rows import param_cotangent
 from softjax._core.rows import prepare
 from softjax._core.rows import reduce_to_shape
+from softjax._core.rows import safe_log
 from softjax._core.rows import safe_total
 from softjax._core.rows import scale
 from softjax._core.rows import shift_rows
 from softjax._core.rows import shift_rows_for_exp
 from softjax._core.rows import temperature_cotangent
 from softjax._core.rows import varies_along
+from softjax._core.sharding import filled
+from softjax._core.sharding import match_vma
+from softjax._core.softmax import LSE
+from softjax._core.softmax import Softmax
+from softjax._core.softmax import lse_add
+from softjax._core.softmax import lse_finish
+from softjax._core.softmax import lse_start
 from softjax._core.solver import RowSum
 from softjax._core.solver import default_n_iter
 from softjax._core.solver import find_threshold

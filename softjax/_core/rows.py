@@ -23,6 +23,7 @@ from jax import lax
 import jax.numpy as jnp
 
 from softjax._core import args
+from softjax._core.sharding import match_vma
 
 
 class Rows(NamedTuple):
@@ -40,7 +41,7 @@ class Rows(NamedTuple):
   def sum(self, x: jax.Array, chunks: int = 1) -> jax.Array:
     """Row sums; ``chunks > 1`` (one normalised axis, divisible) first sums
     that many chunks of each row: faster for few long rows on XLA:CPU, and
-    only for code that is not differentiated (see ``_threshold._chunks``)."""
+    only for code that is not differentiated (see ``solver._chunks``)."""
     if chunks == 1:
       total = jnp.sum(x, axis=self.axes, keepdims=True)
     else:
@@ -172,7 +173,7 @@ def shift_rows(x: jax.Array, rows: Rows) -> tuple[jax.Array, jax.Array]:
   shift = jnp.minimum(m * 0.25, big)
   # The 0 is a per-row array (shift * 0: not folded) rather than a constant,
   # which XLA:CPU would materialise as a full-size array when another
-  # fusion uses the same constant (see _threshold.find_threshold).
+  # fusion uses the same constant (see solver.find_threshold).
   z = jnp.minimum(x * 0.25 - shift, shift * 0.0) * 4.0
   return z, m
 
@@ -227,6 +228,16 @@ def exp_total(total: jax.Array) -> jax.Array:
   return jnp.maximum(total, 0.5)
 
 
+def safe_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(q > 0, log q)`` with 0 off the support (never ``log 0``).
+
+  The argument is guarded, not only the result: ``log 0`` in a branch that
+  a ``where`` discards would still poison second derivatives.
+  """
+  live = q > 0
+  return live, jnp.log(jnp.where(live, q, jnp.ones((), q.dtype)))
+
+
 def scale(x: jax.Array, temperature: jax.Array | None) -> jax.Array:
   """``x / T`` whose derivative in ``T`` is 0, not NaN, at infinite scores.
 
@@ -249,29 +260,6 @@ def reduce_to_shape(value: jax.Array, shape: tuple[int, ...]) -> jax.Array:
   if axes:
     value = value.sum(axis=axes, keepdims=True)
   return value.reshape(shape)
-
-
-def _varying(value: jax.Array) -> frozenset:
-  """The mesh axes ``value`` varies over inside ``shard_map`` (else empty)."""
-  aval = jax.typeof(value)
-  manual = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9
-  if manual is not None:
-    return frozenset(manual.varying)
-  return frozenset(getattr(aval, "vma", ()))  # older JAX
-
-
-def match_vma(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
-  """Sums a cotangent over the mesh axes its primal is replicated on.
-
-  Inside ``shard_map`` a parameter replicated over a mesh axis (an α or a
-  temperature shared by all shards) gets one partial cotangent per shard;
-  its true cotangent is their sum, and JAX requires the types to match.
-  Outside ``shard_map`` there are no such axes and this is the identity.
-  """
-  extra = _varying(cotangent) - _varying(primal)
-  if not extra:
-    return cotangent
-  return lax.psum(cotangent, tuple(sorted(extra)))
 
 
 def param_cotangent(value: jax.Array, primal: jax.Array) -> jax.Array:

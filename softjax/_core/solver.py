@@ -1,6 +1,6 @@
 r"""The threshold root-finder shared by every member of the entmax family.
 
-For a :class:`~softjax._family.Family` member and scores ``z`` shifted so
+For a :class:`~softjax._core.entmax.Family` member and scores ``z`` shifted so
 that the row maximum is 0, the threshold ``t`` is the root of ``f(t) = sum_i
 p_i(t) - 1``, which is strictly decreasing with ``f'(t) = -sum s`` (``s =
 p^{1-ε} = ∂p/∂z``); :meth:`Family.bracket` gives a closed-form bracket.
@@ -41,15 +41,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import functools
+from typing import TYPE_CHECKING
 from typing import NamedTuple
 
 import jax
 from jax import lax
 import jax.numpy as jnp
 
-from softjax._core.family import Family
 from softjax._core.rows import Rows
 from softjax._core.rows import safe_total
+
+if TYPE_CHECKING:  # the members import the solver
+  from softjax._core.entmax import Family
 
 RowSum = Callable[[jax.Array], jax.Array]
 

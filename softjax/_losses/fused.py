@@ -1,170 +1,68 @@
-r"""Losses fused with the output layer: the ``[tokens, V]`` logits never exist.
+r"""The entry point of the losses fused with the output layer.
 
-The vocabulary loop is :mod:`softjax._vocab`; this module holds the softmax
-loss (one pass each way, as in online softmax), the argument checks and the
-entry point :func:`run`, which hands α > 1 to :mod:`softjax._linear_sparse`.
-
-* forward, :func:`softmax_fwd_pass`: a running maximum and sum per token
-  (:func:`lse_start`, :func:`lse_add`) give ``lse = log Σ_j exp z_j``; the
-  label's logit comes from its column of ``W`` (``label_logits``), and the
-  loss is ``lse - z_y``. Saved for the backward pass: the inputs and the
-  per-token ``lse``, nothing of size ``T × V``;
-* backward, :func:`softmax_bwd_pass`: each block's logits are recomputed to
-  form ``c = g (p - y)`` with ``p = exp(z - lse)``, and ``dh += c Wᵀ``,
-  ``dW = hᵀ c`` and ``db = Σ c`` are accumulated block by block.
-
-With ``axis_name`` the per-token statistics of the devices holding the
-vocabulary are combined with one ``pmax`` and one ``psum``; no logits cross
-devices.
-
-References:
-  M. Milakov, N. Gimelshein. "Online normalizer calculation for softmax".
-  arXiv:1805.02867, 2018.
-  E. Wijmans, B. Huval, A. Hertzberg, V. Koltun, P. Krähenbühl. "Cut Your
-  Losses in Large-Vocabulary Language Models". ICLR 2025.
+:func:`run` validates the arguments (:func:`prepare`), picks the defaults
+(the block size, the candidates per token, the group of the wide-support
+fallback) and hands α = 1 to :mod:`fused_softmax` (online log-sum-exp),
+α > 1 to :mod:`fused_sparse` (candidates and a sparse backward pass); both
+walk the vocabulary with :mod:`vocab`. The ``[tokens, V]`` logits never
+exist.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-import functools
 import math
 import numbers
 from typing import Any
 from typing import NamedTuple
 
 import jax
-from jax import lax
 import jax.numpy as jnp
 
 from softjax import _core
+from softjax._losses import fused_softmax
 from softjax._losses import fused_sparse
 from softjax._losses.vocab import F32
-from softjax._losses.vocab import Chunk
 from softjax._losses.vocab import Vocab
-from softjax._losses.vocab import class_offset
-from softjax._losses.vocab import label_logits
 from softjax._losses.vocab import n_classes
-from softjax._losses.vocab import scan_vocab
-from softjax._losses.vocab import valid_labels
-from softjax._losses.vocab import zeros
-
-# Classes per block when the caller passes chunk_size=None: see
-# docs/benchmarks/linear_loss.md (at 4096 tokens, d = 512 on XLA:CPU).
-# Softmax's time hardly depends on it (1024 to 4096 within noise), so the
-# smaller memory wins; the sparse losses are faster with fewer, larger
-# blocks (fewer top-k merges), see fused_sparse.DEFAULT_CHUNK.
-DEFAULT_CHUNK = 2048
-
 
 # --------------------------------------------------------------------------
-# Statistics carried over the blocks.
+# Defaults.
 # --------------------------------------------------------------------------
 
+# Classes per block of the softmax loss when the caller passes
+# chunk_size=None: see docs/benchmarks/linear_loss.md (at 4096 tokens,
+# d = 512 on XLA:CPU). Softmax's time hardly depends on it (1024 to 4096
+# within noise), so the smaller memory wins; the sparse losses are faster
+# with fewer, larger blocks (fewer top-k merges), see DEFAULT_CHUNK_SPARSE.
+DEFAULT_CHUNK_SOFTMAX = 2048
 
-class LSE(NamedTuple):
-  """Online log-sum-exp: ``Σ exp z = s exp(m)`` over the blocks seen."""
-
-  m: jax.Array  # [T] running maximum, floored at -finfo.max
-  s: jax.Array  # [T] running Σ exp(z - m)
-
-
-def lse_start(tokens: int, *like: Any) -> LSE:
-  # The floor keeps m finite when a whole block is -inf (a bias of -inf
-  # masks classes): m - m_new is then never -inf - -inf.
-  big = float(jnp.finfo(F32).max)
-  return LSE(zeros((tokens,), *like) - big, zeros((tokens,), *like))
-
-
-def lse_add(stat: LSE, c: Chunk) -> LSE:
-  m = jnp.maximum(stat.m, jnp.max(c.z, axis=-1))
-  s = stat.s * jnp.exp(stat.m - m) + jnp.sum(jnp.exp(c.z - m[:, None]), axis=-1)
-  return LSE(m, s)
+# Classes per block of the sparse losses (α > 1) when the caller passes
+# chunk_size=None. At 4096 tokens, d = 512, V = 32768 (XLA:CPU,
+# docs/benchmarks/linear_loss.md) blocks of 4096 took 0.37x (sparsemax) and
+# 0.50x (entmax15) of the materialised softmax loss's time, against 0.40x /
+# 0.58x for 2048 and 0.47x / 0.70x for 1024, for 6 MiB more temp memory
+# than 2048 (74 against 68 MiB); an earlier run ranked them the same way.
+DEFAULT_CHUNK_SPARSE = 4096
 
 
-def lse_finish(stat: LSE, axis_name: Hashable | None) -> jax.Array:
-  """``lse`` per token, combined over the devices holding the vocabulary."""
-  m, s = stat
-  if axis_name is not None:
-    m_all = lax.pmax(m, axis_name)
-    s = lax.psum(s * jnp.exp(m - m_all), axis_name)
-    m = m_all
-  return m + jnp.log(s)
+def default_candidates(family: _core.Member) -> int:
+  """Logits kept per token: 32 for α >= 2, else 64.
 
-
-# --------------------------------------------------------------------------
-# Softmax: the two passes and their custom VJP.
-# --------------------------------------------------------------------------
-
-
-def softmax_fwd_pass(h, w, b, labels, vocab):
-  """Returns ``(loss, lse)`` per token; ``h`` is float32."""
-  stat = scan_vocab(h, w, b, vocab, lse_add, lse_start(h.shape[0], h, w, b))
-  lse = lse_finish(stat, vocab.axis_name)
-  z_y = label_logits(h, w, b, labels, vocab)
-  loss = jnp.maximum(lse - z_y, 0.0)
-  return jnp.where(valid_labels(labels, vocab), loss, jnp.nan), lse
-
-
-def softmax_bwd_pass(h, w, b, labels, lse, g, vocab):
-  """Cotangents ``(dh, dW, db)`` (``db`` None without a bias).
-
-  Per block, ``c = g (exp(z - lse) - onehot(y))``; ``W`` and ``b`` get their
-  block of ``hᵀ c`` and ``Σ c`` written in place, in their own dtype (each
-  entry is written once), while ``h`` accumulates ``c Wᵀ`` in float32.
-  Tokens whose label is out of range get no gradient.
+  A top-k costs more per entry the larger ``k``, and a token whose support
+  is wider than ``k`` costs a few passes of matmuls. At 4096 tokens, d =
+  512, V = 32768 (random ``W``, XLA:CPU) sparsemax supports average 5
+  classes (at most 13 in 512 tokens), entmax15 ones 30 (at most 62): there
+  entmax15's fwd+bwd took 4.8 s with 32 candidates (41% of the tokens
+  falling back), 2.3 s with 64 and 3.0 s with 128; sparsemax 1.5 s with
+  32 (the materialised softmax loss: 3.0 s).
   """
-  g = jnp.where(valid_labels(labels, vocab), g.astype(F32), 0.0)
-  local = (labels - class_offset(vocab))[:, None]
-
-  def add(carry, c):
-    dh, dw, db = carry
-    ids = c.start + lax.broadcasted_iota(jnp.int32, c.z.shape, 1)
-    p = jnp.exp(c.z - lse[:, None])
-    dz = g[:, None] * jnp.where(ids == local, p - 1.0, p)
-    dh = dh + jnp.dot(dz, c.w.T)
-    dw = lax.dynamic_update_slice_in_dim(
-      dw, jnp.dot(h.T, dz).astype(dw.dtype), c.start, axis=1
-    )
-    if db is not None:
-      db = lax.dynamic_update_slice_in_dim(
-        db, jnp.sum(dz, axis=0).astype(db.dtype), c.start, axis=0
-      )
-    return dh, dw, db
-
-  like = (h, w, b, g)
-  carry = (
-    zeros(h.shape, *like),
-    zeros(w.shape, *like, dtype=w.dtype),
-    None if b is None else zeros(b.shape, *like, dtype=b.dtype),
-  )
-  return scan_vocab(h, w, b, vocab, add, carry)
+  if family.static is not None and family.static >= 1.0:  # ε = α - 1
+    return 32
+  return 64
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _softmax_loss(h, w, b, labels, vocab):
-  return _softmax_loss_fwd(h, w, b, labels, vocab)[0]
-
-
-def _softmax_loss_fwd(h, w, b, labels, vocab):
-  loss, lse = softmax_fwd_pass(h.astype(F32), w, b, labels, vocab)
-  return loss, (h, w, b, labels, lse)
-
-
-def _softmax_loss_bwd(vocab, res, g):
-  h, w, b, labels, lse = res
-  dh, dw, db = softmax_bwd_pass(h.astype(F32), w, b, labels, lse, g, vocab)
-  # Inside shard_map: h (and b, W) may be replicated over axes their
-  # cotangents vary over (the vocabulary axis for h); their true cotangent is
-  # the sum over those devices.
-  dh = _core.match_vma(dh.astype(h.dtype), h)
-  dw = _core.match_vma(dw, w)
-  if b is not None:
-    db = _core.match_vma(db, b)
-  return dh, dw, db, None
-
-
-_softmax_loss.defvjp(_softmax_loss_fwd, _softmax_loss_bwd)
+# Tokens per group of the wide-support fallback: see docs/vocabulary.md.
+GROUP = 256
 
 
 # --------------------------------------------------------------------------
@@ -174,7 +72,7 @@ _softmax_loss.defvjp(_softmax_loss_fwd, _softmax_loss_bwd)
 
 def _check_chunk_size(chunk_size: Any, n: int) -> int:
   if chunk_size is None:
-    return max(1, min(DEFAULT_CHUNK, n))
+    return max(1, min(DEFAULT_CHUNK_SOFTMAX, n))
   if isinstance(chunk_size, bool) or not isinstance(
     chunk_size, numbers.Integral
   ):
@@ -252,9 +150,9 @@ def prepare(
   )
 
 
-def _check_candidates(candidates: Any, alpha: Any) -> int:
+def _check_candidates(candidates: Any, family: _core.Member) -> int:
   if candidates is None:
-    return fused_sparse.default_candidates(alpha)
+    return default_candidates(family)
   if isinstance(candidates, bool) or not isinstance(
     candidates, numbers.Integral
   ):
@@ -279,18 +177,16 @@ def run(
 ) -> jax.Array:
   """The loss per token for α-entmax (α = 1: softmax), shaped like labels."""
   prep = prepare(hidden, weight, labels, bias, chunk_size, axis_name)
-  alpha = _core.check_alpha_per_example(alpha, prep.batch)
-  k = _check_candidates(candidates, alpha)
-  if isinstance(alpha, float) and alpha == 1.0:
-    loss = _softmax_loss(prep.h, prep.w, prep.b, prep.labels, prep.vocab)
+  family = _core.member_for_tokens(alpha, prep.batch, F32)
+  k = _check_candidates(candidates, family)
+  if family.is_softmax:
+    loss = fused_softmax.loss(prep.h, prep.w, prep.b, prep.labels, prep.vocab)
   else:
-    if not isinstance(alpha, float):
-      alpha = jnp.broadcast_to(alpha, prep.batch)
     vocab = prep.vocab
     if chunk_size is None:
-      chunk = min(fused_sparse.DEFAULT_CHUNK, vocab.size)
+      chunk = min(DEFAULT_CHUNK_SPARSE, vocab.size)
       vocab = vocab._replace(chunk=chunk)
     loss = fused_sparse.loss(
-      prep.h, prep.w, prep.b, prep.labels, alpha, vocab, k
+      prep.h, prep.w, prep.b, prep.labels, family, vocab, k, GROUP
     )
   return loss.reshape(prep.batch).astype(prep.out_dtype)

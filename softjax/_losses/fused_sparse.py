@@ -4,7 +4,7 @@ The threshold of α-entmax depends only on the logits above it, and the
 gradient ``p - y`` of its Fenchel-Young loss is sparse. So:
 
 * forward, :func:`sparse_fwd_pass`: one pass over the vocabulary blocks
-  (``_vocab.scan_vocab``) keeps each token's ``k`` largest logits and their
+  (``vocab.scan_vocab``) keeps each token's ``k`` largest logits and their
   class ids (:func:`topk_add`); the core's solver (``_core.threshold``)
   finds the threshold of those ``[T, k]`` candidates, shifted by their
   maximum (the row's). Every class outside the candidates is at most the
@@ -33,6 +33,9 @@ second top-``k`` give every device the same global candidates, solve and
 loss: O(T × k × devices) numbers cross devices, never logits. The backward
 pass scatters only into this device's columns.
 
+The arguments are checked, and the defaults (``k``, the block size,
+``group``) chosen, by :mod:`fused`, which calls :func:`loss`.
+
 References:
   B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
   Models". ACL 2019.
@@ -52,7 +55,6 @@ from jax import lax
 import jax.numpy as jnp
 
 from softjax import _core
-from softjax._core import Family
 from softjax._losses.vocab import F32
 from softjax._losses.vocab import Chunk
 from softjax._losses.vocab import Vocab
@@ -61,35 +63,6 @@ from softjax._losses.vocab import label_logits
 from softjax._losses.vocab import n_classes
 from softjax._losses.vocab import scan_vocab
 from softjax._losses.vocab import valid_labels
-from softjax._losses.vocab import zeros
-
-# Tokens per group of the wide-support fallback: see docs/vocabulary.md.
-GROUP = 256
-
-# Classes per block when the caller passes chunk_size=None. At 4096 tokens,
-# d = 512, V = 32768 (XLA:CPU, docs/benchmarks/linear_loss.md) blocks of
-# 4096 took 0.37x (sparsemax) and 0.50x (entmax15) of the materialised
-# softmax loss's time, against 0.40x / 0.58x for 2048 and 0.47x / 0.70x
-# for 1024, for 6 MiB more temp memory than 2048 (74 against 68 MiB); an
-# earlier run ranked them the same way.
-DEFAULT_CHUNK = 4096
-
-
-def default_candidates(alpha: float | jax.Array) -> int:
-  """Logits kept per token: 32 for α >= 2, else 64.
-
-  A top-k costs more per entry the larger ``k``, and a token whose support
-  is wider than ``k`` costs a few passes of matmuls. At 4096 tokens, d =
-  512, V = 32768 (random ``W``, XLA:CPU) sparsemax supports average 5
-  classes (at most 13 in 512 tokens), entmax15 ones 30 (at most 62): there
-  entmax15's fwd+bwd took 4.8 s with 32 candidates (41% of the tokens
-  falling back), 2.3 s with 64 and 3.0 s with 128; sparsemax 1.5 s with
-  32 (the materialised softmax loss: 3.0 s).
-  """
-  if isinstance(alpha, float) and alpha >= 2.0:
-    return 32
-  return 64
-
 
 # The [T, k] candidates: one normalised axis, local to every device.
 ROWS = _core.Rows((1,))
@@ -110,9 +83,9 @@ class TopK(NamedTuple):
 
 def topk_start(tokens: int, k: int, *like: Any) -> TopK:
   return TopK(
-    zeros((tokens, k), *like) - jnp.inf,
-    zeros((tokens, k), *like, dtype=jnp.int32),
-    zeros((tokens, 1), *like),
+    _core.filled((tokens, k), -jnp.inf, F32, *like),
+    _core.filled((tokens, k), 0, jnp.int32, *like),
+    _core.filled((tokens, 1), 0.0, F32, *like),
   )
 
 
@@ -178,7 +151,7 @@ class Stats(NamedTuple):
   d_alpha: jax.Array | None  # [T] Σ ∂h(p)/∂α, for a learnable α
 
 
-def stats_of(p: jax.Array, zc: jax.Array, family: Family) -> Stats:
+def stats_of(p: jax.Array, zc: jax.Array, family: _core.Family) -> Stats:
   """:class:`Stats` of ``p`` over the last axis; ``zc = z - m`` there."""
   zero = jnp.zeros((), p.dtype)
   # zc is -inf where a class is masked by a -inf bias; p is 0 there.
@@ -203,9 +176,9 @@ class Solution(NamedTuple):
   stats: Stats
 
 
-def take_family(family: Family, idx: jax.Array) -> Family:
+def take_family(family: _core.Family, idx: jax.Array) -> _core.Family:
   """The members of the tokens ``idx`` (a per-token ε is gathered)."""
-  return Family(family.eps[idx]) if family.learnable else family
+  return _core.Family(family.eps[idx]) if family.learnable else family
 
 
 def in_groups(
@@ -246,7 +219,7 @@ def solve_streaming(
   m: jax.Array,
   mean: jax.Array,
   start: jax.Array,
-  family: Family,
+  family: _core.Family,
   vocab: Vocab,
 ) -> Solution:
   """The exact threshold and statistics of the rows ``h`` (``[G, d]``).
@@ -264,7 +237,9 @@ def solve_streaming(
     def add(s, c):
       return s + jnp.sum(family.map(c.z - m, t), axis=1, keepdims=True)
 
-    s = scan_vocab(h, w, b, vocab, add, zeros((rows, 1), h, w, b, t))
+    s = scan_vocab(
+      h, w, b, vocab, add, _core.filled((rows, 1), 0.0, F32, h, w, b, t)
+    )
     return _psum(s, vocab)
 
   lo, hi = family.bracket(n_classes(vocab), mean)
@@ -279,9 +254,9 @@ def solve_streaming(
 
   like = (h, w, b, t)
   init = Stats(
-    zeros((rows,), *like),
-    zeros((rows,), *like),
-    zeros((rows,), *like) if family.learnable else None,
+    _core.filled((rows,), 0.0, F32, *like),
+    _core.filled((rows,), 0.0, F32, *like),
+    _core.filled((rows,), 0.0, F32, *like) if family.learnable else None,
   )
   stats = jax.tree.map(
     functools.partial(_psum, vocab=vocab),
@@ -442,7 +417,7 @@ def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads):
         db = lax.dynamic_update_slice_in_dim(db, part, c.start, 0)
       return dhg, dwt, db
 
-    init = (zeros(hg.shape, hg, w, gg), grads.dwt, grads.db)
+    init = (_core.filled(hg.shape, 0.0, F32, hg, w, gg), grads.dwt, grads.db)
     dhg, dwt, db = scan_vocab(hg, w, b, vocab, add, init)
     put = jnp.where(live, idx, h.shape[0])
     return Grads(grads.dh.at[put].add(dhg, mode="drop"), dwt, db)
@@ -461,9 +436,9 @@ def sparse_bwd_pass(h, w, b, labels, g, family, res, vocab, group):
   n_slots = 1 + jnp.max(jnp.where(res.wide, 0, support), initial=0)
   like = (h, w, b, g)
   grads = Grads(
-    zeros(h.shape, *like),
-    zeros((w.shape[1], w.shape[0]), *like),
-    None if b is None else zeros(b.shape, *like),
+    _core.filled(h.shape, 0.0, F32, *like),
+    _core.filled((w.shape[1], w.shape[0]), 0.0, F32, *like),
+    None if b is None else _core.filled(b.shape, 0.0, F32, *like),
   )
   grads = support_grads(h, w.T, ids, c, n_slots, vocab, grads)
   grads = wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads)
@@ -507,7 +482,7 @@ def _loss_bwd(vocab, k, group, saved, g):
     # Tokens with a label out of range have a NaN loss and no gradient.
     valid = valid_labels(labels, vocab)
     d_eps = jnp.where(valid, g.astype(F32) * res.d_alpha, 0.0)[:, None]
-    d_family = Family(_core.param_cotangent(d_eps, family.eps))
+    d_family = _core.Family(_core.param_cotangent(d_eps, family.eps))
   return dh, dw, db, None, d_family
 
 
@@ -519,16 +494,15 @@ def loss(
   w: jax.Array,
   b: jax.Array | None,
   labels: jax.Array,
-  alpha: float | jax.Array,
+  family: _core.Family,
   vocab: Vocab,
   k: int,
-  group: int = GROUP,
+  group: int,
 ) -> jax.Array:
   """The α-entmax loss per token of ``[T, d]`` hidden states (α > 1).
 
-  ``alpha``: a float, or an array with one α per token (``[T]``).
+  ``family``: a static member, or an array ε with one per token (``[T,
+  1]``, ``_core.member_for_tokens``); ``k`` candidates per token, wide
+  supports solved in groups of ``group`` tokens.
   """
-  if not isinstance(alpha, float):
-    alpha = jnp.reshape(alpha, (-1, 1))
-  family = Family.of_alpha(alpha, F32)
   return _loss(h, w, b, labels, family, vocab, k, group)

@@ -2,7 +2,7 @@ r"""The loop over the vocabulary that the fused output-layer losses share.
 
 For a language model head the logits ``z = h W + b`` (``h``: ``[T, d]``,
 ``W``: ``[d, V]``) are the largest activation by far. The fused losses
-(``_linear_loss`` for softmax, ``_linear_sparse`` for the entmax family)
+(``fused_softmax`` for softmax, ``fused_sparse`` for the entmax family)
 walk the vocabulary in blocks of ``chunk`` classes, computing one block of
 logits at a time (:func:`chunk`) and folding it into a per-token statistic
 (:func:`scan_vocab`), so that temporary memory is O(T × chunk + d × V).
@@ -64,21 +64,6 @@ class Chunk(NamedTuple):
 # --------------------------------------------------------------------------
 # The loop over the vocabulary.
 # --------------------------------------------------------------------------
-
-
-def zeros(shape: tuple[int, ...], *like: Any, dtype: Any = F32) -> jax.Array:
-  """Zeros that vary over the mesh axes that ``like`` vary over.
-
-  Inside ``shard_map`` a loop carry must keep its type, and the blocks'
-  results vary over the axes of ``h`` and ``W``; outside it this is
-  ``jnp.zeros``. ``zeros_like(shape=())`` carries the type without reading
-  any value, and XLA folds the additions away.
-  """
-  out = jnp.zeros(shape, dtype)
-  for a in like:
-    if a is not None:
-      out = out + jnp.zeros_like(a, dtype, shape=())
-  return out
 
 
 def chunk(

@@ -1,97 +1,15 @@
-"""Softmax and log-softmax with hand-written VJPs that keep only the output."""
+"""Softmax and log-softmax: the public maps of the α = 1 member
+(:class:`softjax._core.softmax.Softmax`), whose VJPs keep only the output."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from softjax import _core
-
-
-def forward(
-  x: jax.Array, temperature: jax.Array | None, rows: _core.Rows, log: bool
-) -> tuple[jax.Array, tuple[Any, ...]]:
-  """The forward pass of :func:`normalise`: ``(out, residuals)``.
-
-  Plain JAX, so callers that need the output differentiable to second order
-  (the losses) call this directly. The one output-sized residual is the
-  probabilities ``p``, for log_softmax too, whose backward ``g - p Σg`` then
-  needs no ``exp`` (a second transcendental per entry is what kept it at 2x
-  ``jax.nn.log_softmax``). Only with an array temperature, whose cotangent
-  needs every live entry's log-probability (``p`` loses it where it
-  underflows), does log_softmax keep its output instead.
-  """
-  u = _core.scale(x, temperature)
-  shifted, m, scale = _core.shift_rows_for_exp(u, rows)
-  unnormalized = jnp.exp(shifted)
-  total = _core.exp_total(rows.sum(unnormalized))
-  if log:
-    # log_softmax outputs the shifted scores, so it needs the exact -inf of
-    # the finite entries of rows holding +inf (see shift_rows_for_exp).
-    out = shifted * (1.0 / scale) - jnp.log(total)
-    saved = out if temperature is not None else unnormalized / total
-  else:
-    out = saved = unnormalized / total
-  shift = None
-  if _core.varies_along(temperature, x.ndim, rows.axes):
-    shift = _core.finite_or_zero(m + jnp.log(total))
-  return out, (saved, temperature, shift)
-
-
-def _backward(rows, log, res, g):
-  saved, temperature, shift = res
-  if not log:
-    p = saved
-    du = p * (g - rows.sum(g * p))
-    centred = None if temperature is None else _safe_log(p)
-  elif temperature is None:
-    # `saved` is p. A -inf output has p = 0 and takes no part; its own
-    # cotangent is 0 for any finite function of the outputs (log_softmax
-    # drops it explicitly for entries masked with `where`).
-    du = g - saved * rows.sum(g)
-  else:
-    # `saved` is the output; -inf outputs are constants whose cotangent is
-    # dropped.
-    live = saved > -jnp.inf
-    g = jnp.where(live, g, jnp.zeros((), g.dtype))
-    du = g - jnp.exp(saved) * rows.sum(g)
-    centred = jnp.where(live, saved, jnp.zeros((), saved.dtype))
-  if temperature is None:
-    return du, None
-  dt = _core.temperature_cotangent(du, centred, temperature, shift)
-  return du / temperature, dt
-
-
-def _safe_log(p: jax.Array) -> jax.Array:
-  """``log p`` where ``p > 0``, else 0 (log p up to a per-row constant).
-
-  The safe argument avoids ``log(0)`` even in the discarded branch, which
-  would poison second derivatives.
-  """
-  positive = p > 0
-  return jnp.where(
-    positive,
-    jnp.log(jnp.where(positive, p, jnp.ones((), p.dtype))),
-    jnp.zeros((), p.dtype),
-  )
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def normalise(
-  x: jax.Array, temperature: jax.Array | None, rows: _core.Rows, log: bool
-) -> jax.Array:
-  """softmax (``log=False``) or log_softmax of prepared scores.
-
-  A ``custom_vjp`` keeping only the probabilities (and an array
-  temperature).
-  """
-  return forward(x, temperature, rows, log)[0]
-
-
-normalise.defvjp(forward, _backward)
+from softjax._maps.normalise import normalise
 
 
 @_core.shared_docs
@@ -142,7 +60,8 @@ def softmax(
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
   return _core.finish(
-    normalise(prep.x, prep.temperature, prep.rows, False), prep
+    normalise(prep.x, prep.temperature, _core.Softmax(), prep.rows, None),
+    prep,
   )
 
 
@@ -197,7 +116,8 @@ def log_softmax(
     {ref_bridle1990}
   """
   prep = _core.prepare(x, axis, where, temperature, axis_name)
-  out = normalise(prep.x, prep.temperature, prep.rows, True)
+  member = _core.Softmax(log=True)
+  out = normalise(prep.x, prep.temperature, member, prep.rows, None)
   if prep.where is not None:
     # Masked outputs are the constant -inf: this drops their cotangents,
     # which the backward pass (keeping only p) could not tell apart.

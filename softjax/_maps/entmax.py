@@ -1,91 +1,14 @@
-"""Sparsemax, entmax15 and α-entmax: custom VJPs over the shared solver."""
+"""Sparsemax, entmax15 and α-entmax: the entmax family's public maps (its
+member: :class:`softjax._core.entmax.Family`)."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
 
 from softjax import _core
-from softjax._core import Family
-from softjax._maps import dense
-
-
-def forward(
-  x: jax.Array,
-  temperature: jax.Array | None,
-  family: Family,
-  rows: _core.Rows,
-  n_iter: int | None,
-) -> tuple[jax.Array, tuple[Any, ...]]:
-  """The forward pass of :func:`normalise`: ``(p, residuals)``.
-
-  Plain JAX plus the threshold's ``custom_jvp``, so callers that need the
-  output differentiable to second order (the losses) call this directly.
-  """
-  u = _core.scale(x, temperature)
-  z, m = _core.shift_rows(u, rows)
-  t, total = _core.threshold(z, family, rows, n_iter)
-  # Dividing by the sum at the final iterate puts the output on the simplex
-  # to rounding at no extra pass.
-  p = family.map_differentiable(z, t) / _core.safe_total(total)
-  shift = None
-  if _core.varies_along(temperature, x.ndim, rows.axes):
-    shift = _core.finite_or_zero(t + m)
-  return p, (p, temperature, family, shift)
-
-
-def _backward(rows, n_iter, res, g):
-  del n_iter
-  p, temperature, family, shift = res
-  s = family.slopes(p)
-  slope = _core.safe_total(rows.sum(s))
-  sg = rows.sum(s * g)
-  du = s * (g - sg / slope)
-  d_family = None
-  if family.learnable:
-    # dp/dε = r - s Σr / Σs (see Family.param_sensitivity). The sums over r
-    # are this shard's part only: param_cotangent adds up the shards.
-    r = family.param_sensitivity(p)
-    per_row = rows.local_sum(r * (g - sg / slope))
-    d_family = Family(_core.param_cotangent(per_row, family.eps))
-  if temperature is None:
-    return du, None, d_family
-  v, _ = family.centred(p)
-  dt = _core.temperature_cotangent(du, v, temperature, shift)
-  return du / temperature, dt, d_family
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def normalise(
-  x: jax.Array,
-  temperature: jax.Array | None,
-  family: Family,
-  rows: _core.Rows,
-  n_iter: int | None,
-) -> jax.Array:
-  """α-entmax of prepared scores (masked with ``-inf``, compute dtype).
-
-  A ``custom_vjp`` keeping only the output, the array temperature and the
-  family (its ε when learnable). The family must not be softmax.
-  """
-  return forward(x, temperature, family, rows, n_iter)[0]
-
-
-normalise.defvjp(forward, _backward)
-
-
-def _run(x, alpha, axis, where, temperature, n_iter, axis_name):
-  prep = _core.prepare(x, axis, where, temperature, axis_name)
-  alpha = _core.canonical_alpha(alpha, prep.x.shape, prep.axes)
-  family = Family.of_alpha(alpha, prep.x.dtype)
-  n_iter = _core.check_n_iter(n_iter)
-  if family.is_softmax:
-    out = dense.normalise(prep.x, prep.temperature, prep.rows, False)
-  else:
-    out = normalise(prep.x, prep.temperature, family, prep.rows, n_iter)
-  return _core.finish(out, prep)
+from softjax._maps.normalise import run
 
 
 @_core.shared_docs
@@ -134,7 +57,7 @@ def sparsemax(
     C. Michelot. "A finite algorithm for finding the projection of a point
     onto the canonical simplex of R^n". JOTA, 1986.
   """
-  return _run(x, 2.0, axis, where, temperature, None, axis_name)
+  return run(x, 2.0, axis, where, temperature, None, axis_name)
 
 
 @_core.shared_docs
@@ -178,7 +101,7 @@ def entmax15(
   References:
     {ref_peters2019}
   """
-  return _run(x, 1.5, axis, where, temperature, None, axis_name)
+  return run(x, 1.5, axis, where, temperature, None, axis_name)
 
 
 @_core.shared_docs
@@ -262,4 +185,4 @@ def entmax(
     {ref_peters2019}
     {ref_correia2019}
   """
-  return _run(x, alpha, axis, where, temperature, n_iter, axis_name)
+  return run(x, alpha, axis, where, temperature, n_iter, axis_name)

@@ -1,7 +1,9 @@
 r"""The entmax family: everything that depends on ε = α − 1.
 
-One :class:`Family` is built per call from α and handed to the solver, the
-normalisers' forward and backward passes and the losses. It is the only place
+One :class:`Family` is built per call from α (by :mod:`softjax._core.alpha`;
+a static α = 1 gets its subclass :class:`~softjax._core.softmax.Softmax`)
+and handed to the solver, the normalisers' forward and backward passes and
+the losses. It is the only place
 that asks whether ε is a Python float (a static member, where ε = 1 is
 sparsemax and ε = 1/2 is entmax15, each with transcendental-free formulas) or
 an array (one learnable α per row, a leaf that receives gradients).
@@ -35,49 +37,23 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from softjax._core.member import Member
+from softjax._core.member import Residuals
+from softjax._core.rows import Rows
+from softjax._core.rows import finite_or_zero
+from softjax._core.rows import param_cotangent
+from softjax._core.rows import safe_log
+from softjax._core.rows import safe_total
+from softjax._core.rows import scale
+from softjax._core.rows import shift_rows
+from softjax._core.rows import temperature_cotangent
+from softjax._core.rows import varies_along
+from softjax._core.solver import threshold
+
 # An array α is evaluated at max(α - 1, EPS_MIN): the formulas stay free of
 # selects (which make XLA's CPU backend several times slower) and the result
 # differs from softmax at α = 1 by at most 0.54 * EPS_MIN in absolute terms.
 EPS_MIN = 1e-7
-
-
-class Member:
-  """A map of the family with one parameter: a Python float or an array.
-
-  A pytree: a float parameter is static (auxiliary data, no leaves), an
-  array parameter its one leaf, so a ``custom_vjp`` or ``custom_jvp`` taking
-  a member gives an array parameter its cotangent or tangent as a member of
-  the same class. Subclasses (registered as pytrees) store the parameter
-  under their own name and expose it as :attr:`param`.
-  """
-
-  __slots__ = ()
-
-  @property
-  def param(self) -> float | jax.Array:
-    raise NotImplementedError
-
-  def tree_flatten(self):
-    if isinstance(self.param, float):
-      return (), self.param
-    return (self.param,), None
-
-  @classmethod
-  def tree_unflatten(cls, aux, leaves):
-    return cls(aux if aux is not None else leaves[0])
-
-  def __repr__(self) -> str:
-    return f"{type(self).__name__}({self.param!r})"
-
-  @property
-  def learnable(self) -> bool:
-    """Whether the parameter is an array, which receives a gradient."""
-    return not isinstance(self.param, float)
-
-  @property
-  def static(self) -> float | None:
-    """The parameter if it is a Python float, else None."""
-    return None if self.learnable else self.param
 
 
 @jax.tree_util.register_pytree_node_class
@@ -113,7 +89,8 @@ class Family(Member):
 
   @property
   def is_softmax(self) -> bool:
-    """The static member α = 1, which the dense code computes."""
+    """The static member α = 1 (built as :class:`Softmax`, whose threshold
+    is closed-form: the dense code and the online log-sum-exp)."""
     return not self.learnable and self.eps == 0.0
 
   @property
@@ -133,7 +110,7 @@ class Family(Member):
     return self._e <= 1.0
 
   # Secant steps from the left on the convex (or bisection on the concave)
-  # linearised sum; members with caps set it (see _threshold._secant_step).
+  # linearised sum; members with caps set it (see solver._secant_step).
   bracketed = False
 
   @property
@@ -258,7 +235,7 @@ class Family(Member):
       w = jnp.where(p > 0, p - 1.0, zero)
       return w, w
     e = self._e
-    live, log_p = _safe_log(p)
+    live, log_p = safe_log(p)
     w = jnp.where(live, jnp.expm1(e * log_p), zero)
     return w / e, w
 
@@ -271,6 +248,57 @@ class Family(Member):
     """
     v, w = self.centred(p)
     return jnp.where(p > 0, p * v * v * _psi(w), jnp.zeros((), p.dtype))
+
+  # -- the normaliser of rows in memory --------------------------------------
+
+  def forward(
+    self,
+    x: jax.Array,
+    temperature: jax.Array | None,
+    rows: Rows,
+    n_iter: int | None,
+  ) -> tuple[jax.Array, Residuals]:
+    """α-entmax of prepared scores (masked with ``-inf``): ``(p, residuals)``.
+
+    Plain JAX plus the threshold's ``custom_jvp``, so callers that need the
+    output differentiable to second order (the losses) call this directly.
+    """
+    u = scale(x, temperature)
+    z, m = shift_rows(u, rows)
+    t, total = threshold(z, self, rows, n_iter)
+    # Dividing by the sum at the final iterate puts the output on the
+    # simplex to rounding at no extra pass.
+    p = self.map_differentiable(z, t) / safe_total(total)
+    shift = None
+    if varies_along(temperature, x.ndim, rows.axes):
+      shift = finite_or_zero(t + m)
+    return p, Residuals(p, temperature, self, shift)
+
+  def backward(
+    self, rows: Rows, res: Residuals, g: jax.Array
+  ) -> tuple[Any, ...]:
+    """``(dx, dtemperature, dfamily)`` from the output alone.
+
+    ``dx = s g - s <s, g> / Σ s`` with ``s`` the :meth:`slopes`; for an
+    array ε, ``dp/dε = r - s Σr / Σs`` (:meth:`param_sensitivity`).
+    """
+    p, temperature, family, shift = res  # family: self, as a pytree
+    s = family.slopes(p)
+    slope = safe_total(rows.sum(s))
+    sg = rows.sum(s * g)
+    du = s * (g - sg / slope)
+    d_family = None
+    if family.learnable:
+      # The sums over r are this shard's part only: param_cotangent adds up
+      # the shards.
+      r = family.param_sensitivity(p)
+      per_row = rows.local_sum(r * (g - sg / slope))
+      d_family = Family(param_cotangent(per_row, family.eps))
+    if temperature is None:
+      return du, None, d_family
+    v, _ = family.centred(p)
+    dt = temperature_cotangent(du, v, temperature, shift)
+    return du / temperature, dt, d_family
 
   # -- the Tsallis entropy, for the Fenchel-Young losses ---------------------
   # ``rows`` is unused here: the Tsallis entropy is a sum over the entries
@@ -292,7 +320,7 @@ class Family(Member):
       live = q > 0
       root = jnp.where(live, jnp.sqrt(jnp.where(live, q, 1.0)), zero)
       return q * (1.0 - root) / 0.75
-    live, u = _safe_log(q)
+    live, u = safe_log(q)
     ratio = _expm1_ratio(self.eps * u)
     return jnp.where(live, -q * u * ratio / (1.0 + self.eps), zero)
 
@@ -303,7 +331,7 @@ class Family(Member):
     """
     if self.static == 1.0:
       return q - 0.5
-    live, u = _safe_log(q)
+    live, u = safe_log(q)
     alpha = 1.0 + self.eps
     at_live = u * _expm1_ratio(self.eps * u) + 1.0 / alpha
     positive = self.eps > 0
@@ -321,7 +349,7 @@ class Family(Member):
     At α = 1 this is ``q log q - q log² q / 2``.
     """
     zero = jnp.zeros((), q.dtype)
-    live, u = _safe_log(q)
+    live, u = safe_log(q)
     w = self.eps * u
     small = jnp.abs(w) < 0.1
     ws = jnp.where(small, jnp.ones((), q.dtype), w)
@@ -333,12 +361,6 @@ class Family(Member):
     chi = jnp.exp(w) - 2.0 * _expm1_ratio(w)
     alpha = 1.0 + self.eps
     return jnp.where(live, -q * (u * u * phi + u * chi) / (alpha * alpha), zero)
-
-
-def _safe_log(q: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """``(q > 0, log q)`` with 0 off the support (never ``log 0``)."""
-  live = q > 0
-  return live, jnp.log(jnp.where(live, q, jnp.ones((), q.dtype)))
 
 
 def _expm1_ratio(w: jax.Array) -> jax.Array:

@@ -1,0 +1,301 @@
+"""The internal layout of block-wise attention, and the plan of its blocks.
+
+Here live the static settings of one call (:class:`Config`), the operands
+in the internal layout (:class:`Operands`, made by :func:`to_blocks`), the
+helpers that slice them into blocks and rows, and the block plan
+(:func:`plan`) that says which block pairs the sweeps visit.
+
+Internal layout. The wrapper (:func:`to_blocks`) brings every operand into
+one layout and the loops see nothing else: queries
+``[B, Hkv, G, Lq, D]`` (``B`` the flattened batch dimensions, ``Hkv`` the
+key/value heads, ``G`` the query heads sharing one of them), keys and values
+``[B, Hkv, Lk, D]``, bias and mask ``[B|1, Hkv|1, G|1, Lq|1, Lk|1]`` (each axis
+either whole or broadcast), lengths padded to whole blocks. The query is
+already multiplied by ``scale``; autodiff outside the ``custom_vjp`` maps the
+gradients back through the scaling, padding and transposes. Within a block
+pair the ``G`` heads of a group and the block's queries form one axis of
+rows (``[B, Hkv, G * block_q, ...]``, :func:`rows`), so grouped heads share
+each key block in one matmul and per-query statistics are ``[B, Hkv, rows]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from typing import NamedTuple
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+# Default block sizes, measured on XLA:CPU (2 shared cores, batch 1, 8 heads,
+# depth 64, float32, CPU seconds of fwd+bwd, relative to 256 x 256): at
+# L = 4096, 128 x 128 1.06, 512 x 256 1.09, 512 x 512 1.20, 1024 x 512 1.29;
+# at L = 16384, 512 x 256 1.19, 512 x 512 1.16. A [8, 256, 256] float32
+# block (2 MiB) stays in cache; smaller blocks also hold less memory.
+BLOCK_Q = 256
+BLOCK_K = 256
+
+# The einsums of one block pair. A query block of every head in a group is
+# handled as one set of rows, ``r = (g, q)``: grouped heads share the key
+# block in one matmul. dK and dV are accumulated transposed (``bhdk``):
+# XLA:CPU then transposes the small [rows, depth] operand instead of the
+# [rows, block_k] weights.
+QK = "bhrd,bhkd->bhrk"
+PV = "bhrk,bhkd->bhrd"
+TRANSPOSED = "bhrd,bhrk->bhdk"
+
+Q_AXIS = 3  # the length axis of queries, outputs and per-query statistics
+K_AXIS = 2  # the length axis of keys and values
+
+# The sparse maps' statistics pass keeps, per query, the maximum of each
+# group of this many keys: the threshold of those maxima starts the solver
+# (as the solver's warm start does for rows in memory).
+_GROUP = 16
+
+
+class Config(NamedTuple):
+  """Static description of one call (hashable: a ``custom_vjp`` argument)."""
+
+  q_len: int
+  kv_len: int
+  block_q: int
+  block_k: int
+  causal: bool
+  dropout_rate: float  # 0.0: no dropout
+  broadcast_dropout: bool
+  precision: Any
+  n_iter: int | None = (
+    None  # most row-sum sweeps of the solver (None: its default)
+  )
+
+  @property
+  def group(self) -> int:
+    """Keys per group maximum in the statistics pass (divides block_k)."""
+    return math.gcd(self.block_k, _GROUP)
+
+  @property
+  def n_q(self) -> int:
+    return -(-self.q_len // self.block_q)
+
+  @property
+  def n_k(self) -> int:
+    return -(-self.kv_len // self.block_k)
+
+
+class Operands(NamedTuple):
+  """The arrays of one call, in the internal layout (module docstring)."""
+
+  q: jax.Array
+  k: jax.Array
+  v: jax.Array
+  bias: jax.Array | None
+  mask: jax.Array | None
+  rng: jax.Array | None
+
+
+# ---------------------------------------------------------------------------
+# Blocks and rows.
+
+
+def block(
+  x: jax.Array, index: jax.Array | int, size: int, axis: int
+) -> jax.Array:
+  return lax.dynamic_slice_in_dim(x, index * size, size, axis)
+
+
+def put_block(
+  x: jax.Array, update: jax.Array, index: jax.Array | int, size: int, axis: int
+) -> jax.Array:
+  return lax.dynamic_update_slice_in_dim(x, update, index * size, axis)
+
+
+def rows(x: jax.Array, i: jax.Array | int, cfg: Config) -> jax.Array:
+  """Query block i of ``[B, Hkv, G, Lq, ...]`` as ``[B, Hkv, G*bq, ...]``."""
+  x = block(x, i, cfg.block_q, Q_AXIS)
+  return x.reshape(x.shape[:2] + (-1,) + x.shape[4:])
+
+
+def put_rows(
+  x: jax.Array, rows: jax.Array, i: jax.Array | int, cfg: Config
+) -> jax.Array:
+  rows = rows.reshape(x.shape[:3] + (cfg.block_q,) + x.shape[4:])
+  return put_block(x, rows, i, cfg.block_q, Q_AXIS)
+
+
+def _pair_starts(
+  x: jax.Array, i: jax.Array | int, j: jax.Array | int, cfg: Config
+) -> tuple[Any, ...]:
+  """Start indices of block pair (i, j) in a 5-d bias/mask (or its grad)."""
+  q0 = i * cfg.block_q if x.shape[3] > 1 else 0
+  k0 = j * cfg.block_k if x.shape[4] > 1 else 0
+  # One index type (the loops' counters are int64 under jax_enable_x64).
+  return tuple(jnp.asarray(n, jnp.int32) for n in (0, 0, 0, q0, k0))
+
+
+def _pair_block(
+  x: jax.Array, i: jax.Array | int, j: jax.Array | int, cfg: Config
+) -> jax.Array:
+  """Block pair (i, j) of a bias or mask; broadcast axes stay size 1."""
+  sizes = x.shape[:3] + (
+    cfg.block_q if x.shape[3] > 1 else 1,
+    cfg.block_k if x.shape[4] > 1 else 1,
+  )
+  return lax.dynamic_slice(x, _pair_starts(x, i, j, cfg), sizes)
+
+
+def pair_rows(
+  x: jax.Array, i: jax.Array | int, j: jax.Array | int, cfg: Config, group: int
+) -> jax.Array:
+  """Block pair (i, j) of a bias or mask as ``[B|1, Hkv|1, rows|1, bk|1]``."""
+  x = _pair_block(x, i, j, cfg)
+  if x.shape[2] == x.shape[3] == 1:
+    return x.reshape(x.shape[:2] + (1, x.shape[4]))
+  x = jnp.broadcast_to(x, x.shape[:2] + (group, cfg.block_q, x.shape[4]))
+  return x.reshape(x.shape[:2] + (-1, x.shape[4]))
+
+
+def add_pair_block(
+  acc: jax.Array,
+  update: jax.Array,
+  i: jax.Array | int,
+  j: jax.Array | int,
+  cfg: Config,
+) -> jax.Array:
+  """``acc[block (i, j)] += update`` summed over the axes ``acc`` broadcasts.
+
+  ``update`` is in rows form, ``[B, Hkv, rows, bk]``.
+  """
+  update = update.reshape(
+    update.shape[:2] + (-1, cfg.block_q, update.shape[-1])
+  )
+  axes = tuple(a for a in range(5) if acc.shape[a] == 1 < update.shape[a])
+  update = jnp.sum(update, axis=axes, keepdims=True)
+  starts = _pair_starts(acc, i, j, cfg)
+  current = lax.dynamic_slice(acc, starts, update.shape)
+  return lax.dynamic_update_slice(acc, current + update, starts)
+
+
+# ---------------------------------------------------------------------------
+# The block plan.
+
+
+class Plan(NamedTuple):
+  """Which block pairs are visited; static, from the shapes alone.
+
+  Query block ``i`` visits key blocks ``[0, clean_end[i])`` without a
+  positional mask and ``[clean_end[i], end[i])`` with it (the causal
+  diagonal, padded keys). Key block ``j`` is visited by query blocks
+  ``[start[j], clean_start[j])`` with the positional mask and
+  ``[clean_start[j], n_q)`` without. Blocks above the causal diagonal are in
+  neither range.
+  """
+
+  clean_end: np.ndarray
+  end: np.ndarray
+  start: np.ndarray
+  clean_start: np.ndarray
+
+
+def plan(cfg: Config) -> Plan:
+  bq, bk = cfg.block_q, cfg.block_k
+  whole_k = cfg.kv_len // bk  # key blocks without padding
+  i = np.arange(cfg.n_q)
+  if cfg.causal:
+    # Query a sees key b iff b <= a (top-left aligned, as flax.nnx).
+    last_q = np.minimum((i + 1) * bq, cfg.q_len) - 1
+    end = np.minimum(cfg.n_k, last_q // bk + 1)
+    clean_end = np.minimum(np.minimum((i * bq + 1) // bk, whole_k), end)
+  else:
+    end = np.full(cfg.n_q, cfg.n_k)
+    clean_end = np.full(cfg.n_q, whole_k)
+  # Both are nondecreasing in i, so the query blocks that see key block j
+  # (or see it whole) form a suffix; its start is a count.
+  j = np.arange(cfg.n_k)[:, None]
+  start = np.sum(end[None, :] <= j, axis=1)
+  clean_start = np.maximum(np.sum(clean_end[None, :] <= j, axis=1), start)
+  as_int = lambda a: np.asarray(a, np.int32)
+  return Plan(
+    as_int(clean_end), as_int(end), as_int(start), as_int(clean_start)
+  )
+
+
+# ---------------------------------------------------------------------------
+# The operands into the internal layout.
+
+
+def _pairwise(
+  x: jax.Array,
+  name: str,
+  batch: tuple[int, ...],
+  heads: int,
+  kv_heads: int,
+  lengths: tuple[int, int],
+  padded: tuple[int, int],
+) -> jax.Array:
+  """A bias or mask as ``[B|1, Hkv|1, G|1, Lq|1, Lk|1]``, padded to blocks.
+
+  Batch axes that all broadcast stay size 1; otherwise they are broadcast
+  and flattened (autodiff sums a bias gradient back to the given shape).
+  """
+  full = batch + (heads,) + lengths
+  try:
+    jnp.broadcast_shapes(x.shape, full)
+  except ValueError:
+    raise ValueError(
+      f"`{name}` of shape {x.shape} is not broadcastable to the attention "
+      f"scores [batch..., heads, q_length, kv_length] = {full}."
+    ) from None
+  if x.ndim > len(full):
+    raise ValueError(
+      f"`{name}` of shape {x.shape} has more dimensions than "
+      f"the attention scores {full}."
+    )
+  x = x.reshape((1,) * (len(full) - x.ndim) + x.shape)
+  nb = len(batch)
+  if all(n == 1 for n in x.shape[:nb]):
+    x = x.reshape((1,) + x.shape[nb:])
+  else:
+    x = jnp.broadcast_to(x, batch + x.shape[nb:])
+    x = x.reshape((math.prod(batch),) + x.shape[nb:])
+  split = (kv_heads, heads // kv_heads) if x.shape[1] > 1 else (1, 1)
+  x = x.reshape(x.shape[:1] + split + x.shape[2:])
+  pads = [(0, 0)] * 3 + [
+    (0, p - n if m > 1 else 0) for p, n, m in zip(padded, lengths, x.shape[3:])
+  ]
+  return jnp.pad(x, pads)
+
+
+def to_blocks(
+  query: jax.Array,
+  key: jax.Array,
+  value: jax.Array,
+  bias: Any,
+  mask: jax.Array | None,
+  scale: Any,
+  cfg: Config,
+  compute: Any,
+) -> tuple[jax.Array, ...]:
+  """The operands in the internal layout (module docstring), padded."""
+  batch = query.shape[:-3]
+  n = math.prod(batch)
+  q_len, heads, depth = query.shape[-3:]
+  kv_len, kv_heads = key.shape[-3:-1]
+  q_pad, k_pad = cfg.n_q * cfg.block_q, cfg.n_k * cfg.block_k
+  q = query.astype(compute).reshape(
+    (n, q_len, kv_heads, heads // kv_heads, depth)
+  )
+  q = jnp.transpose(q, (0, 2, 3, 1, 4)) * jnp.asarray(scale, compute)
+  q = jnp.pad(q, [(0, 0)] * 3 + [(0, q_pad - q_len), (0, 0)])
+  kv = []
+  for x in (key, value):
+    x = x.astype(compute).reshape((n,) + x.shape[-3:])
+    x = jnp.transpose(x, (0, 2, 1, 3))
+    kv.append(jnp.pad(x, [(0, 0), (0, 0), (0, k_pad - kv_len), (0, 0)]))
+  geometry = (batch, heads, kv_heads, (q_len, kv_len), (q_pad, k_pad))
+  if bias is not None:
+    bias = _pairwise(jnp.asarray(bias).astype(compute), "bias", *geometry)
+  if mask is not None:
+    mask = _pairwise(mask, "mask", *geometry)
+  return q, kv[0], kv[1], bias, mask
