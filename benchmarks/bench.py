@@ -423,12 +423,7 @@ def emit_report(
   if notes:
     parts += ["**Notes.**", ""] + [f"- {n}" for n in notes] + [""]
   text = "\n".join(parts)
-  print(text, flush=True)
-  if out_dir is not None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{suite}.md"
-    path.write_text(text, encoding="utf-8")
-    print(f"[written to {path}]\n", flush=True)
+  timing.print_and_write(text, out_dir, f"{suite}.md", end="\n\n")
   return text
 
 

@@ -374,12 +374,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     + (["**Notes.**", ""] + [f"- {n}" for n in notes] + [""] if notes else [])
   )
-  print(text, flush=True)
-  if out_dir is not None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "linear_loss.md"
-    path.write_text(text, encoding="utf-8")
-    print(f"[written to {path}]", flush=True)
+  timing.print_and_write(text, out_dir, "linear_loss.md")
 
 
 if __name__ == "__main__":

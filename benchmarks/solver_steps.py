@@ -247,12 +247,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       "",
     ]
   )
-  print(text, flush=True)
-  if out_dir is not None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "solver_steps.md"
-    path.write_text(text, encoding="utf-8")
-    print(f"[written to {path}]\n", flush=True)
+  timing.print_and_write(text, out_dir, "solver_steps.md", end="\n\n")
 
 
 if __name__ == "__main__":

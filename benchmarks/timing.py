@@ -9,8 +9,8 @@ rotating, so that machine noise falls on all of them alike; a time is the
 median over the repeats, and a ratio the median over the repeats of the two
 candidates' times in the same repeat (:func:`paired_ratio`).
 
-Also the markdown cells and tables that every script's report uses. Nothing
-here imports JAX or softjax.
+Also the markdown cells and tables that every script's report uses, and
+how a report is printed and written. Nothing here imports JAX or softjax.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from collections.abc import Sequence
 import gc
 import math
+from pathlib import Path
 import statistics
 import time
 from typing import Any
@@ -167,3 +168,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   ]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def print_and_write(
+  text: str, out_dir: Path | None, name: str, *, end: str = "\n"
+) -> None:
+  """Prints a report, and writes it to ``out_dir/name`` unless ``out_dir``
+  is None (a quick run that must not overwrite real numbers)."""
+  print(text, flush=True)
+  if out_dir is not None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(text, encoding="utf-8")
+    print(f"[written to {path}]", end=end, flush=True)

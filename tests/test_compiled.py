@@ -4,7 +4,7 @@ On XLA:CPU a constant, or a per-row value, that several fused kernels share
 can be materialised as a full ``[rows, d]`` array (an extra pass that writes
 it, and another input for every kernel that reads it); this once doubled
 the cost of the sparse maps at short rows. The code is written to avoid it
-(see ``_threshold.find_threshold`` and ``_core.shift_rows``); these tests
+(see ``_core.solver.find_threshold`` and ``_core.rows.shift_rows``); these tests
 keep it that way by reading the compiled HLO, which is deterministic, where
 timing tests would not be. Other backends compile differently: skipped there.
 """

@@ -85,7 +85,7 @@ def test_reference_and_its_limits():
   np.testing.assert_array_equal(ref.normmax_margin(z, 2.5) > 0, p > 0)
 
 
-@pytest.mark.parametrize("alpha", slow_except(ALPHAS, 1.5, 3.0))
+@pytest.mark.parametrize("alpha", slow_except(ALPHAS, 3.0))
 def test_matches_reference(alpha):
   cases = [
     ((5, 9), -1),
@@ -121,7 +121,7 @@ def test_array_alpha_matches_per_row_reference():
   _assert_matches(p, x, alpha.astype(np.float64))
 
 
-@pytest.mark.parametrize("alpha", [1.5, 2.0, 4.0])
+@pytest.mark.parametrize("alpha", slow_except([1.5, 2.0, 4.0], 1.5))
 def test_long_rows(alpha):
   # Rows long enough for the solver's warm start, one with a masked third.
   x = _inputs.scores((3, 4096), 3.0, seed=3)

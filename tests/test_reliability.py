@@ -161,9 +161,7 @@ def _tol(dtype):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-  "name", slow_except(NAMES, "softmax", "entmax_1_3", "normmax")
-)
+@pytest.mark.parametrize("name", slow_except(NAMES, "entmax_1_3", "normmax"))
 def test_nan_stays_in_its_row(name):
   f, log, _ = NORMALISERS[name]
   x = jnp.array(
@@ -183,7 +181,7 @@ def test_nan_stays_in_its_row(name):
 
 
 @pytest.mark.parametrize(
-  "name", slow_except(NAMES, "log_softmax", "sparsemax", "budget_sparsemax_k1")
+  "name", slow_except(NAMES, "sparsemax", "budget_sparsemax_k1")
 )
 def test_neg_inf_entries_get_zero_mass_and_zero_gradient(name):
   f, log, _ = NORMALISERS[name]
@@ -215,7 +213,7 @@ def test_neg_inf_entries_get_zero_mass_and_zero_gradient(name):
 
 
 @pytest.mark.parametrize("how", ["neg_inf", "where", "where_and_t"])
-@pytest.mark.parametrize("name", slow_except(NAMES, "normmax"))
+@pytest.mark.parametrize("name", slow_except(NAMES, "log_softmax"))
 def test_rows_with_nothing_live_give_zeros_never_nan(name, how):
   f, log, _ = NORMALISERS[name]
   x = jnp.array([[-INF, -INF, -INF], [0.5, -1.0, 2.0]])
@@ -245,9 +243,7 @@ def test_rows_with_nothing_live_give_zeros_never_nan(name, how):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-  "name", slow_except(NAMES, "softmax", "entmax_3", "budget_sparsemax_k1")
-)
+@pytest.mark.parametrize("name", slow_except(NAMES, "entmax_3"))
 def test_pos_inf_entries_share_the_mass(name):
   f, log, _ = NORMALISERS[name]
   x = jnp.array(
@@ -355,9 +351,7 @@ def test_axis_of_size_one_gives_one(name):
 @pytest.mark.parametrize(
   "shape,axis", [((3, 0), -1), ((0, 4), -1), ((2, 0, 3), 1), ((0,), None)]
 )
-@pytest.mark.parametrize(
-  "name", slow_except(list(EVERYTHING), "log_softmax", "gumbel")
-)
+@pytest.mark.parametrize("name", slow_except(list(EVERYTHING), "gumbel"))
 def test_axis_of_size_zero_gives_empty(name, shape, axis):
   f = EVERYTHING[name]
   x = jnp.zeros(shape, jnp.bfloat16)
@@ -377,7 +371,7 @@ def test_axis_of_size_zero_gives_empty(name, shape, axis):
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
 @pytest.mark.parametrize(
   "name",
-  slow_except(list(EVERYTHING), "softmax", "sparsemax", "gumbel_sparsemax"),
+  slow_except(list(EVERYTHING), "gumbel_sparsemax"),
 )
 def test_dtype_is_kept_and_rows_sum_to_one(name, dtype):
   f = EVERYTHING[name]
@@ -394,9 +388,7 @@ def test_dtype_is_kept_and_rows_sum_to_one(name, dtype):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
-@pytest.mark.parametrize(
-  "name", slow_except(SPARSE, "entmax15", "budget_sparsemax_k1")
-)
+@pytest.mark.parametrize("name", slow_except(SPARSE, "entmax15"))
 def test_sparse_maps_stay_exactly_sparse_in_every_dtype(name, dtype):
   f = NORMALISERS[name][0]
   x = jnp.asarray([[3.0, 0.0, -3.0, -10.0], [0.25, 0.5, -4.0, 0.5]], dtype)
@@ -570,9 +562,7 @@ def _loss_grad(name, x, y, **kwargs):
   return jax.grad(lambda v: jnp.sum(LOSSES[name](v, y, **kwargs)))(x)
 
 
-@pytest.mark.parametrize(
-  "name", slow_except(list(LOSSES), "softmax_loss", "entmax_loss_1_3")
-)
+@pytest.mark.parametrize("name", slow_except(list(LOSSES), "entmax_loss_1_3"))
 def test_loss_nan_stays_in_its_row(name):
   x = jnp.array([[1.0, NAN, 2.0], [1.0, 2.0, 3.0]])
   y = jnp.array([0, 1])
@@ -675,7 +665,7 @@ def test_traced_out_of_range_labels_give_nan(name):
 # --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(GUMBEL))
+@pytest.mark.parametrize("name", slow_except(GUMBEL, "gumbel_hard"))
 def test_gumbel_nan_and_empty_rows(name):
   f = GUMBEL[name]
   x = jnp.array(
