@@ -17,11 +17,9 @@ entmax :class:`~softjax._core.entmax.Family`.
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import jax.numpy as jnp
-import numpy as np
 
 from softjax._core import args
 from softjax._core.entmax import Family
@@ -85,12 +83,10 @@ def for_heads(alpha: Any, heads: int, kv_heads: int, dtype: Any) -> Member:
   straight through) and then laid out like the heads of the internal
   layout; autodiff maps its cotangent back to α's shape.
   """
-  if isinstance(alpha, (bool, np.bool_)):
-    raise TypeError("`alpha` must be a number or an array, not a bool.")
-  if isinstance(alpha, numbers.Real):
-    args.check_alpha_values(float(alpha))
-    return member(float(alpha), dtype)
-  array = args.as_float_array(alpha, "alpha")
+  array = args.alpha_as_number_or_array(alpha)
+  if isinstance(array, float):
+    args.check_alpha_values(array)
+    return member(array, dtype)
   try:
     shape = jnp.broadcast_shapes(array.shape, (heads,))
   except ValueError:

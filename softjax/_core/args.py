@@ -188,7 +188,7 @@ def canonical_temperature(
   return t
 
 
-def _alpha_as_number_or_array(alpha: Any) -> float | jax.Array:
+def alpha_as_number_or_array(alpha: Any) -> float | jax.Array:
   """α as a Python float, or a float array; rejects booleans."""
   if isinstance(alpha, (bool, np.bool_)):
     raise TypeError("`alpha` must be a number or an array, not a bool.")
@@ -249,7 +249,7 @@ def canonical_alpha(
   normmax: bool = False,
 ) -> float | jax.Array:
   """Returns α as a Python float, or an array with size 1 along ``axes``."""
-  a = _alpha_as_number_or_array(alpha)
+  a = alpha_as_number_or_array(alpha)
   if isinstance(a, float):
     check_alpha_values(a, normmax)
     return a
@@ -493,7 +493,7 @@ def check_alpha_per_example(
   alpha: Any, loss_shape: tuple[int, ...], normmax: bool = False
 ) -> float | jax.Array:
   """α for a loss: a float, or an array broadcastable to the loss's shape."""
-  a = _alpha_as_number_or_array(alpha)
+  a = alpha_as_number_or_array(alpha)
   if isinstance(a, float):
     check_alpha_values(a, normmax)
     return a

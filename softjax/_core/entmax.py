@@ -88,12 +88,6 @@ class Family(Member):
   # -- what kind of member --------------------------------------------------
 
   @property
-  def is_softmax(self) -> bool:
-    """The static member α = 1 (built as :class:`Softmax`, whose threshold
-    is closed-form: the dense code and the online log-sum-exp)."""
-    return not self.learnable and self.eps == 0.0
-
-  @property
   def _e(self) -> float | jax.Array:
     """ε for the map and its derivatives: an array is floored at EPS_MIN.
 

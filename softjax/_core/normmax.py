@@ -56,8 +56,6 @@ class Normmax(Member):
 
   __slots__ = ("alpha",)
 
-  is_softmax = False
-
   def __init__(self, alpha: float | jax.Array):
     self.alpha = alpha
 
