@@ -268,8 +268,12 @@ def test_matches_dense(alpha, case):
     np.testing.assert_array_equal(grads["bias"][:, :, 5], 0.0)
 
 
-def test_plan_visits_exactly_the_unmasked_blocks():
-  """Skipped pairs are fully masked; pairs without the mask need none."""
+@pytest.mark.parametrize("window", [None, (5, 9), (0, 0), (17, 3)])
+def test_plan_visits_exactly_the_unmasked_blocks(window):
+  """Skipped pairs are fully masked; pairs without the mask need none; the
+  lists each sweep reads hold exactly the pairs of their kind, in order.
+  (Brute force over the positions; the band written out, not taken from
+  softjax.)"""
   for q_len, kv_len, bq, bk in [
     (37, 37, 8, 16),
     (23, 40, 16, 8),
@@ -278,28 +282,37 @@ def test_plan_visits_exactly_the_unmasked_blocks():
     (5, 70, 4, 32),
   ]:
     for causal in (False, True):
-      cfg = layout.Config(q_len, kv_len, bq, bk, causal, 0.0, True, None)
+      cfg = layout.Config(
+        q_len, kv_len, bq, bk, causal, 0.0, True, None, window=window
+      )
       plan = layout.plan(cfg)
       qi = np.arange(cfg.n_q * bq)[:, None]
       kj = np.arange(cfg.n_k * bk)[None, :]
       visible = (qi < q_len) & (kj < kv_len)
       if causal:
         visible &= kj <= qi
+      if window is not None:
+        visible &= (kj >= qi - window[0]) & (kj <= qi + window[1])
       for i in range(cfg.n_q):
         for j in range(cfg.n_k):
           block = visible[i * bq : (i + 1) * bq, j * bk : (j + 1) * bk]
-          by_key = j < plan.end[i]
-          by_query = plan.start[j] <= i
-          assert by_key == by_query, (cfg, i, j)
-          if not by_key:
-            assert not block.any(), (cfg, i, j)
-          clean = j < plan.clean_end[i]
-          assert clean == (i >= plan.clean_start[j]), (cfg, i, j)
           real_q = block[: max(0, min(bq, q_len - i * bq))]
-          if clean:
+          kind = plan.kind[i, j]
+          if kind == layout.SKIP:
+            assert not block.any(), (cfg, i, j)
+          elif kind == layout.CLEAN:
             assert real_q.all(), (cfg, i, j)
-          elif by_key:
+          else:
             assert block.any() and not real_q.all(), (cfg, i, j)
+      for kind in (layout.PARTIAL, layout.CLEAN):
+        for lists, kinds in (
+          (plan.by_query[kind], plan.kind),
+          (plan.by_key[kind], plan.kind.T),
+        ):
+          blocks, counts = lists
+          for r in range(kinds.shape[0]):
+            want = np.flatnonzero(kinds[r] == kind)
+            np.testing.assert_array_equal(blocks[r, : counts[r]], want)
 
 
 def test_sparse_passes_visit_exactly_the_blocks_with_weight():

@@ -24,6 +24,7 @@ from softjax import _core
 from softjax._attention import layout
 from softjax._attention import rules
 from softjax._attention import sweeps
+from softjax._attention import tokens
 
 
 def _pair_grads(
@@ -42,7 +43,8 @@ def _pair_grads(
   the cotangent of the scores, and ``dε`` the rows' part of an array ε's
   cotangent (None unless learnable): ``dp/dε = r - s Σr / Σs`` at the root
   (``r`` = :meth:`Family.param_sensitivity`), so it is
-  ``Σ_k r_k (dP_k - delta)``.
+  ``Σ_k r_k (dP_k - delta)``. With a soft cap, ``ds`` goes on through
+  its slope to the scores before the cap.
   """
   i, j = at
   p = rule.weights(z, rows_i)
@@ -58,7 +60,10 @@ def _pair_grads(
     d_eps = jnp.sum(rule.param_sensitivity(p) * g, axis=-1)
   if cfg.dropout_rate:
     p = p * drop
-  return p, s * g, d_eps
+  ds = s * g
+  if cfg.cap is not None:  # through cap * tanh(z / cap)
+    ds = ds * tokens.soft_cap_slope(z, cfg.cap)
+  return p, ds, d_eps
 
 
 def backward_pass(
@@ -82,7 +87,9 @@ def backward_pass(
   out, rows, live = residuals
   delta = rule.delta(dout, out, rows)
   bk = cfg.block_k
-  zeros = lambda x: _core.filled(x.shape, 0.0, x.dtype, *ops[:-1], dout, like=x)
+  zeros = lambda x: _core.filled(
+    x.shape, 0.0, x.dtype, ops.q, *ops.refs, dout, like=x
+  )
   mm = functools.partial(jnp.einsum, precision=cfg.precision)
 
   def key_block(j: jax.Array, grads: tuple[Any, ...]) -> tuple[Any, ...]:

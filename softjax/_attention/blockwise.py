@@ -46,6 +46,7 @@ from softjax._attention import forward
 from softjax._attention import layout
 from softjax._attention import rules
 from softjax._attention import steps
+from softjax._attention import tokens
 from softjax._core import Family
 
 
@@ -57,14 +58,15 @@ def _attention(
   bias: jax.Array | None,
   mask: jax.Array | None,
   rng: jax.Array | None,
+  toks: tokens.Tokens | None,
   family: Family,
 ) -> jax.Array:
-  ops = layout.Operands(q, k, v, bias, mask, rng)
+  ops = layout.Operands(q, k, v, bias, mask, rng, toks)
   return forward.forward(cfg, rules.rule(family, cfg), ops)[0]
 
 
-def _attention_fwd(cfg, q, k, v, bias, mask, rng, family):
-  ops = layout.Operands(q, k, v, bias, mask, rng)
+def _attention_fwd(cfg, q, k, v, bias, mask, rng, toks, family):
+  ops = layout.Operands(q, k, v, bias, mask, rng, toks)
   rule = rules.rule(family, cfg)
   out, rows, live = forward.forward(cfg, rule, ops)
   # Softmax's delta is dO · out; the sparse members' comes from `rows`.
@@ -84,7 +86,7 @@ def _attention_bwd(cfg, residuals, dout):
   d_family = None
   if d_eps is not None:
     d_family = Family(_core.param_cotangent(d_eps[..., None], family.eps))
-  return grads + (None, None, d_family)
+  return grads + (None, None, None, d_family)
 
 
 _attention = jax.custom_vjp(_attention, nondiff_argnums=(0,))
@@ -179,6 +181,7 @@ def config(
   broadcast_dropout: bool,
   deterministic: bool,
   precision: Any,
+  structure: tokens.Static = tokens.NONE,
 ) -> layout.Config:
   """The static settings of one call (dropout off when not applied)."""
   dropping = not deterministic and float(dropout_rate) > 0.0
@@ -199,6 +202,8 @@ def config(
     broadcast_dropout=bool(broadcast_dropout),
     precision=precision,
     n_iter=blocks[2],
+    window=structure.window,
+    cap=structure.cap,
   )
 
 
@@ -208,6 +213,7 @@ def _run(
   arrays: tuple[Any, ...],
   scale: Any,
   rng: jax.Array | None,
+  toks: tokens.Tokens | None = None,
 ) -> jax.Array:
   """The checked ``(query, key, value, bias, mask)`` through the passes."""
   query, value = arrays[0], arrays[2]
@@ -215,8 +221,8 @@ def _run(
   compute = jnp.promote_types(out_dtype, jnp.float32)
   if scale is None:
     scale = 1.0 / math.sqrt(query.shape[-1])
-  ops = layout.to_blocks(*arrays, scale, cfg, compute)
-  out = _attention(cfg, *ops, rng, family)
+  *ops, toks = layout.to_blocks(*arrays, scale, cfg, compute, toks)
+  out = _attention(cfg, *ops, rng, toks, family)
   out = jnp.transpose(out[:, :, :, : cfg.q_len], (0, 3, 1, 2, 4))
   out_shape = query.shape[:-1] + value.shape[-1:]
   return out.reshape(out_shape).astype(out_dtype)
@@ -245,6 +251,13 @@ def blockwise_attention(
   force_fp32_for_softmax: bool = False,
   qk_attn_weights_einsum: Callable[..., jax.Array] | None = None,
   attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
+  segment_ids: jax.Array | None = None,
+  q_segment_ids: jax.Array | None = None,
+  kv_segment_ids: jax.Array | None = None,
+  q_lengths: jax.Array | None = None,
+  kv_lengths: jax.Array | None = None,
+  local_window_size: int | tuple[int, int] | None = None,
+  logits_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""Dot-product attention computed block by block, in linear memory.
 
@@ -402,10 +415,21 @@ def blockwise_attention(
   family = _core.member_for_heads(
     alpha, query.shape[-2], key.shape[-2], compute
   )
-  if query.shape[-3] == 0 or key.shape[-3] == 0:
+  lengths = (query.shape[-3], key.shape[-3])
+  structure = tokens.static(local_window_size, logits_soft_cap)
+  toks = tokens.tokens(
+    query.shape[:-3],
+    lengths,
+    segment_ids,
+    q_segment_ids,
+    kv_segment_ids,
+    q_lengths,
+    kv_lengths,
+  )
+  if lengths[0] == 0 or lengths[1] == 0:
     return jnp.zeros(query.shape[:-1] + value.shape[-1:], query.dtype)
   cfg = config(
-    (query.shape[-3], key.shape[-3]),
+    lengths,
     (block_q, block_k, n_iter),
     is_causal,
     dropout_rng,
@@ -413,6 +437,8 @@ def blockwise_attention(
     broadcast_dropout,
     deterministic,
     precision,
+    structure,
   )
   rng = dropout_rng if cfg.dropout_rate else None
-  return _run(cfg, family, (query, key, value, bias, mask), scale, rng)
+  arrays = (query, key, value, bias, mask)
+  return _run(cfg, family, arrays, scale, rng, toks)

@@ -16,6 +16,7 @@ import jax
 
 from softjax import _core
 from softjax._attention import steps
+from softjax._attention import tokens
 from softjax._maps import softmax
 
 Normalizer = Callable[..., jax.Array]
@@ -36,10 +37,16 @@ def _weights(
   dropout_rate,
   broadcast_dropout,
   deterministic,
+  structure=tokens.NONE,
+  token_arrays=None,
 ):
   """Promoted, checked query and key to (dropped-out) attention weights."""
-  scores = steps.scores(query, key, bias, einsum)
-  where = steps.where_mask(mask, is_causal, scores.shape)
+  scores = tokens.soft_cap(
+    steps.scores(query, key, bias, einsum), structure.cap
+  )
+  where = steps.where_mask(
+    mask, is_causal, scores.shape, structure.window, token_arrays
+  )
   weights = steps.normalise(normalizer, scores, where, query.dtype, force_fp32)
   if module is not None:
     steps.sow(module, weights)
@@ -68,6 +75,13 @@ def dot_product_attention_weights(
   einsum: Callable[..., jax.Array] | None = None,
   promote_dtype: Callable[..., Any] | None = None,
   is_causal: bool = False,
+  segment_ids: jax.Array | None = None,
+  q_segment_ids: jax.Array | None = None,
+  kv_segment_ids: jax.Array | None = None,
+  q_lengths: jax.Array | None = None,
+  kv_lengths: jax.Array | None = None,
+  local_window_size: int | tuple[int, int] | None = None,
+  logits_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""Attention weights ``normalizer(q·k / sqrt(depth) + bias, where=mask)``.
 
@@ -107,6 +121,13 @@ def dot_product_attention_weights(
       convention; default: Flax's promotion to one inexact dtype.
     is_causal: also mask keys after the query position (``tril`` aligned at
       the top-left, as in ``flax.nnx``), combined with ``mask``.
+    segment_ids: {segment_ids}
+    q_segment_ids: {q_segment_ids}
+    kv_segment_ids: {kv_segment_ids}
+    q_lengths: {q_lengths}
+    kv_lengths: {kv_lengths}
+    local_window_size: {local_window_size}
+    logits_soft_cap: {logits_soft_cap}
 
   Returns:
     Weights of shape ``[batch..., num_heads, q_length, kv_length]`` (dropout
@@ -117,7 +138,7 @@ def dot_product_attention_weights(
     TypeError: {attention_raises_type}
     ValueError: mismatched shapes, a ``mask`` not broadcastable to the scores,
       dropout without ``dropout_rng``, or a ``normalizer`` whose output has
-      another shape than its input.
+      another shape than its input; {attention_raises_tokens}
 
   Example:
     >>> import jax
@@ -157,6 +178,16 @@ def dot_product_attention_weights(
     dropout_rate=dropout_rate,
     broadcast_dropout=broadcast_dropout,
     deterministic=deterministic,
+    structure=tokens.static(local_window_size, logits_soft_cap),
+    token_arrays=tokens.tokens(
+      query.shape[:-3],
+      (query.shape[-3], key.shape[-3]),
+      segment_ids,
+      q_segment_ids,
+      kv_segment_ids,
+      q_lengths,
+      kv_lengths,
+    ),
   )
 
 
@@ -182,6 +213,13 @@ def dot_product_attention(
   attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
   promote_dtype: Callable[..., Any] | None = None,
   is_causal: bool = False,
+  segment_ids: jax.Array | None = None,
+  q_segment_ids: jax.Array | None = None,
+  kv_segment_ids: jax.Array | None = None,
+  q_lengths: jax.Array | None = None,
+  kv_lengths: jax.Array | None = None,
+  local_window_size: int | tuple[int, int] | None = None,
+  logits_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""Dot-product attention with a chosen normaliser; a drop-in for Flax's.
 
@@ -224,6 +262,13 @@ def dot_product_attention(
       dtype=dtype)`` convention; default: Flax's promotion.
     is_causal: also mask keys after the query position, combined with
       ``mask``.
+    segment_ids: {segment_ids}
+    q_segment_ids: {q_segment_ids}
+    kv_segment_ids: {kv_segment_ids}
+    q_lengths: {q_lengths}
+    kv_lengths: {kv_lengths}
+    local_window_size: {local_window_size}
+    logits_soft_cap: {logits_soft_cap}
 
   Returns:
     The attended values, ``[batch..., q_length, num_heads, v_depth]``.
@@ -231,7 +276,8 @@ def dot_product_attention(
   Raises:
     TypeError: {attention_raises_type}
     ValueError: mismatched shapes or einsum arguments, a ``mask`` not
-      broadcastable to the scores, dropout without ``dropout_rng``.
+      broadcastable to the scores, dropout without ``dropout_rng``;
+      {attention_raises_tokens}
 
   Example:
     >>> import jax
@@ -281,5 +327,15 @@ def dot_product_attention(
     dropout_rate=dropout_rate,
     broadcast_dropout=broadcast_dropout,
     deterministic=deterministic,
+    structure=tokens.static(local_window_size, logits_soft_cap),
+    token_arrays=tokens.tokens(
+      query.shape[:-3],
+      (query.shape[-3], key.shape[-3]),
+      segment_ids,
+      q_segment_ids,
+      kv_segment_ids,
+      q_lengths,
+      kv_lengths,
+    ),
   )
   return steps.weighted_values(weights, value, wv_einsum)

@@ -48,10 +48,11 @@ def _softmax_pass(
   batch, kv_heads, group, q_pad, _ = ops.q.shape
   rows_shape = (batch, kv_heads, group * cfg.block_q)
   v_depth = ops.v.shape[-1]
-  dtype, refs = ops.q.dtype, ops[1:-1]
+  dtype, refs = ops.q.dtype, ops.refs
   filled = lambda shape, value: _core.filled(
     shape, value, dtype, *refs, like=ops.q
   )
+  needed = layout.pairs_seen(cfg, ops.tokens)
 
   def query_block(
     i: jax.Array, bufs: tuple[jax.Array, jax.Array]
@@ -69,7 +70,8 @@ def _softmax_pass(
       _core.lse_start(rows_shape, dtype, *refs, like=ops.q),
       filled(rows_shape + (v_depth,), 0.0),
     )
-    stat, o = sweeps.for_key_blocks(cfg, ops, i, body, init)
+    live = None if needed is None else needed[i]
+    stat, o = sweeps.for_key_blocks(cfg, ops, i, body, init, live)
     empty = stat.s == 0  # every key of the query masked
     out_i = o / jnp.where(empty, 1.0, stat.s)[..., None]
     lse_i = jnp.where(empty, jnp.inf, _core.lse_finish(stat))
@@ -88,7 +90,10 @@ def _softmax_pass(
 
 
 def _maxima_sweep(
-  cfg: layout.Config, ops: layout.Operands, i: jax.Array
+  cfg: layout.Config,
+  ops: layout.Operands,
+  i: jax.Array,
+  needed: jax.Array | None,
 ) -> jax.Array:
   """Group maxima of query block i: ``[B, Hkv, rows, n_k * block_k / group]``.
 
@@ -105,8 +110,9 @@ def _maxima_sweep(
     top = jnp.max(z.reshape(z.shape[:3] + (per_block, cfg.group)), axis=-1)
     return lax.dynamic_update_slice_in_dim(maxima, top, j * per_block, 3)
 
-  init = _core.filled(shape, -jnp.inf, ops.q.dtype, *ops[1:-1], like=ops.q)
-  return sweeps.for_key_blocks(cfg, ops, i, body, init)
+  init = _core.filled(shape, -jnp.inf, ops.q.dtype, *ops.refs, like=ops.q)
+  live = None if needed is None else needed[i]
+  return sweeps.for_key_blocks(cfg, ops, i, body, init, live)
 
 
 def _live_blocks(
@@ -205,7 +211,7 @@ def _output_sweep(
 
   shape = rows.t.shape + (ops.v.shape[-1],)
   zeros = lambda shape: _core.filled(
-    shape, 0.0, ops.q.dtype, *ops[1:-1], like=ops.q
+    shape, 0.0, ops.q.dtype, *ops.refs, like=ops.q
   )
   init = (zeros(shape), zeros(shape), zeros(rows.t.shape))
   out, sv, s_sum = sweeps.for_key_blocks(cfg, ops, i, body, init, live)
@@ -225,11 +231,13 @@ def entmax_pass(
   stats = (batch, kv_heads, group, q_pad)
   vectors = stats + (ops.v.shape[-1],)
   zeros = lambda shape: _core.filled(
-    shape, 0.0, ops.q.dtype, *ops[1:-1], like=ops.q
+    shape, 0.0, ops.q.dtype, *ops.refs, like=ops.q
   )
 
+  needed = layout.pairs_seen(cfg, ops.tokens)
+
   def query_block(i, bufs):
-    maxima = _maxima_sweep(cfg, ops, i)
+    maxima = _maxima_sweep(cfg, ops, i, needed)
     shift, t, total, live_i = _solve_block(cfg, rule, ops, i, maxima)
     rows = rules.EntmaxRows(shift, t, total, None)
     out, sv = _output_sweep(cfg, rule, ops, i, rows, live_i)
@@ -241,7 +249,7 @@ def entmax_pass(
     )
 
   # Typed like the flags computed from the operands.
-  live = _core.filled((cfg.n_q, cfg.n_k), False, bool, *ops[:-1])
+  live = _core.filled((cfg.n_q, cfg.n_k), False, bool, ops.q, *ops.refs)
   rows = rules.EntmaxRows(*(zeros(stats),) * 3, zeros(vectors))
   return lax.fori_loop(0, cfg.n_q, query_block, (zeros(vectors), rows, live))
 
@@ -253,9 +261,52 @@ def forward(
 ) -> tuple[jax.Array, Any]:
   """``(out, rows, live)``: the output and what the backward pass needs.
 
-  ``rows`` are the per-query statistics; ``live`` (``[n_q, n_k]``, None for
-  softmax) marks the block pairs that hold a positive weight.
+  ``rows`` are the per-query statistics; ``live`` (``[n_q, n_k]``) marks
+  the block pairs that hold a positive weight (for softmax: those the
+  token structure needs; None when every pair the plan keeps is needed).
   """
   if rule is rules.SOFTMAX:
-    return _softmax_pass(cfg, ops) + (None,)
+    return _softmax_pass(cfg, ops) + (layout.pairs_seen(cfg, ops.tokens),)
+  if cfg.decoding:
+    return decoding_pass(cfg, rule, ops)
   return entmax_pass(cfg, rule, ops)
+
+
+def decoding_pass(
+  cfg: layout.Config, rule: rules.Entmax, ops: layout.Operands
+) -> tuple[jax.Array, rules.EntmaxRows, jax.Array]:
+  """The sparse forward for a few queries (``cfg.decoding``): one pass.
+
+  The scores of the one query block against every key block are kept
+  (``[B, Hkv, rows, Lk]``, linear in the keys), so the threshold is solved
+  in memory, as the dense map solves it, after one pass over the keys, and
+  the output takes one pass over the values: no sweep per solver step.
+  The statistics are those of :func:`entmax_pass`, so the backward pass is
+  the same.
+  """
+  family = rule.family
+  needed = layout.pairs_seen(cfg, ops.tokens)
+  batch, kv_heads, group = ops.q.shape[:3]
+  shape = (batch, kv_heads, group * cfg.block_q, cfg.n_k * cfg.block_k)
+
+  def body(j, z, scores):
+    return lax.dynamic_update_slice_in_dim(scores, z, j * cfg.block_k, 3)
+
+  init = _core.filled(shape, -jnp.inf, ops.q.dtype, *ops.refs, like=ops.q)
+  live = None if needed is None else needed[0]
+  z = sweeps.for_key_blocks(cfg, ops, 0, body, init, live)
+  top = jnp.max(z, axis=-1)
+  shift = jnp.where(top == -jnp.inf, 0.0, top)  # all masked: no mass
+  t, total = _core.threshold(
+    z - shift[..., None], family, _core.Rows((3,)), cfg.n_iter
+  )
+  rows = rules.EntmaxRows(shift, t[..., 0], total[..., 0], None)
+  p = rule.weights(z, rows)
+  s = rule.slopes(p)
+  mm = lambda w: jnp.einsum(layout.PV, w, ops.v, precision=cfg.precision)
+  sv = mm(s) / _core.safe_total(jnp.sum(s, axis=-1))[..., None]
+  split = p.reshape(shape[:3] + (cfg.n_k, cfg.block_k))
+  live = jnp.any((split > 0) | jnp.isnan(split), axis=(0, 1, 2, 4))
+  as_block = lambda x: x.reshape((batch, kv_heads, group, -1) + x.shape[3:])
+  rows = jax.tree.map(as_block, rows._replace(sv=sv))
+  return as_block(mm(p)), rows, live[None]

@@ -20,6 +20,7 @@ each key block in one matmul and per-query statistics are ``[B, Hkv, rows]``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 from typing import NamedTuple
@@ -28,6 +29,8 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+
+from softjax._attention import tokens as tokens_lib
 
 # Default block sizes, measured on XLA:CPU (2 shared cores, batch 1, 8 heads,
 # depth 64, float32, CPU seconds of fwd+bwd, relative to 256 x 256): at
@@ -54,6 +57,12 @@ K_AXIS = 2  # the length axis of keys and values
 # (as the solver's warm start does for rows in memory).
 _GROUP = 16
 
+# At most this many queries (one block) make a decoding call: the scores of
+# their rows against every key are held (linear in the keys), so that the
+# sparse maps solve their threshold in memory after one pass over the keys
+# instead of one sweep per solver step.
+DECODE_QUERIES = 16
+
 
 class Config(NamedTuple):
   """Static description of one call (hashable: a ``custom_vjp`` argument)."""
@@ -69,6 +78,8 @@ class Config(NamedTuple):
   n_iter: int | None = (
     None  # most row-sum sweeps of the solver (None: its default)
   )
+  window: tuple[int, int] | None = None  # (left, right), tokens.band
+  cap: float | None = None  # logits soft cap (None: none)
 
   @property
   def group(self) -> int:
@@ -83,9 +94,21 @@ class Config(NamedTuple):
   def n_k(self) -> int:
     return -(-self.kv_len // self.block_k)
 
+  @property
+  def decoding(self) -> bool:
+    """A few queries against many keys: their rows fit in memory whole."""
+    return (
+      self.n_q == 1 and self.q_len <= DECODE_QUERIES and (not self.dropout_rate)
+    )
+
 
 class Operands(NamedTuple):
-  """The arrays of one call, in the internal layout (module docstring)."""
+  """The arrays of one call, in the internal layout (module docstring).
+
+  ``tokens`` are the per-token arrays (:class:`tokens.Tokens`) with the
+  batch flattened and the ids padded to whole blocks: ``[B, Lq]``,
+  ``[B, Lk]``, ``[B]``, ``[B]``.
+  """
 
   q: jax.Array
   k: jax.Array
@@ -93,6 +116,12 @@ class Operands(NamedTuple):
   bias: jax.Array | None
   mask: jax.Array | None
   rng: jax.Array | None
+  tokens: tokens_lib.Tokens | None = None
+
+  @property
+  def refs(self) -> tuple[Any, ...]:
+    """The operands that type a loop carry (``_core.filled``), but ``q``."""
+    return (self.k, self.v, self.bias, self.mask) + tuple(self.tokens or ())
 
 
 # ---------------------------------------------------------------------------
@@ -182,43 +211,97 @@ def add_pair_block(
 
 
 class Plan(NamedTuple):
-  """Which block pairs are visited; static, from the shapes alone.
+  """Which block pairs are visited, and how; static, from the shapes alone.
 
-  Query block ``i`` visits key blocks ``[0, clean_end[i])`` without a
-  positional mask and ``[clean_end[i], end[i])`` with it (the causal
-  diagonal, padded keys). Key block ``j`` is visited by query blocks
-  ``[start[j], clean_start[j])`` with the positional mask and
-  ``[clean_start[j], n_q)`` without. Blocks above the causal diagonal are in
-  neither range.
+  ``kind[i, j]`` is :data:`SKIP` for a pair no query of block ``i`` may see
+  a key of (above the causal diagonal, outside the window), :data:`CLEAN`
+  for a pair every query sees every key of (no positional mask needed), and
+  :data:`PARTIAL` for the rest (the causal diagonal, the window's edges,
+  padded keys), which take the positional mask. The sweeps read the pairs
+  as lists: query block ``i`` visits the key blocks
+  ``by_query[kind][i, :count]`` and key block ``j`` the query blocks
+  ``by_key[kind][j, :count]``, in increasing order.
   """
 
-  clean_end: np.ndarray
-  end: np.ndarray
-  start: np.ndarray
-  clean_start: np.ndarray
+  kind: np.ndarray  # [n_q, n_k]
+  by_query: dict[int, tuple[np.ndarray, np.ndarray]]  # kind: (lists, counts)
+  by_key: dict[int, tuple[np.ndarray, np.ndarray]]
 
 
+SKIP, PARTIAL, CLEAN = 0, 1, 2
+
+
+def _lists(kind: np.ndarray, which: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per row of ``kind``, the columns equal to ``which``, padded with 0."""
+  hit = kind == which
+  counts = hit.sum(axis=1)
+  lists = np.zeros((kind.shape[0], max(1, counts.max(initial=0))), np.int32)
+  for r, row in enumerate(hit):
+    cols = np.flatnonzero(row)
+    lists[r, : len(cols)] = cols
+  return lists, counts.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=64)
 def plan(cfg: Config) -> Plan:
+  """The kind of every block pair (:class:`Plan`), from the static band.
+
+  Query ``q`` may see key ``k`` iff ``lo <= k - q <= hi``
+  (:func:`tokens.band`: causality and the window). Over a block pair the
+  offsets ``k - q`` of its real positions span an interval: the pair is
+  skipped when it misses ``[lo, hi]`` and clean when it lies inside and the
+  key block holds no padding.
+  """
   bq, bk = cfg.block_q, cfg.block_k
-  whole_k = cfg.kv_len // bk  # key blocks without padding
-  i = np.arange(cfg.n_q)
-  if cfg.causal:
-    # Query a sees key b iff b <= a (top-left aligned, as flax.nnx).
-    last_q = np.minimum((i + 1) * bq, cfg.q_len) - 1
-    end = np.minimum(cfg.n_k, last_q // bk + 1)
-    clean_end = np.minimum(np.minimum((i * bq + 1) // bk, whole_k), end)
-  else:
-    end = np.full(cfg.n_q, cfg.n_k)
-    clean_end = np.full(cfg.n_q, whole_k)
-  # Both are nondecreasing in i, so the query blocks that see key block j
-  # (or see it whole) form a suffix; its start is a count.
-  j = np.arange(cfg.n_k)[:, None]
-  start = np.sum(end[None, :] <= j, axis=1)
-  clean_start = np.maximum(np.sum(clean_end[None, :] <= j, axis=1), start)
-  as_int = lambda a: np.asarray(a, np.int32)
+  lo, hi = tokens_lib.band(cfg.causal, cfg.window)
+  q_first = np.arange(cfg.n_q)[:, None] * bq
+  q_last = np.minimum(q_first + bq, cfg.q_len) - 1
+  k_first = np.arange(cfg.n_k)[None, :] * bk
+  k_last = np.minimum(k_first + bk, cfg.kv_len) - 1
+  least, most = k_first - q_last, k_last - q_first  # offsets in the pair
+  seen = np.maximum(least, lo) <= np.minimum(most, hi)
+  whole = (least >= lo) & (most <= hi) & (k_first + bk <= cfg.kv_len)
+  kind = np.where(seen, np.where(whole, CLEAN, PARTIAL), SKIP)
+  kind = kind.astype(np.int8)
   return Plan(
-    as_int(clean_end), as_int(end), as_int(start), as_int(clean_start)
+    kind,
+    {w: _lists(kind, w) for w in (PARTIAL, CLEAN)},
+    {w: _lists(kind.T, w) for w in (PARTIAL, CLEAN)},
   )
+
+
+def pairs_seen(cfg: Config, toks: tokens_lib.Tokens | None) -> Any:
+  """``[n_q, n_k]``: the pairs where some query may see some key, or None.
+
+  From the per-token arrays: a pair is needed when its query block holds a
+  valid query, its key block a valid key, and the ranges of their segment
+  ids meet (ids that do not meet in range are never equal). The batch
+  shares the block loops, so a pair is visited when any row needs it.
+  """
+  if toks is None:
+    return None
+  bq, bk = cfg.block_q, cfg.block_k
+  need = jnp.ones((1, cfg.n_q, cfg.n_k), bool)
+  if toks.q_ids is not None:
+    q_ids = toks.q_ids.reshape(-1, cfg.n_q, bq)
+    kv_ids = toks.kv_ids.reshape(-1, cfg.n_k, bk)
+    q_min, q_max = q_ids.min(-1)[:, :, None], q_ids.max(-1)[:, :, None]
+    k_min, k_max = kv_ids.min(-1)[:, None, :], kv_ids.max(-1)[:, None, :]
+    need = need & (q_min <= k_max) & (k_min <= q_max)
+  if toks.q_lengths is not None:
+    first = jnp.arange(cfg.n_q) * bq
+    need = need & (first < toks.q_lengths[:, None])[:, :, None]
+  if toks.kv_lengths is not None:
+    first = jnp.arange(cfg.n_k) * bk
+    need = need & (first < toks.kv_lengths[:, None])[:, None, :]
+  return jnp.any(need, axis=0)
+
+
+def visited_pairs(cfg: Config, toks: tokens_lib.Tokens | None) -> jax.Array:
+  """How many block pairs a sweep over every query block visits."""
+  seen = jnp.asarray(plan(cfg).kind != SKIP)
+  needed = pairs_seen(cfg, toks)
+  return jnp.sum(seen if needed is None else seen & needed)
 
 
 # ---------------------------------------------------------------------------
@@ -276,8 +359,13 @@ def to_blocks(
   scale: Any,
   cfg: Config,
   compute: Any,
-) -> tuple[jax.Array, ...]:
-  """The operands in the internal layout (module docstring), padded."""
+  toks: tokens_lib.Tokens | None = None,
+) -> tuple[Any, ...]:
+  """The operands in the internal layout (module docstring), padded.
+
+  ``(q, k, v, bias, mask, tokens)``; padded ids repeat the last id, so that
+  a block's range of ids is that of its real tokens.
+  """
   batch = query.shape[:-3]
   n = math.prod(batch)
   q_len, heads, depth = query.shape[-3:]
@@ -298,4 +386,20 @@ def to_blocks(
     bias = _pairwise(jnp.asarray(bias).astype(compute), "bias", *geometry)
   if mask is not None:
     mask = _pairwise(mask, "mask", *geometry)
-  return q, kv[0], kv[1], bias, mask
+  return q, kv[0], kv[1], bias, mask, _token_blocks(toks, n, (q_pad, k_pad))
+
+
+def _token_blocks(
+  toks: tokens_lib.Tokens | None, n: int, padded: tuple[int, int]
+) -> tokens_lib.Tokens | None:
+  """Per-token arrays with the batch flattened and the ids padded."""
+  if toks is None:
+    return None
+  out = []
+  for x, size in zip(toks, padded + (None, None)):
+    if x is not None:
+      x = x.reshape((n,) + x.shape[x.ndim - (size is not None) :])
+      if size is not None:
+        x = jnp.pad(x, [(0, 0), (0, size - x.shape[1])], mode="edge")
+    out.append(x)
+  return tokens_lib.Tokens(*out)

@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from softjax._attention import tokens
+
 Einsum = Callable[..., jax.Array]
 
 _QK = "...qhd,...khd->...hqk"
@@ -165,17 +167,30 @@ def weighted_values(
 
 
 def where_mask(
-  mask: Any, is_causal: bool, scores_shape: tuple[int, ...]
+  mask: Any,
+  is_causal: bool,
+  scores_shape: tuple[int, ...],
+  window: tuple[int, int] | None = None,
+  token_arrays: tokens.Tokens | None = None,
 ) -> jax.Array | None:
-  """The boolean ``where`` mask: ``mask`` (True = attend) and causality."""
+  """The boolean ``where`` mask: ``mask`` (True = attend) and the structure.
+
+  The structure (causality, the window, segments and lengths) is
+  :func:`tokens.allowed` on the whole grid of positions.
+  """
   masks = []
   if mask is not None:
     mask = jnp.asarray(mask)
     # Flax tests the mask with jnp.where, so nonzero float masks attend.
     masks.append(mask if mask.dtype == jnp.bool_ else mask != 0)
-  if is_causal:
-    q_len, k_len = scores_shape[-2:]
-    masks.append(jnp.tril(jnp.ones((q_len, k_len), jnp.bool_)))
+  q_len, k_len = scores_shape[-2:]
+  structure = tokens.allowed(
+    jnp.arange(q_len), jnp.arange(k_len), is_causal, window, token_arrays
+  )
+  if structure is not None:
+    if structure.ndim > 2:  # [batch..., q, k]: one mask for every head
+      structure = jnp.expand_dims(structure, -3)
+    masks.append(structure)
   if not masks:
     return None
   where = functools.reduce(jnp.logical_and, masks)

@@ -2,13 +2,14 @@
 
 :func:`for_key_blocks` (a query block against the key blocks it sees) and
 :func:`for_query_blocks` (a key block against the query blocks that see
-it) visit only the block pairs :func:`layout.plan` keeps (causal blocks
-above the diagonal are skipped) and apply the positional mask (causal
-diagonal, padded keys) only on the blocks that need it. With the flags of
-the blocks holding a positive weight, they skip the others too
+it) visit only the block pairs :func:`layout.plan` keeps (blocks above
+the causal diagonal or outside the window are skipped) and apply the
+positional mask (the band's edges, padded keys) only on the blocks that
+need it. With flags per block (the pairs the segment ids and lengths
+need, the blocks holding a positive weight) they skip the others too
 (:func:`_loop`). Here also live what the passes need around them: the
-masked scores of a block pair, its dropout scale, and the accumulators
-that start a loop (:func:`filled`).
+masked scores of a block pair (:func:`_scores`, with the soft cap and the
+token structure) and its dropout scale.
 """
 
 from __future__ import annotations
@@ -21,6 +22,63 @@ from jax import lax
 import jax.numpy as jnp
 
 from softjax._attention import layout
+from softjax._attention import tokens
+
+
+def _block_tokens(
+  toks: tokens.Tokens | None, cfg: layout.Config, i: Any, j: Any
+) -> tokens.Tokens | None:
+  """The per-token arrays of block pair (i, j): ids ``[B, bq]``, ``[B, bk]``."""
+  if toks is None:
+    return None
+  ids = (None, None)
+  if toks.q_ids is not None:
+    ids = (
+      layout.block(toks.q_ids, i, cfg.block_q, 1),
+      layout.block(toks.kv_ids, j, cfg.block_k, 1),
+    )
+  return tokens.Tokens(*ids, toks.q_lengths, toks.kv_lengths)
+
+
+def _keep(
+  cfg: layout.Config,
+  ops: layout.Operands,
+  i: Any,
+  j: Any,
+  positional: bool,
+) -> jax.Array | None:
+  """Who sees whom in block pair (i, j), ``[B|1, 1|Hkv, rows, bk]``, or None.
+
+  ``mask`` and the token structure (:func:`tokens.allowed`); the band
+  (causality, window) and the padded keys only on ``positional`` pairs.
+  """
+  group = ops.q.shape[2]
+  keep = None
+  if ops.mask is not None:
+    keep = layout.pair_rows(ops.mask, i, j, cfg, group)
+  q_pos = i * cfg.block_q + jnp.arange(cfg.block_q)
+  k_pos = j * cfg.block_k + jnp.arange(cfg.block_k)
+  ok = tokens.allowed(
+    q_pos,
+    k_pos,
+    cfg.causal and positional,
+    cfg.window if positional else None,
+    _block_tokens(ops.tokens, cfg, i, j),
+  )
+  if positional:
+    padded = k_pos < cfg.kv_len
+    ok = padded if ok is None else ok & padded
+  if ok is None:
+    return keep
+  ok = jnp.broadcast_to(ok, ok.shape[:-2] + (cfg.block_q, cfg.block_k))
+  if ok.ndim == 2:
+    ok = jnp.tile(ok, (group, 1))
+  else:  # [B, bq, bk]: every head of the group alike
+    ok = jnp.broadcast_to(
+      ok[:, None, None], (ok.shape[0], 1, group) + ok.shape[1:]
+    )
+    ok = ok.reshape(ok.shape[:2] + (-1, cfg.block_k))
+  return ok if keep is None else keep & ok
 
 
 def _scores(
@@ -35,29 +93,21 @@ def _scores(
   """Scores of block pair (i, j), ``-inf`` where masked: ``[B,Hkv,rows,bk]``.
 
   ``q_i`` is in rows form (:func:`layout.rows`). ``positional`` adds the
-  causal and padded-key mask; the plan asks for it only on the blocks that
-  straddle the diagonal or hold padding, so the others pay no per-entry
-  select.
+  band (causality, window) and padded-key mask; the plan asks for it only
+  on the blocks that straddle the band's edges or hold padding, so the
+  others pay no per-entry select for it.
   """
   group = ops.q.shape[2]
   z = jnp.einsum(layout.QK, q_i, k_j, precision=cfg.precision)
   if ops.bias is not None:
     z = z + layout.pair_rows(ops.bias, i, j, cfg, group)
+  z = tokens.soft_cap(z, cfg.cap)
   # +inf scores become the largest float: a row holding them shares its
   # mass among them and gives every finite score exp(finite - max) = 0, the
   # limit the dense normalisers give, instead of inf - inf = NaN. One
   # vectorised `min` per entry (no select); NaN stays NaN.
   z = jnp.minimum(z, jnp.finfo(z.dtype).max)
-  keep = None
-  if ops.mask is not None:
-    keep = layout.pair_rows(ops.mask, i, j, cfg, group)
-  if positional:
-    k_pos = j * cfg.block_k + jnp.arange(cfg.block_k)
-    ok = k_pos < cfg.kv_len
-    if cfg.causal:
-      q_pos = i * cfg.block_q + jnp.arange(cfg.block_q)
-      ok = jnp.tile(ok & (k_pos <= q_pos[:, None]), (group, 1))
-    keep = ok if keep is None else keep & ok
+  keep = _keep(cfg, ops, i, j, positional)
   if keep is not None:
     z = jnp.where(keep, z, -jnp.inf)
   return z
@@ -91,26 +141,31 @@ def dropout_scale(
 
 
 def _loop(
-  lo: jax.Array,
-  hi: jax.Array,
+  blocks: jax.Array,
+  count: jax.Array,
   live: jax.Array | None,
   step: Callable[[jax.Array, Any], Any],
   carry: Any,
 ) -> Any:
-  """``carry = step(b, carry)`` for the blocks ``b`` in ``[lo, hi)``.
+  """``carry = step(b, carry)`` for the blocks ``b`` in ``blocks[:count]``.
 
-  With ``live`` (booleans, one per block) only the blocks it marks are
-  visited, in increasing order: the loop runs over the positions of those
-  blocks (a stable argsort of a few flags), so a skipped block costs
+  With ``live`` (booleans, one per block of the sweep) only the blocks it
+  marks are visited, in the same order: the loop runs over the positions of
+  those blocks (a stable argsort of a few flags), so a skipped block costs
   nothing, not even a branch.
   """
   if live is None:
-    return lax.fori_loop(lo, hi, step, carry)
-  index = jnp.arange(live.shape[0])
-  keep = (index >= lo) & (index < hi) & live
+    return lax.fori_loop(0, count, lambda n, c: step(blocks[n], c), carry)
+  keep = (jnp.arange(blocks.shape[0]) < count) & live[blocks]
   order = jnp.argsort(~keep, stable=True)
-  count = jnp.sum(keep.astype(jnp.int32))
-  return lax.fori_loop(0, count, lambda n, c: step(order[n], c), carry)
+  total = jnp.sum(keep.astype(jnp.int32))
+  return lax.fori_loop(0, total, lambda n, c: step(blocks[order[n]], c), carry)
+
+
+def _planned(lists: dict[int, Any], index: jax.Array, kind: int) -> Any:
+  """``(blocks, count)`` of one kind for block ``index`` of the sweep."""
+  blocks, counts = lists[kind]
+  return jnp.asarray(blocks)[index], jnp.asarray(counts)[index]
 
 
 def for_key_blocks(
@@ -137,9 +192,10 @@ def for_key_blocks(
 
     return step
 
-  clean_end = jnp.asarray(plan.clean_end)[i]
-  carry = _loop(0, clean_end, live, visit(False), carry)
-  return _loop(clean_end, jnp.asarray(plan.end)[i], live, visit(True), carry)
+  for kind in (layout.CLEAN, layout.PARTIAL):
+    blocks, count = _planned(plan.by_query, i, kind)
+    carry = _loop(blocks, count, live, visit(kind == layout.PARTIAL), carry)
+  return carry
 
 
 def for_query_blocks(
@@ -166,7 +222,7 @@ def for_query_blocks(
 
     return step
 
-  clean_start = jnp.asarray(plan.clean_start)[j]
-  start = jnp.asarray(plan.start)[j]
-  carry = _loop(start, clean_start, live, visit(True), carry)
-  return _loop(clean_start, cfg.n_q, live, visit(False), carry)
+  for kind in (layout.PARTIAL, layout.CLEAN):
+    blocks, count = _planned(plan.by_key, j, kind)
+    carry = _loop(blocks, count, live, visit(kind == layout.PARTIAL), carry)
+  return carry

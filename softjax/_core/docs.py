@@ -82,8 +82,41 @@ PRNG key for dropout; needed when dropout is applied.""",
 probability of dropping an attention weight.""",
   "deterministic": """\
 if True, no dropout.""",
+  # The token structure of attention (softjax._attention.tokens).
+  "segment_ids": """\
+optional ``[batch..., length]`` integer ids of packed documents,
+  for queries and keys alike (needs ``q_length == kv_length``): a query
+  sees only the keys of its own segment.""",
+  "q_segment_ids": """\
+optional ``[batch..., q_length]`` segment ids of the queries;
+  with ``kv_segment_ids``, in place of ``segment_ids``.""",
+  "kv_segment_ids": """\
+optional ``[batch..., kv_length]`` segment ids of the keys.""",
+  "q_lengths": """\
+optional ``[batch...]`` integer numbers of valid queries (padding
+  at the end, as ``query_seq_lengths`` of ``jax.nn.dot_product_attention``):
+  later queries give a zero output and zero gradients.""",
+  "kv_lengths": """\
+optional ``[batch...]`` integer numbers of valid keys (as
+  ``key_value_seq_lengths``); later keys get zero weight. For decoding,
+  the filled length of the key/value cache.""",
+  "local_window_size": """\
+sliding-window attention: a Python int ``w`` or a pair
+  ``(left, right)``; query ``q`` sees key ``k`` only when
+  ``q - left <= k <= q + right`` (``w`` means ``(w, w)``, as in
+  ``jax.nn.dot_product_attention``). Combines with ``is_causal``.""",
+  "logits_soft_cap": """\
+a positive Python float ``c``: the scores (bias included) become
+  ``c * tanh(scores / c)`` before the normaliser, as in Gemma 2.""",
   "attention_raises_type": """\
-an unknown keyword, a ``normalizer`` that is not callable.""",
+an unknown keyword, a ``normalizer`` that is not callable,
+  segment ids or lengths that are not integers, a ``local_window_size``
+  or ``logits_soft_cap`` that is not a Python number.""",
+  "attention_raises_tokens": """\
+segment ids or lengths of a shape that does not fit the
+  query and key, one of ``q_segment_ids``/``kv_segment_ids`` without the
+  other, concrete lengths outside ``[0, length]``, a negative window, a
+  soft cap that is not positive.""",
   # softjax.checks.
   "checkify_raises": """\
 when called eagerly on a bad concrete value; inside a
