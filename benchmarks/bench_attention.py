@@ -6,6 +6,8 @@ Usage::
       [--alphas 1 1.5 2 learned] [--causal-lengths 16384] [--repeats N]
       [--memory-only] [--quick] [--out docs/benchmarks]
   python benchmarks/bench_attention.py --blocks 256x256,512x512 --lengths 4096
+  python benchmarks/bench_attention.py --structure-lengths 4096 8192 16384
+      32768 --alphas 1 1.5 2 [--structure-reference-max 16384] [--repeats N]
 
 Setting (issue 16): batch 1, 8 heads, depth 64, float32, sequence lengths L
 (queries = keys); ``softjax.attention.blockwise_attention(q, k, v,
@@ -19,10 +21,22 @@ Targets:
   time    fwd+bwd at L = 4096 <= 1.5x dense (softmax), <= 2x (entmax15,
           sparsemax); time grows no faster than L^2 from 4096 to 16384
   causal  causal fwd+bwd <= 0.6x non-causal at L = 16384
+  packed  causal with 4 packed documents (``segment_ids``) <= 0.5x causal
+          at L = 16384
+  window  causal sliding window of 512 keys (``local_window_size=(512,
+          0)``): fwd+bwd at 32768 <= 4.5x that at 8192 (linear: 4x)
 
 Dense attention is only run where XLA's temp bytes for it fit in half of
 this machine's memory (``--max-gib``); elsewhere its memory is still
 measured (compiled, not run) and the time column says "does not fit".
+
+``--structure-lengths`` times the token structure against full causal
+attention: ``causal``, ``packed`` (the same plus ``segment_ids``, 4 equal
+documents per row) and ``window`` (the same plus ``local_window_size=(512,
+0)``), interleaved. Above ``--structure-reference-max`` the causal
+reference is compiled (temp bytes) but not timed, and the ratios are "—".
+Given alone (without ``--lengths`` or ``--causal-lengths``) it runs only
+this measurement.
 
 Results accumulate in ``<out>/attention.json`` (one entry per length, α and
 measurement, replaced when measured again), so long runs can be split by
@@ -66,6 +80,12 @@ CAUSAL_LENGTHS = [16384]
 TIME_TARGETS = {"1": 1.5, "1.5": 2.0, "2": 2.0}
 MEMORY_TARGET = 1 / 8
 CAUSAL_TARGET = 0.6
+STRUCTURE_DOCS = 4  # packed documents per row, of equal length
+STRUCTURE_WINDOW = (512, 0)  # causal sliding window: keys q - 512 .. q
+STRUCTURE_REFERENCE_MAX = 16384  # longer: the causal reference is not timed
+PACKED_TARGET = 0.5  # packed / causal at PACKED_TARGET_LENGTH
+PACKED_TARGET_LENGTH = 16384
+WINDOW_GROWTH_TARGET = 4.5  # window time at 32768 over 8192 (linear: 4)
 BUDGET_S = 2.0  # per candidate, when --repeats is not given
 MIN_REPEATS = 5
 MAX_REPEATS = 30
@@ -84,6 +104,28 @@ METHOD = (
   "Dense rows that would not fit in memory are compiled but not run. Rows "
   "may come from different runs (each carries its own date and commit in "
   "`attention.json`); the time exponent compares rows of different runs."
+)
+
+STRUCTURE_METHOD = (
+  f"Three candidates on the inputs above, timed interleaved in the same "
+  f"repeats: *causal* is `blockwise_attention(q, k, v, alpha=α, "
+  f"is_causal=True)`, the reference: the same attention with the full "
+  f"causal mask; *packed* adds `segment_ids` of shape `(1, L)` splitting "
+  f"the row into {STRUCTURE_DOCS} documents of L/{STRUCTURE_DOCS} tokens "
+  f"(ids 0, …, 0, 1, …, {STRUCTURE_DOCS - 1}), passed to the jitted "
+  f"fwd+bwd as an argument (not differentiated), so that a query sees the "
+  f"earlier keys of its own document only; *window* adds "
+  f"`local_window_size={STRUCTURE_WINDOW}`, so that query q sees keys "
+  f"q − {STRUCTURE_WINDOW[0]} … q. Both skip the block pairs they mask "
+  f"whole: packed documents should cost about {STRUCTURE_DOCS} causal "
+  f"attentions of length L/{STRUCTURE_DOCS} (1/{STRUCTURE_DOCS} of "
+  f"causal), and the window a time linear in L. Ratios are medians over "
+  f"repeats of the two times in the same repeat. Where the reference was "
+  f"not timed (lengths above `--structure-reference-max`, "
+  f"{STRUCTURE_REFERENCE_MAX} by default: full causal attention at "
+  f"L = 32768 takes minutes per call on 2 cores), its time and the ratios "
+  f'are "—" (its temp bytes are still measured). *Temps* are the '
+  f"temp bytes of the three compiled fwd+bwd, causal / packed / window."
 )
 
 
@@ -147,16 +189,61 @@ def inputs(length: int, alpha: str) -> tuple[jax.Array, ...]:
 
 
 class Compiled:
-  """A compiled fwd+bwd, its temp bytes, and a thunk that runs it."""
+  """A compiled fwd+bwd, its temp bytes, and a thunk that runs it.
 
-  def __init__(self, f: Callable[..., Any], args: Sequence[jax.Array]):
-    fwd_bwd = jax.jit(lambda g, *a: jax.vjp(f, *a)[1](g))
-    self.executable = fwd_bwd.lower(*args).compile()
+  ``data`` (e.g. segment ids) are further arguments of the jitted function,
+  passed to ``f`` after ``args[1:]`` but not differentiated.
+  """
+
+  def __init__(
+    self,
+    f: Callable[..., Any],
+    args: Sequence[jax.Array],
+    data: Sequence[jax.Array] = (),
+  ):
+    if data:
+      fwd_bwd = jax.jit(
+        lambda g, d, *a: jax.vjp(lambda *x: f(*x, *d), *a)[1](g)
+      )
+      call_args = (args[0], tuple(data), *args[1:])
+    else:
+      fwd_bwd = jax.jit(lambda g, *a: jax.vjp(f, *a)[1](g))
+      call_args = tuple(args)
+    self.executable = fwd_bwd.lower(*call_args).compile()
     self.temp_bytes = int(self.executable.memory_analysis().temp_size_in_bytes)
-    self.args = args
+    self.args = call_args
 
   def __call__(self) -> Any:
     return jax.block_until_ready(self.executable(*self.args))
+
+
+def structure_fn(alpha: str, candidate: str) -> Callable[..., Any]:
+  """Causal blockwise attention, plus the token structure of ``candidate``.
+
+  ``"causal"``: none (the reference); ``"packed"``: ``segment_ids``, the
+  last argument; ``"window"``: ``local_window_size=STRUCTURE_WINDOW``.
+  """
+  learned = alpha == "learned"
+  window = STRUCTURE_WINDOW if candidate == "window" else None
+
+  def f(q: jax.Array, k: jax.Array, v: jax.Array, *rest: jax.Array) -> Any:
+    return attention.blockwise_attention(
+      q,
+      k,
+      v,
+      alpha=rest[0] if learned else float(alpha),
+      is_causal=True,
+      segment_ids=rest[-1] if candidate == "packed" else None,
+      local_window_size=window,
+    )
+
+  return f
+
+
+def document_ids(length: int) -> jax.Array:
+  """``[1, length]`` int32: ``STRUCTURE_DOCS`` documents of equal length."""
+  ids = np.arange(length) * STRUCTURE_DOCS // length
+  return jnp.asarray(ids[None, :], jnp.int32)
 
 
 def warm_and_count(
@@ -255,6 +342,54 @@ def measure_causal(
   )
 
 
+def measure_structure(
+  length: int,
+  alpha: str,
+  repeats: int | None,
+  env: str,
+  reference: bool = True,
+  warm: bool = True,
+) -> dict:
+  """Causal, packed documents and a causal window at one length.
+
+  ``reference=False`` compiles the causal reference (its temp bytes) but
+  does not time it (no ratios).
+  """
+  args = inputs(length, alpha)
+  compiled = {
+    "causal": Compiled(structure_fn(alpha, "causal"), args),
+    "packed": Compiled(
+      structure_fn(alpha, "packed"), args, data=(document_ids(length),)
+    ),
+    "window": Compiled(structure_fn(alpha, "window"), args),
+  }
+  thunks = {
+    name: c for name, c in compiled.items() if reference or name != "causal"
+  }
+  n = warm_and_count(thunks, repeats, warm)
+  samples = timing.time_interleaved(thunks, n)
+  med = timing.medians(samples)
+  row: dict[str, Any] = dict(
+    kind="structure",
+    length=length,
+    alpha=_alpha_key(alpha),
+    env=env,
+    n=n if warm else f"{n}, no warm-up",
+    docs=STRUCTURE_DOCS,
+    window=list(STRUCTURE_WINDOW),
+  )
+  for name in thunks:
+    row[f"{name}_ms"] = med[name] * 1e3
+  if reference:
+    for name in ("packed", "window"):
+      row[f"{name}_ratio"] = timing.paired_ratio(
+        samples[name], samples["causal"]
+      )
+  for name, c in compiled.items():
+    row[f"{name}_temp"] = c.temp_bytes
+  return row
+
+
 def sweep_blocks(
   length: int,
   alpha: str,
@@ -331,6 +466,9 @@ def _sort_key(row: dict) -> tuple:
 def render(rows: list[dict]) -> str:
   pairs = sorted((r for r in rows if r["kind"] == "pair"), key=_sort_key)
   causal = sorted((r for r in rows if r["kind"] == "causal"), key=_sort_key)
+  structure = sorted(
+    (r for r in rows if r["kind"] == "structure"), key=_sort_key
+  )
   header = [
     "α",
     "L",
@@ -377,7 +515,14 @@ def render(rows: list[dict]) -> str:
         str(r.get("n", "—")),
       ]
     )
-  parts = ["### Time and memory", "", timing.markdown_table(header, table), ""]
+  parts = []
+  if pairs:
+    parts += [
+      "### Time and memory",
+      "",
+      timing.markdown_table(header, table),
+      "",
+    ]
 
   growth = []
   by_alpha: dict[str, dict[int, dict]] = {}
@@ -407,20 +552,21 @@ def render(rows: list[dict]) -> str:
     ]
     cells.append(", ".join(f"{s:.2f}" for s in steps) or "—")
     growth.append(cells)
-  parts += [
-    "### Growth with L",
-    "",
-    "Time: blockwise fwd+bwd at 16384 over 4096 (L² growth is 16, "
-    "exponent 2; each time from the latest run that measured it, the "
-    "causal table's non-causal time included). Memory: temp bytes per "
-    "unit length at each length over the previous one (1.00 is exactly "
-    "linear).",
-    "",
-    timing.markdown_table(
-      ["α", "time 16384 / 4096", "temp per length, step to step"], growth
-    ),
-    "",
-  ]
+  if growth:
+    parts += [
+      "### Growth with L",
+      "",
+      "Time: blockwise fwd+bwd at 16384 over 4096 (L² growth is 16, "
+      "exponent 2; each time from the latest run that measured it, the "
+      "causal table's non-causal time included). Memory: temp bytes per "
+      "unit length at each length over the previous one (1.00 is exactly "
+      "linear).",
+      "",
+      timing.markdown_table(
+        ["α", "time 16384 / 4096", "temp per length, step to step"], growth
+      ),
+      "",
+    ]
   if causal:
     rows_c = [
       [
@@ -452,9 +598,108 @@ def render(rows: list[dict]) -> str:
       ),
       "",
     ]
+  if structure:
+    parts += render_structure(structure)
   runs = sorted({r["env"] for r in rows})
   parts += ["**Runs.**", ""] + [f"- {e}" for e in runs] + [""]
   return "\n".join(parts)
+
+
+def _ms_cell(row: dict, name: str) -> str:
+  ms = row.get(f"{name}_ms")
+  return "—" if ms is None else timing.ms(ms / 1e3)
+
+
+def _growth_cell(
+  window_ms: dict[int, float], long: int, short: int, target: float | None
+) -> str:
+  if long not in window_ms or short not in window_ms:
+    return "—"
+  g = window_ms[long] / window_ms[short]
+  e = math.log(g) / math.log(long / short)
+  if target is None:
+    return f"{g:.2f} (exponent {e:.2f})"
+  return f"{g:.2f} (exponent {e:.2f}, ≤ {target:g}) {_verdict(g <= target)}"
+
+
+def render_structure(structure: list[dict]) -> list[str]:
+  """The section on packed documents and sliding windows (markdown lines)."""
+  table = []
+  for r in structure:
+    ratios = []
+    for name in ("packed", "window"):
+      ratio = r.get(f"{name}_ratio")
+      if ratio is None:
+        ratios.append("—")
+      elif name == "packed" and r["length"] == PACKED_TARGET_LENGTH:
+        ratios.append(
+          f"{ratio:.2f} (≤ {PACKED_TARGET:g}) "
+          f"{_verdict(ratio <= PACKED_TARGET)}"
+        )
+      else:
+        ratios.append(f"{ratio:.2f}")
+    temps = " / ".join(
+      _mib(r.get(f"{name}_temp")) for name in ("causal", "packed", "window")
+    )
+    table.append(
+      [
+        r["alpha"],
+        str(r["length"]),
+        _ms_cell(r, "causal"),
+        _ms_cell(r, "packed"),
+        ratios[0],
+        _ms_cell(r, "window"),
+        ratios[1],
+        temps,
+        str(r.get("n", "—")),
+      ]
+    )
+  docs = structure[0].get("docs", STRUCTURE_DOCS)
+  window = structure[0].get("window", STRUCTURE_WINDOW)[0]
+  header = [
+    "α",
+    "L",
+    "causal fwd+bwd (ms)",
+    f"packed {docs} docs (ms)",
+    f"packed / causal (≤ {PACKED_TARGET:g} at L = {PACKED_TARGET_LENGTH})",
+    f"window {window} (ms)",
+    "window / causal",
+    "temps causal / packed / window (MiB)",
+    "n",
+  ]
+  window_ms: dict[str, dict[int, float]] = {}
+  for r in structure:
+    if "window_ms" in r:
+      window_ms.setdefault(r["alpha"], {})[r["length"]] = r["window_ms"]
+  growth = [
+    [
+      alpha,
+      _growth_cell(at, 32768, 8192, WINDOW_GROWTH_TARGET),
+      _growth_cell(at, 16384, 4096, None),
+    ]
+    for alpha, at in window_ms.items()
+  ]
+  return [
+    "### Packed sequences and sliding windows",
+    "",
+    f"**Method.** {STRUCTURE_METHOD}",
+    "",
+    timing.markdown_table(header, table),
+    "",
+    "**Window time growth.** Window fwd+bwd time at the longer length over "
+    "the shorter (4× the length: linear growth is 4.0, exponent 1; each "
+    "time from the latest run that measured it).",
+    "",
+    timing.markdown_table(
+      [
+        "α",
+        f"window 32768 / 8192 (≤ {WINDOW_GROWTH_TARGET:g}; linear 4.0)",
+        "window 16384 / 4096 (linear 4.0)",
+      ],
+      growth,
+    ),
+    "",
+  ]
 
 
 def _load(path: Path) -> list[dict]:
@@ -502,6 +747,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     help="α values (1, 1.5, 2, ...) and/or 'learned'",
   )
   p.add_argument("--causal-lengths", type=int, nargs="*", default=None)
+  p.add_argument(
+    "--structure-lengths",
+    type=int,
+    nargs="*",
+    default=None,
+    help="lengths of the causal / packed documents / sliding window rows "
+    "(default: none; given alone, --lengths and --causal-lengths default "
+    "to none)",
+  )
+  p.add_argument(
+    "--structure-reference-max",
+    type=int,
+    default=STRUCTURE_REFERENCE_MAX,
+    help="time the causal reference of the structure rows only up to this "
+    "length (longer: packed and window only, ratios '—')",
+  )
   p.add_argument("--repeats", type=int, default=None)
   p.add_argument(
     "--no-warmup",
@@ -533,12 +794,13 @@ def main(argv: Sequence[str] | None = None) -> None:
       float(a)  # a clear error for anything else
   max_bytes = args.max_gib * 2**30 if args.max_gib else _machine_bytes() / 2
   repeats = args.repeats or (QUICK_REPEATS if args.quick else None)
+  structure_lengths = args.structure_lengths or []
   lengths = args.lengths
   if lengths is None:
-    lengths = [1024] if args.quick else LENGTHS
+    lengths = [] if structure_lengths else [1024] if args.quick else LENGTHS
   causal_lengths = args.causal_lengths
   if causal_lengths is None:
-    causal_lengths = [] if args.quick else CAUSAL_LENGTHS
+    causal_lengths = [] if args.quick or structure_lengths else CAUSAL_LENGTHS
   env = bench.environment_line(
     repeats
     or f"auto (≥{MIN_REPEATS}, ~{BUDGET_S:g} s per candidate; column n)",
@@ -579,6 +841,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         measure_causal(length, alpha, repeats, env, warm=not args.no_warmup)
       )
       print(f"  causal α={alpha} L={length} done", file=sys.stderr, flush=True)
+    for length in structure_lengths:
+      new.append(
+        measure_structure(
+          length,
+          alpha,
+          repeats,
+          env,
+          reference=length <= args.structure_reference_max,
+          warm=not args.no_warmup,
+        )
+      )
+      print(
+        f"  structure α={alpha} L={length} done", file=sys.stderr, flush=True
+      )
 
   out_dir = args.out
   if out_dir is None and not args.quick:

@@ -336,14 +336,14 @@ def test_sparse_passes_visit_exactly_the_blocks_with_weight():
   want = np.any(split > 0, axis=(0, 1, 3, 5))
   assert want.any() and not want.all()
   cfg = blockwise.config(
-    (length, length), (block, block, None), False, None, 0.0, True, True, None
+    (length, length), (block, block, None), False, (None, 0.0, True, True), None
   )
   scale = 1 / np.sqrt(q.shape[-1])
   arrays = layout.to_blocks(q, k, v, bias, None, scale, cfg, jnp.float32)
   rule = rules.rule(
     _core.member_for_heads(alpha, heads, heads, jnp.float32), cfg
   )
-  ops = layout.Operands(*arrays, None)
+  ops = layout.Operands(*arrays[:5], None, arrays[5])
   live = jax.jit(lambda ops: forward.entmax_pass(cfg, rule, ops)[2])(ops)
   np.testing.assert_array_equal(live, want)
 
@@ -809,4 +809,84 @@ def test_sharded_jit_keeps_sharding_and_never_gathers(axis_types, alpha):
   for g, w in zip(grads, want):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
   text = run.lower(qs, ks, vs).compile().as_text()
+  assert "all-gather" not in text and "all-to-all" not in text
+
+
+def _packed_ids(batch: int, length: int) -> jax.Array:
+  """Sorted segment ids, three documents per row at different offsets."""
+  cuts = np.array([[5, 13], [9, 18]])[:batch]
+  pos = np.arange(length)
+  return jnp.asarray(np.sum(pos[None, :, None] >= cuts[:, None, :], -1))
+
+
+@pytest.mark.parametrize("learned", [False, True], ids=["softmax", "per_head"])
+def test_shard_map_with_segments_lengths_and_window(learned):
+  """The token structure under shard_map: ids and lengths split by batch
+  with the queries; the same values and gradients as the unsharded call."""
+  q, k, v, _ = _sharded_inputs()
+  ids, lengths = _packed_ids(2, 24), jnp.array([20, 24])
+  alpha = jnp.linspace(1.0, 2.0, 4)
+  mesh = jax.make_mesh((2, 4), ("data", "model"))
+
+  def f(q, k, v, ids, lengths, a):
+    return attention.blockwise_attention(
+      q,
+      k,
+      v,
+      alpha=a if learned else 1.0,
+      segment_ids=ids,
+      kv_lengths=lengths,
+      local_window_size=(6, 2),
+      logits_soft_cap=3.0,
+      block_q=8,
+      block_k=8,
+    )
+
+  spec = P("data", None, "model", None)
+  specs = (spec,) * 3 + (P("data", None), P("data"), P("model"))
+  sharded = jax.jit(jax.shard_map(f, mesh=mesh, in_specs=specs, out_specs=spec))
+  args = (q, k, v, ids, lengths, alpha)
+  placed = [
+    jax.device_put(x, NamedSharding(mesh, s)) for x, s in zip(args, specs)
+  ]
+  argnums = (0, 1, 2, 5) if learned else (0, 1, 2)
+  out, got = _out_and_grads(sharded, argnums)(*placed)
+  want_out, want = _out_and_grads(f, argnums)(*args)
+  np.testing.assert_allclose(out, want_out, **VALUE_TOL)
+  for g, w in zip(got, want):
+    np.testing.assert_allclose(g, w, **GRAD_TOL)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5], ids=["softmax", "entmax15"])
+def test_sharded_jit_with_segments_keeps_sharding(alpha):
+  """Segment ids and lengths sharded by batch under explicit sharding: the
+  output keeps the queries' sharding and nothing is gathered."""
+  q, k, v, _ = _sharded_inputs()
+  ids, lengths = _packed_ids(2, 24), jnp.array([17, 24])
+  mesh = jax.make_mesh(
+    (2, 4), ("data", "model"), axis_types=(AxisType.Explicit,) * 2
+  )
+  sharding = NamedSharding(mesh, P("data", None, "model", None))
+  placed = [jax.device_put(x, sharding) for x in (q, k, v)]
+  placed.append(jax.device_put(ids, NamedSharding(mesh, P("data", None))))
+  placed.append(jax.device_put(lengths, NamedSharding(mesh, P("data"))))
+  f = lambda q, k, v, ids, n: attention.blockwise_attention(
+    q,
+    k,
+    v,
+    alpha=alpha,
+    is_causal=True,
+    segment_ids=ids,
+    q_lengths=n,
+    block_q=16,  # padded to 32: the ids are padded too
+    block_k=16,
+  )
+  run = _out_and_grads(f, (0, 1, 2))
+  out, grads = run(*placed)
+  want_out, want = run(q, k, v, ids, lengths)
+  np.testing.assert_allclose(out, want_out, **VALUE_TOL)
+  assert out.sharding.is_equivalent_to(sharding, 4), out.sharding
+  for g, w in zip(grads, want):
+    np.testing.assert_allclose(g, w, **GRAD_TOL)
+  text = run.lower(*placed).compile().as_text()
   assert "all-gather" not in text and "all-to-all" not in text

@@ -26,7 +26,13 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-DOCTEST_PAGES = ("index.md", "examples.md", "gradients.md", "vocabulary.md")
+DOCTEST_PAGES = (
+  "index.md",
+  "examples.md",
+  "gradients.md",
+  "vocabulary.md",
+  "long_context.md",
+)
 
 
 def _need_docs_packages() -> None:

@@ -2,6 +2,9 @@
 
 * :mod:`~softjax._attention.steps`: the steps of dense dot-product
   attention, shared by every attention function.
+* :mod:`~softjax._attention.tokens`: the token structure both attention
+  functions take (segment ids, lengths, sliding window, soft cap) and the
+  one rule of which keys a query sees.
 * :mod:`~softjax._attention.dense`: ``dot_product_attention`` and
   ``dot_product_attention_weights``, compositions of those steps.
 * :mod:`~softjax._attention.blockwise`: ``blockwise_attention``, its

@@ -112,19 +112,13 @@ def _block_size(length: int, requested: int | None, default: int) -> int:
 
 
 def _check_options(
-  block_q: Any,
-  block_k: Any,
-  n_iter: Any,
+  blocks: tuple[Any, Any, Any],
   dropout_rate: Any,
   module: Any,
   einsums: tuple[Any, ...],
 ) -> None:
   """Errors for the arguments that need no shapes (trace time)."""
-  for name, value in (
-    ("block_q", block_q),
-    ("block_k", block_k),
-    ("n_iter", n_iter),
-  ):
+  for name, value in zip(("block_q", "block_k", "n_iter"), blocks):
     if value is not None and (
       isinstance(value, bool)
       or not isinstance(value, numbers.Integral)
@@ -158,9 +152,10 @@ def _check_options(
 
 
 def _checked_inputs(
-  query: Any, key: Any, value: Any, mask: Any, dtype: Any
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array | None]:
-  """Promotion, shape checks and the boolean mask, as the dense path does."""
+  query: Any, key: Any, value: Any, mask: Any, dtype: Any, alpha: Any
+) -> tuple[Any, ...]:
+  """``(query, key, value, mask, member)``: promoted, checked, boolean mask
+  (as the dense path does), and the member of ``alpha`` for the heads."""
   query, key, value = steps.promote((query, key, value), dtype)
   steps.check_shapes(query, key, value)
   scores_shape = query.shape[:-3] + (
@@ -169,21 +164,26 @@ def _checked_inputs(
     key.shape[-3],
   )
   mask = steps.where_mask(mask, False, scores_shape)
-  return query, key, value, mask
+  compute = jnp.promote_types(query.dtype, jnp.float32)
+  heads = (query.shape[-2], key.shape[-2])
+  family = _core.member_for_heads(alpha, *heads, compute)
+  return query, key, value, mask, family
 
 
 def config(
   lengths: tuple[int, int],
   blocks: tuple[int | None, int | None, int | None],
   is_causal: bool,
-  dropout_rng: Any,
-  dropout_rate: float,
-  broadcast_dropout: bool,
-  deterministic: bool,
+  dropout: tuple[Any, float, bool, bool],
   precision: Any,
   structure: tokens.Static = tokens.NONE,
 ) -> layout.Config:
-  """The static settings of one call (dropout off when not applied)."""
+  """The static settings of one call (dropout off when not applied).
+
+  ``dropout`` is ``(dropout_rng, dropout_rate, broadcast_dropout,
+  deterministic)``.
+  """
+  dropout_rng, dropout_rate, broadcast_dropout, deterministic = dropout
   dropping = not deterministic and float(dropout_rate) > 0.0
   if dropping and dropout_rng is None:
     raise ValueError(
@@ -212,10 +212,11 @@ def _run(
   family: Family,
   arrays: tuple[Any, ...],
   scale: Any,
-  rng: jax.Array | None,
+  dropout_rng: jax.Array | None,
   toks: tokens.Tokens | None = None,
 ) -> jax.Array:
   """The checked ``(query, key, value, bias, mask)`` through the passes."""
+  rng = dropout_rng if cfg.dropout_rate else None
   query, value = arrays[0], arrays[2]
   out_dtype = query.dtype
   compute = jnp.promote_types(out_dtype, jnp.float32)
@@ -228,6 +229,7 @@ def _run(
   return out.reshape(out_shape).astype(out_dtype)
 
 
+@_core.shared_docs
 def blockwise_attention(
   query: jax.Array,
   key: jax.Array,
@@ -307,6 +309,26 @@ def blockwise_attention(
   ``flax.linen.MultiHeadDotProductAttention`` and
   ``flax.nnx.MultiHeadAttention``.
 
+  Real training and serving describe their masks by token, and so can
+  this function, in memory linear in the length: ``segment_ids`` (packed
+  documents), ``q_lengths``/``kv_lengths`` (padding at the end),
+  ``local_window_size`` (sliding windows, with or without ``is_causal``)
+  and ``logits_soft_cap`` (:math:`z \mapsto c \tanh(z / c)` before the
+  normaliser, its derivative :math:`1 - \tanh^2` in the backward pass).
+  They are evaluated block by block from the small arrays, never as a
+  ``[q_length, kv_length]`` mask, and the block pairs they mask whole are
+  skipped in every pass: those outside the causal band or the window from
+  the static plan, those whose segment-id ranges do not meet or that lie
+  past the lengths from the arrays (a pair is visited when any row of the
+  batch needs it). So at a fixed window time and memory grow linearly in
+  the length, and packed documents cost about what they would apart.
+
+  Decoding (at most 16 queries, e.g. one new token against a key/value
+  cache whose filled length is ``kv_lengths``) takes one pass over the
+  cache for every α: the scores of those few rows are held (linear in the
+  cache), so the sparse maps solve their threshold in memory instead of
+  sweeping the keys once per solver step.
+
   Dropout works block-wise: the mask of each block pair comes from
   ``dropout_rng`` folded with the block indices and is regenerated in the
   backward pass, never stored. It has the distribution of Flax's dropout
@@ -358,15 +380,25 @@ def blockwise_attention(
     qk_attn_weights_einsum: must be None (custom einsums are not
       supported); accepted so that Flax does not drop it silently.
     attn_weights_value_einsum: must be None, likewise.
+    segment_ids: {segment_ids}
+    q_segment_ids: {q_segment_ids}
+    kv_segment_ids: {kv_segment_ids}
+    q_lengths: {q_lengths}
+    kv_lengths: {kv_lengths}
+    local_window_size: {local_window_size}
+    logits_soft_cap: {logits_soft_cap}
 
   Returns:
     The attended values, ``[batch..., q_length, num_heads, v_depth]``.
 
   Raises:
-    TypeError: an unknown keyword, a traced ``dropout_rate``.
+    TypeError: an unknown keyword, a traced ``dropout_rate``, segment ids
+      or lengths that are not integers, a ``local_window_size`` or
+      ``logits_soft_cap`` that is not a Python number.
     ValueError: mismatched shapes, a ``bias`` or ``mask`` not broadcastable
       to the scores, ``alpha < 1``, a bad block size, dropout without
-      ``dropout_rng``, a ``module`` to sow into, custom einsums.
+      ``dropout_rng``, a ``module`` to sow into, custom einsums;
+      {attention_raises_tokens}
 
   Example:
     >>> import jax
@@ -389,6 +421,19 @@ def blockwise_attention(
     >>> bool(jnp.allclose(sparse, want, atol=1e-5))
     True
 
+    Two packed documents per row, a causal window of 64 keys, soft-capped
+    scores; the dense path given the same keywords agrees:
+
+    >>> ids = jnp.repeat(jnp.array([[0, 1], [0, 1]]), 150, axis=1)
+    >>> kw = dict(is_causal=True, segment_ids=ids, local_window_size=(64, 0),
+    ...           logits_soft_cap=30.0)
+    >>> out = softjax.attention.blockwise_attention(
+    ...     q, k, v, alpha=1.5, block_q=64, block_k=64, **kw)
+    >>> dense = softjax.attention.dot_product_attention(
+    ...     q, k, v, normalizer=softjax.entmax15, **kw)
+    >>> bool(jnp.allclose(out, dense, atol=1e-5))
+    True
+
   References:
     T. Dao, D. Y. Fu, S. Ermon, A. Rudra, C. Ré. "FlashAttention: Fast and
     Memory-Efficient Exact Attention with IO-Awareness". NeurIPS 2022.
@@ -396,6 +441,10 @@ def blockwise_attention(
     arXiv:2112.05682, 2021.
     B. Peters, V. Niculae, A. F. T. Martins. "Sparse Sequence-to-Sequence
     Models". ACL 2019.
+    Gemma Team. "Gemma 2: Improving Open Language Models at a Practical
+    Size". arXiv:2408.00118, 2024 (logit soft-capping).
+    I. Beltagy, M. E. Peters, A. Cohan. "Longformer: The Long-Document
+    Transformer". arXiv:2004.05150, 2020 (sliding windows).
     G. M. Correia, V. Niculae, A. F. T. Martins. "Adaptively Sparse
     Transformers". EMNLP 2019.
     N. Gonçalves, M. Treviso, A. F. T. Martins. "AdaSplash: Adaptive Sparse
@@ -403,42 +452,30 @@ def blockwise_attention(
   """
   del force_fp32_for_softmax  # always: see the docstring
   _check_options(
-    block_q,
-    block_k,
-    n_iter,
+    (block_q, block_k, n_iter),
     dropout_rate,
     module,
     (qk_attn_weights_einsum, attn_weights_value_einsum),
   )
-  query, key, value, mask = _checked_inputs(query, key, value, mask, dtype)
-  compute = jnp.promote_types(query.dtype, jnp.float32)
-  family = _core.member_for_heads(
-    alpha, query.shape[-2], key.shape[-2], compute
+  query, key, value, mask, family = _checked_inputs(
+    query, key, value, mask, dtype, alpha
   )
-  lengths = (query.shape[-3], key.shape[-3])
-  structure = tokens.static(local_window_size, logits_soft_cap)
-  toks = tokens.tokens(
-    query.shape[:-3],
-    lengths,
-    segment_ids,
-    q_segment_ids,
-    kv_segment_ids,
-    q_lengths,
-    kv_lengths,
+  structure, toks = tokens.parse(
+    query,
+    key,
+    (segment_ids, q_segment_ids, kv_segment_ids),
+    (q_lengths, kv_lengths),
+    (local_window_size, logits_soft_cap),
   )
-  if lengths[0] == 0 or lengths[1] == 0:
+  if query.shape[-3] == 0 or key.shape[-3] == 0:
     return jnp.zeros(query.shape[:-1] + value.shape[-1:], query.dtype)
   cfg = config(
-    lengths,
+    (query.shape[-3], key.shape[-3]),
     (block_q, block_k, n_iter),
     is_causal,
-    dropout_rng,
-    dropout_rate,
-    broadcast_dropout,
-    deterministic,
+    (dropout_rng, dropout_rate, broadcast_dropout, deterministic),
     precision,
     structure,
   )
-  rng = dropout_rng if cfg.dropout_rate else None
   arrays = (query, key, value, bias, mask)
-  return _run(cfg, family, arrays, scale, rng, toks)
+  return _run(cfg, family, arrays, scale, dropout_rng, toks)

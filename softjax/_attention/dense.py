@@ -33,14 +33,16 @@ def _weights(
   is_causal,
   force_fp32,
   module,
-  dropout_rng,
-  dropout_rate,
-  broadcast_dropout,
-  deterministic,
-  structure=tokens.NONE,
-  token_arrays=None,
+  dropout,
+  structure=(tokens.NONE, None),
 ):
-  """Promoted, checked query and key to (dropped-out) attention weights."""
+  """Promoted, checked query and key to (dropped-out) attention weights.
+
+  ``dropout`` is ``(dropout_rng, dropout_rate, broadcast_dropout,
+  deterministic)``; ``structure`` is :func:`tokens.parse`'s ``(settings,
+  token arrays)``.
+  """
+  structure, token_arrays = structure
   scores = tokens.soft_cap(
     steps.scores(query, key, bias, einsum), structure.cap
   )
@@ -50,9 +52,7 @@ def _weights(
   weights = steps.normalise(normalizer, scores, where, query.dtype, force_fp32)
   if module is not None:
     steps.sow(module, weights)
-  return steps.dropout(
-    weights, dropout_rng, dropout_rate, broadcast_dropout, deterministic
-  )
+  return steps.dropout(weights, *dropout)
 
 
 @_core.shared_docs
@@ -174,20 +174,30 @@ def dot_product_attention_weights(
     is_causal=is_causal,
     force_fp32=force_fp32_for_softmax,
     module=module,
-    dropout_rng=dropout_rng,
-    dropout_rate=dropout_rate,
-    broadcast_dropout=broadcast_dropout,
-    deterministic=deterministic,
-    structure=tokens.static(local_window_size, logits_soft_cap),
-    token_arrays=tokens.tokens(
-      query.shape[:-3],
-      (query.shape[-3], key.shape[-3]),
-      segment_ids,
-      q_segment_ids,
-      kv_segment_ids,
-      q_lengths,
-      kv_lengths,
+    dropout=(dropout_rng, dropout_rate, broadcast_dropout, deterministic),
+    structure=tokens.parse(
+      query,
+      key,
+      (segment_ids, q_segment_ids, kv_segment_ids),
+      (q_lengths, kv_lengths),
+      (local_window_size, logits_soft_cap),
     ),
+  )
+
+
+def _value_einsums(
+  qk_einsum: Any, wv_einsum: Any, precision: Any, dot_general: Any
+) -> tuple[steps.Einsum, steps.Einsum]:
+  """The two einsums of attention with values, given together or not."""
+  if (qk_einsum is None) != (wv_einsum is None):
+    raise ValueError(
+      "`qk_attn_weights_einsum` and `attn_weights_value_einsum` must be "
+      "given together."
+    )
+  names = ("qk_attn_weights_einsum", "attn_weights_value_einsum")
+  return (
+    steps.einsum_for(qk_einsum, precision, dot_general, *names),
+    steps.einsum_for(wv_einsum, precision, dot_general, *names),
   )
 
 
@@ -299,17 +309,11 @@ def dot_product_attention(
     {ref_correia2019}
   """
   steps.check_normalizer(normalizer)
-  if (qk_attn_weights_einsum is None) != (attn_weights_value_einsum is None):
-    raise ValueError(
-      "`qk_attn_weights_einsum` and `attn_weights_value_einsum` must be "
-      "given together."
-    )
-  names = ("qk_attn_weights_einsum", "attn_weights_value_einsum")
-  qk_einsum = steps.einsum_for(
-    qk_attn_weights_einsum, precision, einsum_dot_general, *names
-  )
-  wv_einsum = steps.einsum_for(
-    attn_weights_value_einsum, precision, einsum_dot_general, *names
+  qk_einsum, wv_einsum = _value_einsums(
+    qk_attn_weights_einsum,
+    attn_weights_value_einsum,
+    precision,
+    einsum_dot_general,
   )
   query, key, value = steps.promote((query, key, value), dtype, promote_dtype)
   steps.check_shapes(query, key, value)
@@ -323,19 +327,13 @@ def dot_product_attention(
     is_causal=is_causal,
     force_fp32=force_fp32_for_softmax,
     module=module,
-    dropout_rng=dropout_rng,
-    dropout_rate=dropout_rate,
-    broadcast_dropout=broadcast_dropout,
-    deterministic=deterministic,
-    structure=tokens.static(local_window_size, logits_soft_cap),
-    token_arrays=tokens.tokens(
-      query.shape[:-3],
-      (query.shape[-3], key.shape[-3]),
-      segment_ids,
-      q_segment_ids,
-      kv_segment_ids,
-      q_lengths,
-      kv_lengths,
+    dropout=(dropout_rng, dropout_rate, broadcast_dropout, deterministic),
+    structure=tokens.parse(
+      query,
+      key,
+      (segment_ids, q_segment_ids, kv_segment_ids),
+      (q_lengths, kv_lengths),
+      (local_window_size, logits_soft_cap),
     ),
   )
   return steps.weighted_values(weights, value, wv_einsum)

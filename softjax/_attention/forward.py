@@ -94,31 +94,48 @@ def _maxima_sweep(
   ops: layout.Operands,
   i: jax.Array,
   needed: jax.Array | None,
-) -> jax.Array:
-  """Group maxima of query block i: ``[B, Hkv, rows, n_k * block_k / group]``.
+) -> tuple[jax.Array, jax.Array]:
+  """Group maxima of query block i, and the key block of each slot.
 
-  The largest score of each group of ``cfg.group`` keys (``-inf`` where the
-  group is masked or never visited). Their maximum is the row's, and their
-  threshold is a lower bound of the row's: dropping entries lowers the row
-  sum at every ``t``.
+  ``maxima`` (``[B, Hkv, rows, width * block_k / group]``) holds the
+  largest score of each group of ``cfg.group`` keys of the visited key
+  blocks, in visiting order (``-inf`` where the group is masked, or the
+  slot unused); ``blocks`` (``[width]``) the key block of each slot
+  (``n_k`` for an unused one). ``width`` is the most key blocks a query
+  block visits (:attr:`layout.Plan.width`), so that with a sliding window
+  this work stays linear in the length. The maximum of the maxima is the
+  row's, and their threshold is a lower bound of the row's: dropping
+  entries lowers the row sum at every ``t``.
   """
   per_block = cfg.block_k // cfg.group
   batch, kv_heads, group = ops.q.shape[:3]
-  shape = (batch, kv_heads, group * cfg.block_q, cfg.n_k * per_block)
+  width = layout.plan(cfg).width
+  shape = (batch, kv_heads, group * cfg.block_q, width * per_block)
 
-  def body(j, z, maxima):
+  def body(j, z, carry):
+    maxima, blocks, n = carry
     top = jnp.max(z.reshape(z.shape[:3] + (per_block, cfg.group)), axis=-1)
-    return lax.dynamic_update_slice_in_dim(maxima, top, j * per_block, 3)
+    maxima = lax.dynamic_update_slice_in_dim(maxima, top, n * per_block, 3)
+    return maxima, blocks.at[n].set(j.astype(blocks.dtype)), n + 1
 
-  init = _core.filled(shape, -jnp.inf, ops.q.dtype, *ops.refs, like=ops.q)
+  typed = lambda shape, value, dtype: _core.filled(
+    shape, value, dtype, *ops.refs, like=ops.q if len(shape) > 2 else None
+  )
+  init = (
+    typed(shape, -jnp.inf, ops.q.dtype),
+    typed((width,), cfg.n_k, jnp.int32),
+    typed((), 0, jnp.int32),
+  )
   live = None if needed is None else needed[i]
-  return sweeps.for_key_blocks(cfg, ops, i, body, init, live)
+  maxima, blocks, _ = sweeps.for_key_blocks(cfg, ops, i, body, init, live)
+  return maxima, blocks
 
 
 def _live_blocks(
   cfg: layout.Config,
   family: Family,
   maxima: jax.Array,
+  blocks: jax.Array,
   shift: jax.Array,
   t: jax.Array,
 ) -> jax.Array:
@@ -126,12 +143,15 @@ def _live_blocks(
 
   The map increases with the score, so a key block holds a positive weight
   (at ``t`` or any larger threshold) iff its largest score has one. NaN
-  rows keep every block.
+  rows keep every block. ``blocks`` maps the slots of ``maxima`` to key
+  blocks (:func:`_maxima_sweep`).
   """
   per_block = cfg.block_k // cfg.group
-  split = maxima.reshape(maxima.shape[:3] + (cfg.n_k, per_block))
+  split = maxima.reshape(maxima.shape[:3] + (-1, per_block))
   p = family.map(jnp.max(split, axis=-1) - shift[..., None], t[..., None])
-  return jnp.any((p > 0) | jnp.isnan(p), axis=(0, 1, 2))
+  by_slot = jnp.any((p > 0) | jnp.isnan(p), axis=(0, 1, 2))
+  live = _core.filled((cfg.n_k,), False, bool, by_slot)
+  return live.at[blocks].max(by_slot, mode="drop")
 
 
 def _solve_block(
@@ -140,6 +160,7 @@ def _solve_block(
   ops: layout.Operands,
   i: jax.Array,
   maxima: jax.Array,
+  blocks: jax.Array,
 ) -> tuple[jax.Array, ...]:
   """``(shift, t, total, live)`` of query block i's rows (``[B, Hkv, rows]``).
 
@@ -173,7 +194,7 @@ def _solve_block(
     lo = jnp.maximum(lo, start)
     hi = jnp.maximum(hi, lo)
 
-  live = _live_blocks(cfg, family, maxima, shift, start)
+  live = _live_blocks(cfg, family, maxima, blocks, shift, start)
 
   def row_sum(t: jax.Array) -> jax.Array:
     def body(j, z, total):
@@ -183,7 +204,7 @@ def _solve_block(
     return sweeps.for_key_blocks(cfg, ops, i, body, jnp.zeros_like(t), live)
 
   t, total = _core.find_threshold(row_sum, row_family, lo, hi, n_iter, start)
-  return shift, t, total, _live_blocks(cfg, family, maxima, shift, t)
+  return shift, t, total, _live_blocks(cfg, family, maxima, blocks, shift, t)
 
 
 def _output_sweep(
@@ -237,8 +258,8 @@ def entmax_pass(
   needed = layout.pairs_seen(cfg, ops.tokens)
 
   def query_block(i, bufs):
-    maxima = _maxima_sweep(cfg, ops, i, needed)
-    shift, t, total, live_i = _solve_block(cfg, rule, ops, i, maxima)
+    maxima, blocks = _maxima_sweep(cfg, ops, i, needed)
+    shift, t, total, live_i = _solve_block(cfg, rule, ops, i, maxima, blocks)
     rows = rules.EntmaxRows(shift, t, total, None)
     out, sv = _output_sweep(cfg, rule, ops, i, rows, live_i)
     new = (out, rows._replace(sv=sv))

@@ -227,6 +227,11 @@ class Plan(NamedTuple):
   by_query: dict[int, tuple[np.ndarray, np.ndarray]]  # kind: (lists, counts)
   by_key: dict[int, tuple[np.ndarray, np.ndarray]]
 
+  @property
+  def width(self) -> int:
+    """The most key blocks one query block visits (at least 1)."""
+    return max(1, int(np.max(np.sum(self.kind != SKIP, axis=1))))
+
 
 SKIP, PARTIAL, CLEAN = 0, 1, 2
 
@@ -399,7 +404,10 @@ def _token_blocks(
   for x, size in zip(toks, padded + (None, None)):
     if x is not None:
       x = x.reshape((n,) + x.shape[x.ndim - (size is not None) :])
-      if size is not None:
-        x = jnp.pad(x, [(0, 0), (0, size - x.shape[1])], mode="edge")
+      if size is not None and size > x.shape[1]:
+        # The last id repeated (not jnp.pad's "edge", which also slices
+        # the batch axis: explicit sharding refuses that on a split batch).
+        last = jnp.repeat(x[:, -1:], size - x.shape[1], axis=1)
+        x = jnp.concatenate([x, last], axis=1)
     out.append(x)
   return tokens_lib.Tokens(*out)

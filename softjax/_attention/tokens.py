@@ -184,6 +184,25 @@ def static(local_window_size: Any, logits_soft_cap: Any) -> Static:
   return Static(_window(local_window_size), _cap(logits_soft_cap))
 
 
+def parse(
+  query: jax.Array,
+  key: jax.Array,
+  segments: tuple[Any, Any, Any],
+  lengths: tuple[Any, Any],
+  settings: tuple[Any, Any],
+) -> tuple[Static, Tokens | None]:
+  """The checked structure of a call: ``(static settings, token arrays)``.
+
+  ``segments`` is ``(segment_ids, q_segment_ids, kv_segment_ids)``,
+  ``lengths`` ``(q_lengths, kv_lengths)`` and ``settings``
+  ``(local_window_size, logits_soft_cap)``; ``query`` and ``key`` are in
+  the layout ``[batch..., length, heads, depth]``.
+  """
+  shape = (query.shape[-3], key.shape[-3])
+  toks = tokens(query.shape[:-3], shape, *segments, *lengths)
+  return static(*settings), toks
+
+
 def band(causal: bool, window: tuple[int, int] | None) -> tuple[float, float]:
   """``(lo, hi)``: query q sees key k only if ``lo <= k - q <= hi``.
 
