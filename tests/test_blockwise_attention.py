@@ -890,3 +890,63 @@ def test_sharded_jit_with_segments_keeps_sharding(alpha):
     np.testing.assert_allclose(g, w, **GRAD_TOL)
   text = run.lower(*placed).compile().as_text()
   assert "all-gather" not in text and "all-to-all" not in text
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5], ids=["softmax", "entmax15"])
+def test_dropout_with_segments_lengths_and_window(alpha):
+  """Dropout's block-wise mask over the token structure: the dense weights
+  under the equivalent explicit mask (written out here), times the mask."""
+  q, k, v = _qkv((2,), 12, 20, 2, 2)
+  rng = jax.random.key(3, impl="rbg")
+  rate, bq, bk = 0.3, 8, 8
+  keep = jax.jit(_block_dropout_keep, static_argnums=range(1, 6))(
+    rng, rate, (2, 2, 12, 20), bq, bk, True
+  )
+  q_ids = np.array([[0] * 5 + [1] * 7, [0] * 9 + [1] * 3])
+  kv_ids = np.array([[0] * 8 + [1] * 12, [0] * 15 + [1] * 5])
+  kv_lengths = np.array([18, 20])
+  qi, kj = np.arange(12)[:, None], np.arange(20)[None, :]
+  allowed = (q_ids[:, :, None] == kv_ids[:, None, :]) & (
+    kj < kv_lengths[:, None, None]
+  )
+  allowed &= (kj >= qi - 4) & (kj <= qi + 6)
+  structure = dict(
+    q_segment_ids=jnp.asarray(q_ids),
+    kv_segment_ids=jnp.asarray(kv_ids),
+    kv_lengths=jnp.asarray(kv_lengths),
+    local_window_size=(4, 6),
+  )
+
+  def f(q, k, v):
+    return attention.blockwise_attention(
+      q,
+      k,
+      v,
+      alpha=alpha,
+      dropout_rng=rng,
+      dropout_rate=rate,
+      block_q=bq,
+      block_k=bk,
+      **structure,
+    )
+
+  def ref(q, k, v):
+    weights = attention.dot_product_attention_weights(
+      q,
+      k,
+      mask=jnp.asarray(allowed)[:, None],
+      normalizer=lambda s, **kw: softjax.entmax(s, alpha, **kw),
+    )
+    return jnp.einsum("bhqk,bkhd->bqhd", weights * keep / (1 - rate), v)
+
+  cot = _normal(5, q.shape)
+  both = lambda f: jax.jit(
+    lambda *a: (
+      f(*a),
+      jax.grad(lambda *a: jnp.sum(f(*a) * cot), argnums=(0, 1, 2))(*a),
+    )
+  )
+  (out, got), (want, want_grads) = both(f)(q, k, v), both(ref)(q, k, v)
+  np.testing.assert_allclose(out, want, **VALUE_TOL)
+  for g, w in zip(got, want_grads):
+    np.testing.assert_allclose(g, w, **GRAD_TOL)

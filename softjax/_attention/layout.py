@@ -2,8 +2,10 @@
 
 Here live the static settings of one call (:class:`Config`), the operands
 in the internal layout (:class:`Operands`, made by :func:`to_blocks`), the
-helpers that slice them into blocks and rows, and the block plan
-(:func:`plan`) that says which block pairs the sweeps visit.
+helpers that slice them into blocks and rows, the block plan (:func:`plan`:
+which block pairs the sweeps visit, and which of them need the positional
+mask, from causality and the window) and the pairs the token arrays need
+(:func:`pairs_seen`: segment ranges that meet, blocks within the lengths).
 
 Internal layout. The wrapper (:func:`to_blocks`) brings every operand into
 one layout and the loops see nothing else: queries
