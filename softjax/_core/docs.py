@@ -144,8 +144,42 @@ A. Vaswani et al. "Attention Is All You Need". NeurIPS 2017.""",
   "hidden": """\
 ``[..., d]`` features of each token (any leading shape).""",
   "weight": """\
-``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel);
-  for tied embeddings ``[V, d]`` pass ``embedding.T`` (not copied).""",
+``[d, V]``, the output layer's kernel (a Flax ``Dense`` kernel), or
+  ``[V, d]`` with ``transposed_weight=True`` (a tied ``nn.Embed`` table,
+  read by rows in place).""",
+  "linear_where": """\
+optional boolean mask of the tokens, shape ``labels.shape``;
+  ``False`` ignores the token: loss 0, zero gradients, left out of the
+  ``"mean"``, and (sparse losses) no solver work.""",
+  "ignore_index": """\
+optional int; tokens whose label equals it (e.g. ``-100``, as
+  PyTorch and Liger) are ignored like ``where=False``.""",
+  "reduction": """\
+``"none"`` (default: the loss per token), ``"sum"``, or
+  ``"mean"`` over the tokens not ignored (0 when every token is).""",
+  "label_smoothing": """\
+ε in ``[0, 1)``: the Fenchel-Young loss against the target
+  ``q = (1 - ε) onehot(y) + ε / V`` (streamed: it needs only each token's
+  sum of logits), with its gradient ``p - q``. It is the smoothed
+  cross-entropy minus the entropy of ``q``, a constant: zero at
+  ``p = q``.""",
+  "z_loss": """\
+λ ≥ 0: adds ``λ · lse²`` per token (PaLM's auxiliary loss that
+  keeps the log-normaliser near 0), gradient ``2 λ lse · p``.""",
+  "logit_soft_cap": """\
+optional c > 0: the logits become ``c · tanh(z / c)`` block by
+  block (Gemma 2), before the loss; the backward pass multiplies by
+  ``1 - tanh²``.""",
+  "transposed_weight": """\
+``weight`` is ``[V, d]`` (an embedding table) instead of
+  ``[d, V]``; no transpose is materialised.""",
+  "return_lse": """\
+also return the per-token log-sum-exp of the (capped) logits
+  (float32, shape ``labels.shape``, differentiable): ``(loss, lse)``.""",
+  "return_support": """\
+also return each token's support size, the number of classes
+  with positive probability (int32, shape ``labels.shape``; 0 for ignored
+  tokens): ``(loss, support)``.""",
   "linear_labels": """\
 integer class ids, shape ``hidden.shape[:-1]``. Soft targets are
   not accepted: they would need the ``[tokens, V]`` matrix.""",
@@ -162,17 +196,23 @@ inside ``jax.shard_map``, the mesh axis name (or names) over
   ``labels``; class ids stay global. Each device contributes its own
   candidates; no logits cross devices.""",
   "linear_returns": """\
-The loss per token, shape ``hidden.shape[:-1]``, in the result dtype of
-``hidden``, ``weight`` and ``bias`` (half precision is computed in
-float32); non-negative. A traced class id outside ``[0, V)`` gives NaN
-(and no gradient) for its token.""",
+The loss per token, shape ``hidden.shape[:-1]`` (a scalar with
+``reduction="mean"`` or ``"sum"``), in the result dtype of ``hidden``,
+``weight`` and ``bias`` (half precision is computed in float32);
+non-negative; 0 for ignored tokens. A traced class id outside ``[0, V)``
+that is not ignored gives NaN (and no gradient) for its token.""",
   "linear_raises_value": """\
 ``weight`` not 2-D, ``hidden``'s last axis not ``weight``'s
-  first (both shapes are named), ``bias`` not ``[V]``, ``labels`` of the
-  wrong shape, concrete ids outside ``[0, V)``, ``chunk_size`` < 1.""",
+  d (both shapes are named), ``bias`` not ``[V]``, ``labels`` or
+  ``where`` of the wrong shape, concrete ids outside ``[0, V)`` that are
+  not ignored, ``chunk_size`` < 1, an unknown ``reduction``,
+  ``label_smoothing`` outside ``[0, 1)``, a negative ``z_loss`` (or one
+  for a sparse loss), a ``logit_soft_cap`` that is not positive.""",
   "linear_raises_type": """\
 non-integer ``labels``; boolean or complex ``hidden``,
-  ``weight`` or ``bias``.""",
+  ``weight`` or ``bias``; a ``where`` that is not boolean; a traced or
+  non-numeric ``label_smoothing``, ``z_loss`` or ``logit_soft_cap``; an
+  ``ignore_index`` that is not an int.""",
   "ref_checkify": """\
 JAX documentation, "The checkify transformation",
 https://docs.jax.dev/en/latest/debugging/checkify_guide.html""",
@@ -217,6 +257,14 @@ floating dtype of ``logits``; non-negative.""",
     bias="linear_bias",
     chunk_size="linear_chunk_size",
     axis_name="linear_axis_name",
+  ),
+  linear_options=_entries(
+    where="linear_where",
+    ignore_index="ignore_index",
+    reduction="reduction",
+    label_smoothing="label_smoothing",
+    logit_soft_cap="logit_soft_cap",
+    transposed_weight="transposed_weight",
   ),
   linear_raises=_entries(
     ValueError="linear_raises_value", TypeError="linear_raises_type"

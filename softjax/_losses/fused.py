@@ -22,6 +22,7 @@ from softjax import _core
 from softjax._losses import fused_softmax
 from softjax._losses import fused_sparse
 from softjax._losses.vocab import F32
+from softjax._losses.vocab import Target
 from softjax._losses.vocab import Vocab
 from softjax._losses.vocab import n_classes
 
@@ -85,14 +86,123 @@ def _check_chunk_size(chunk_size: Any, n: int) -> int:
   return max(1, min(int(chunk_size), n))
 
 
+class Options(NamedTuple):
+  """The keyword options of a fused loss, as the caller gave them."""
+
+  where: Any = None  # [tokens] booleans: False ignores the token
+  ignore_index: Any = None  # labels equal to it are ignored
+  reduction: Any = "none"  # "none" | "mean" | "sum"
+  label_smoothing: Any = 0.0  # ε: target (1 - ε) onehot + ε / V
+  z_loss: Any = 0.0  # λ: + λ lse² (softmax only)
+  logit_soft_cap: Any = None  # c: logits c tanh(z / c)
+  transposed_weight: Any = False  # weight given as [V, d]
+  return_aux: str | None = None  # also return "lse" (softmax) or "support"
+
+
+DEFAULTS = Options()
+
+
 class Prepared(NamedTuple):
   h: jax.Array  # [T, d], the caller's dtype
-  w: jax.Array  # [d, V_local]
+  w: jax.Array  # [d, V_local], or [V_local, d] when transposed
   b: jax.Array | None  # [V_local] or None
   labels: jax.Array  # [T] integer class ids (global)
+  keep: jax.Array  # [T] booleans: the tokens not ignored
   vocab: Vocab
+  target: Target
   batch: tuple[int, ...]  # the shape of the loss
   out_dtype: Any
+
+
+def _check_weight(weight: jax.Array, hidden: jax.Array, transposed: bool):
+  """``weight`` is ``[d, V]`` (or ``[V, d]`` when ``transposed``)."""
+  layout = "[V, d] (transposed_weight=True)" if transposed else "[d, V]"
+  other = (
+    "for a [d, V] Dense kernel pass transposed_weight=False"
+    if transposed
+    else "for a tied [V, d] embedding table pass it as is with "
+    "transposed_weight=True"
+  )
+  if weight.ndim != 2:
+    raise ValueError(
+      f"`weight` must be a matrix {layout}, got shape {weight.shape}; {other}."
+    )
+  d, n = weight.shape[::-1] if transposed else weight.shape
+  if hidden.ndim < 1 or hidden.shape[-1] != d:
+    raise ValueError(
+      f"`hidden` has shape {hidden.shape} and `weight` {weight.shape}: the "
+      f"last axis of `hidden` (d) must match `weight`'s d (weight is "
+      f"{layout}; {other})."
+    )
+  if n == 0:
+    raise ValueError(
+      f"`weight` has no classes (shape {weight.shape}); V must be at least 1."
+    )
+  return n
+
+
+def _number(value: Any, name: str, low: float, high: float, closed: bool):
+  """A Python float in ``[low, high)`` (``[low, high]`` when ``closed``)."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(
+      f"`{name}` must be a Python float (it shapes the compiled loss), got "
+      f"{type(value).__name__}."
+    )
+  value = float(value)
+  if not (low <= value < high or (closed and value == high)):
+    right = "]" if closed else ")"
+    raise ValueError(
+      f"`{name}` must lie in [{low}, {high}{right}, got {value}."
+    )
+  return value
+
+
+def _target(opts: Options, is_softmax: bool) -> Target:
+  smoothing = _number(opts.label_smoothing, "label_smoothing", 0.0, 1.0, False)
+  z_loss = _number(opts.z_loss, "z_loss", 0.0, math.inf, False)
+  if z_loss and not is_softmax:
+    raise ValueError(
+      "`z_loss` (λ lse²) applies to the softmax loss only: the sparse "
+      "losses have no log-sum-exp. Use linear_softmax_loss, or z_loss=0."
+    )
+  return Target(smoothing, z_loss)
+
+
+def _cap(cap: Any) -> float | None:
+  if cap is None:
+    return None
+  cap = _number(cap, "logit_soft_cap", 0.0, math.inf, False)
+  if cap == 0.0:
+    raise ValueError("`logit_soft_cap` must be positive, got 0.")
+  return cap
+
+
+def _keep(labels: jax.Array, opts: Options, batch: tuple[int, ...]):
+  """``[tokens]`` booleans: not masked by ``where`` nor ``ignore_index``."""
+  keep = jnp.ones(batch, bool)
+  if opts.where is not None:
+    where = jnp.asarray(opts.where)
+    if where.dtype != jnp.bool_:
+      raise TypeError(
+        f"`where` must be a boolean mask of the tokens, got dtype "
+        f"{where.dtype}; pass e.g. `labels != pad_id`."
+      )
+    if where.shape != batch:
+      raise ValueError(
+        f"`where` has shape {where.shape}; it masks tokens, so it needs the "
+        f"shape of `labels`, {batch}."
+      )
+    keep = where
+  if opts.ignore_index is not None:
+    if isinstance(opts.ignore_index, bool) or not isinstance(
+      opts.ignore_index, numbers.Integral
+    ):
+      raise TypeError(
+        f"`ignore_index` must be a Python int (e.g. -100), got "
+        f"{opts.ignore_index!r}."
+      )
+    keep = keep & (labels != opts.ignore_index)
+  return keep
 
 
 def prepare(
@@ -102,51 +212,45 @@ def prepare(
   bias: Any,
   chunk_size: Any,
   axis_name: Any,
+  opts: Options = DEFAULTS,
+  is_softmax: bool = True,
 ) -> Prepared:
   """Validates the arguments of a fused loss; flattens the tokens."""
   hidden = _core.as_float_array(hidden, "hidden")
   weight = _core.as_float_array(weight, "weight")
-  if weight.ndim != 2:
-    raise ValueError(
-      f"`weight` must be a matrix [d, V] (a Dense kernel; for tied "
-      f"embeddings [V, d] pass `embedding.T`), got shape {weight.shape}."
+  transposed = opts.transposed_weight
+  if not isinstance(transposed, bool):
+    raise TypeError(
+      f"`transposed_weight` must be a bool, got {type(transposed).__name__}."
     )
-  if hidden.ndim < 1 or hidden.shape[-1] != weight.shape[0]:
-    raise ValueError(
-      f"`hidden` has shape {hidden.shape} and `weight` {weight.shape}: "
-      f"the last axis of `hidden` (d) must match the first of `weight` "
-      f"(weight is [d, V]; for tied embeddings [V, d] pass "
-      f"`embedding.T`)."
-    )
-  if weight.shape[1] == 0:
-    raise ValueError(
-      f"`weight` has no classes (shape {weight.shape}); V must be at least 1."
-    )
+  n = _check_weight(weight, hidden, transposed)
   if bias is not None:
     bias = _core.as_float_array(bias, "bias")
-    if bias.shape != (weight.shape[1],):
+    if bias.shape != (n,):
       raise ValueError(
         f"`bias` has shape {bias.shape}; it needs one entry per class of "
-        f"`weight` {weight.shape}, shape ({weight.shape[1]},)."
+        f"`weight` {weight.shape}, shape ({n},)."
       )
   batch = hidden.shape[:-1]
   labels = _core.check_token_labels(labels, batch)
+  keep = _keep(jnp.asarray(labels), opts, batch)
   axis_name = _core.check_axis_name(axis_name)
-  vocab = Vocab(
-    weight.shape[1], _check_chunk_size(chunk_size, weight.shape[1]), axis_name
-  )
-  _core.check_label_values(labels, True, n_classes(vocab), None, (0,))
+  chunk = _check_chunk_size(chunk_size, n)
+  vocab = Vocab(n, chunk, axis_name, transposed, _cap(opts.logit_soft_cap))
+  checked = jnp.where(keep, jnp.asarray(labels), 0)  # ignored: any value
+  _core.check_label_values(checked, True, n_classes(vocab), None, (0,))
   dtypes = [hidden.dtype, weight.dtype] + ([] if bias is None else [bias.dtype])
-  out_dtype = jnp.result_type(*dtypes)
   tokens = math.prod(batch)
   return Prepared(
     hidden.reshape(tokens, hidden.shape[-1]),
     weight,
     bias,
     jnp.asarray(labels).astype(jnp.int32).reshape(tokens),
+    keep.reshape(tokens),
     vocab,
+    _target(opts, is_softmax),
     batch,
-    out_dtype,
+    jnp.result_type(*dtypes),
   )
 
 
@@ -165,6 +269,21 @@ def _check_candidates(candidates: Any, family: _core.Member) -> int:
   return int(candidates)
 
 
+def _reduce(loss: jax.Array, keep: jax.Array, reduction: Any) -> jax.Array:
+  """``"none"``, or the sum, or the mean over the tokens kept (0 if none)."""
+  if reduction == "none":
+    return loss
+  if reduction not in ("mean", "sum"):
+    raise ValueError(
+      f'`reduction` must be "none", "mean" or "sum", got {reduction!r}.'
+    )
+  total = jnp.sum(loss)
+  if reduction == "sum":
+    return total
+  count = jnp.sum(keep.astype(loss.dtype))
+  return total / jnp.maximum(count, 1.0)
+
+
 def run(
   hidden: Any,
   weight: Any,
@@ -174,19 +293,42 @@ def run(
   chunk_size: Any,
   axis_name: Any,
   candidates: Any = None,
-) -> jax.Array:
-  """The loss per token for α-entmax (α = 1: softmax), shaped like labels."""
-  prep = prepare(hidden, weight, labels, bias, chunk_size, axis_name)
-  family = _core.member_for_tokens(alpha, prep.batch, F32)
-  k = _check_candidates(candidates, family)
+  opts: Options = DEFAULTS,
+) -> Any:
+  """The loss for α-entmax (α = 1: softmax), shaped like labels (or
+  reduced), with the per-token ``lse`` or support size when asked."""
+  if opts.reduction not in ("none", "mean", "sum"):
+    _reduce(jnp.zeros(()), jnp.zeros(()), opts.reduction)  # raises
+  family = _core.member_for_tokens(alpha, jnp.shape(labels), F32)
+  prep = prepare(
+    hidden, weight, labels, bias, chunk_size, axis_name, opts, family.is_softmax
+  )
   if family.is_softmax:
-    loss = fused_softmax.loss(prep.h, prep.w, prep.b, prep.labels, prep.vocab)
+    loss, aux = fused_softmax.loss(
+      prep.h, prep.w, prep.b, prep.labels, prep.keep, prep.vocab, prep.target
+    )
   else:
+    k = _check_candidates(candidates, family)
     vocab = prep.vocab
     if chunk_size is None:
-      chunk = min(DEFAULT_CHUNK_SPARSE, vocab.size)
-      vocab = vocab._replace(chunk=chunk)
-    loss = fused_sparse.loss(
-      prep.h, prep.w, prep.b, prep.labels, family, vocab, k, GROUP
+      vocab = vocab._replace(chunk=min(DEFAULT_CHUNK_SPARSE, vocab.size))
+    loss, aux = fused_sparse.loss(
+      prep.h,
+      prep.w,
+      prep.b,
+      prep.labels,
+      prep.keep,
+      family,
+      vocab,
+      k,
+      GROUP,
+      prep.target,
     )
-  return loss.reshape(prep.batch).astype(prep.out_dtype)
+  loss = loss.reshape(prep.batch).astype(prep.out_dtype)
+  loss = _reduce(loss, prep.keep, opts.reduction)
+  if opts.return_aux is None:
+    return loss
+  if opts.return_aux == "support" and family.is_softmax:
+    # Softmax gives every class mass (α = 1 through linear_entmax_loss).
+    aux = jnp.where(prep.keep, n_classes(prep.vocab), 0).astype(jnp.int32)
+  return loss, aux.reshape(prep.batch)

@@ -57,12 +57,19 @@ import jax.numpy as jnp
 from softjax import _core
 from softjax._losses.vocab import F32
 from softjax._losses.vocab import Chunk
+from softjax._losses.vocab import Target
 from softjax._losses.vocab import Vocab
+from softjax._losses.vocab import cap_slope
 from softjax._losses.vocab import class_offset
+from softjax._losses.vocab import d_model
+from softjax._losses.vocab import from_rows
 from softjax._losses.vocab import label_logits
 from softjax._losses.vocab import n_classes
 from softjax._losses.vocab import scan_vocab
+from softjax._losses.vocab import target_entropy
+from softjax._losses.vocab import target_fit
 from softjax._losses.vocab import valid_labels
+from softjax._losses.vocab import weight_rows
 
 # The [T, k] candidates: one normalised axis, local to every device.
 ROWS = _core.Rows((1,))
@@ -148,6 +155,7 @@ class Stats(NamedTuple):
 
   linear: jax.Array  # [T] Σ p (z - m), m the token's largest logit
   entropy: jax.Array  # [T] H_α(p) = Σ h(p)
+  support: jax.Array  # [T] the number of classes with p > 0 (float32)
   d_alpha: jax.Array | None  # [T] Σ ∂h(p)/∂α, for a learnable α
 
 
@@ -157,10 +165,11 @@ def stats_of(p: jax.Array, zc: jax.Array, family: _core.Family) -> Stats:
   # zc is -inf where a class is masked by a -inf bias; p is 0 there.
   linear = jnp.sum(jnp.where(p > 0, p * zc, zero), axis=-1)
   entropy = jnp.sum(family.entropy_terms(p), axis=-1)
+  support = jnp.sum((p > 0).astype(F32), axis=-1)
   d_alpha = None
   if family.learnable:
     d_alpha = jnp.sum(family.entropy_alpha_derivative(p), axis=-1)
-  return Stats(linear, entropy, d_alpha)
+  return Stats(linear, entropy, support, d_alpha)
 
 
 # --------------------------------------------------------------------------
@@ -253,11 +262,8 @@ def solve_streaming(
     return jax.tree.map(jnp.add, acc, part)
 
   like = (h, w, b, t)
-  init = Stats(
-    _core.filled((rows,), 0.0, F32, *like),
-    _core.filled((rows,), 0.0, F32, *like),
-    _core.filled((rows,), 0.0, F32, *like) if family.learnable else None,
-  )
+  zeros = lambda: _core.filled((rows,), 0.0, F32, *like)
+  init = Stats(zeros(), zeros(), zeros(), zeros() if family.learnable else None)
   stats = jax.tree.map(
     functools.partial(_psum, vocab=vocab),
     scan_vocab(h, w, b, vocab, add, init),
@@ -297,32 +303,59 @@ class Residuals(NamedTuple):
   t: jax.Array  # [T, 1] the threshold (read for wide tokens only)
   total: jax.Array  # [T, 1] the row sum at t (wide tokens only)
   wide: jax.Array  # [T] support wider than the candidates
-  d_alpha: jax.Array | None  # [T] Σ ∂h(p)/∂α, for a learnable α
+  d_alpha: jax.Array | None  # [T] ∂(H_α(p) - H_α(q))/∂α, learnable α
+  values: jax.Array | None  # [T, k] candidates' logits (soft cap only)
+  z_y: jax.Array | None  # [T] the label's logit (soft cap only)
 
 
-def sparse_fwd_pass(h, w, b, labels, family, vocab, k, group):
-  """Returns ``(loss, residuals)``; ``h`` is float32, ``family`` per token."""
+def sparse_fwd_pass(h, w, b, labels, keep, family, vocab, k, group, target):
+  """Returns ``(loss, support, residuals)``; ``h`` is float32.
+
+  The Fenchel-Young loss ``<p, z> + H(p) - <q, z> - H(q)`` against the
+  target ``q`` (``onehot(y)``, or smoothed), shifted by the largest logit
+  ``m``. Tokens not kept give 0 and never reach the wide-support fallback;
+  kept ones with a label out of range give NaN.
+  """
   tokens = h.shape[0]
-  k = min(k, n_classes(vocab))
+  n = n_classes(vocab)
+  k = min(k, n)
   stat = scan_vocab(h, w, b, vocab, topk_add, topk_start(tokens, k, h, w, b))
   cand = topk_finish(stat, vocab)
   zc, m = _core.shift_rows(cand.values, ROWS)
   t, total = _core.threshold(zc, family, ROWS, None)
   total = _core.safe_total(total)
   p = family.map(zc, t) / total
-  valid = valid_labels(labels, vocab)
+  valid = valid_labels(labels, vocab) & keep
   # NaN rows (p NaN) are not wide: their loss is NaN anyway.
   wide = valid & (p[:, -1] > 0)
   if k == n_classes(vocab):  # every class is a candidate
     wide = wide & False
   sol = Solution(t, total, stats_of(p, zc, family))
-  mean = cand.total / n_classes(vocab) - m
+  mean = cand.total / n - m
   sol = wide_fwd(h, w, b, m, mean, wide, family, vocab, sol, group)
   z_y = label_logits(h, w, b, labels, vocab)
-  loss = sol.stats.linear + sol.stats.entropy - (z_y - m[:, 0])
-  loss = jnp.where(valid, jnp.maximum(loss, 0.0), jnp.nan)
-  res = Residuals(cand.ids, p, m, sol.t, sol.total, wide, sol.stats.d_alpha)
-  return loss, res
+  # <q, z - m>: the label's shifted logit, and the mean's for smoothing.
+  fit = target_fit(z_y - m[:, 0], mean[:, 0] * n, target, n)
+  h_q, d_h_q = target_entropy(family, target, n)
+  loss = sol.stats.linear + sol.stats.entropy - fit - h_q
+  loss = jnp.where(valid, jnp.maximum(loss, 0.0), jnp.where(keep, jnp.nan, 0.0))
+  d_alpha = sol.stats.d_alpha
+  if d_h_q is not None:
+    d_alpha = d_alpha - d_h_q
+  capped = vocab.cap is not None
+  res = Residuals(
+    cand.ids,
+    p,
+    m,
+    sol.t,
+    sol.total,
+    wide,
+    d_alpha,
+    cand.values if capped else None,
+    z_y if capped else None,
+  )
+  support = jnp.where(keep, sol.stats.support, 0.0).astype(jnp.int32)
+  return loss, support, res
 
 
 # --------------------------------------------------------------------------
@@ -388,14 +421,16 @@ def support_grads(
   return Grads(dh, dwt, db)
 
 
-def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads):
+def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads, target):
   """Adds the wide tokens' cotangents: dense recomputing passes, in groups.
 
-  Per block ``c = g (p - y)`` with ``p`` from the saved threshold; as in the
-  softmax loss's backward pass, three matmuls per block, but of ``group``
-  rows.
+  Per block ``c = g (p - (1 - ε) y)`` with ``p`` from the saved threshold
+  (the smoothed target's uniform part is added for every token by
+  :func:`uniform_grads`); as in the softmax loss's backward pass, three
+  matmuls per block, but of ``group`` rows.
   """
   offset = class_offset(vocab)
+  on_label = 1.0 - target.smoothing
 
   def body(grads, idx, live):
     hg, m, t, total = h[idx], res.m[idx], res.t[idx], res.total[idx]
@@ -407,8 +442,9 @@ def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads):
       dhg, dwt, db = carry
       p = fam.map(c.z - m, t) / total
       ids = c.start + lax.broadcasted_iota(jnp.int32, c.z.shape, 1)
-      dz = gg * jnp.where(ids == label, p - 1.0, p)
-      dhg = dhg + jnp.dot(dz, c.w.T)
+      dz = gg * jnp.where(ids == label, p - on_label, p)
+      dz = dz * cap_slope(c.z, vocab)
+      dhg = dhg + jnp.dot(dz, c.wt)
       size = c.z.shape[1]
       rows = lax.dynamic_slice_in_dim(dwt, c.start, size) + jnp.dot(dz.T, hg)
       dwt = lax.dynamic_update_slice_in_dim(dwt, rows, c.start, 0)
@@ -425,24 +461,62 @@ def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads):
   return in_groups(res.wide, min(group, h.shape[0]), body, grads)
 
 
-def sparse_bwd_pass(h, w, b, labels, g, family, res, vocab, group):
+def uniform_grads(h, w, b, g, vocab, target, grads):
+  """Adds the smoothed target's uniform part, ``c_j = -g ε / V`` for all j.
+
+  Without a soft cap it is rank one: ``dh -= (g ε / V) Σ_j W[:, j]``,
+  ``dW[:, j] -= (ε / V) Σ_t g_t h_t``, ``db -= (ε / V) Σ_t g_t``. With one,
+  each class has its own slope, and one dense pass over the vocabulary
+  adds ``c_j (1 - (z_j / cap)²)``.
+  """
+  u = g * target.smoothing / n_classes(vocab)  # [T]
+  if vocab.cap is None:
+    wt = weight_rows(w, vocab).astype(F32)
+    dh = grads.dh - u[:, None] * jnp.sum(wt, axis=0)[None, :]
+    dwt = grads.dwt - jnp.dot(u, h)[None, :]
+    db = None if grads.db is None else grads.db - jnp.sum(u)
+    return Grads(dh, dwt, db)
+
+  def add(carry, c):
+    dh, dwt, db = carry
+    dz = -u[:, None] * cap_slope(c.z, vocab)
+    size = c.z.shape[1]
+    rows = lax.dynamic_slice_in_dim(dwt, c.start, size) + jnp.dot(dz.T, h)
+    dwt = lax.dynamic_update_slice_in_dim(dwt, rows, c.start, 0)
+    if db is not None:
+      part = lax.dynamic_slice_in_dim(db, c.start, size) + dz.sum(0)
+      db = lax.dynamic_update_slice_in_dim(db, part, c.start, 0)
+    return dh + jnp.dot(dz, c.wt), dwt, db
+
+  return Grads(*scan_vocab(h, w, b, vocab, add, tuple(grads)))
+
+
+def sparse_bwd_pass(
+  h, w, b, labels, keep, g, family, res, vocab, group, target
+):
   """Cotangents ``(dh, dW, db)`` in float32 (``db`` None without a bias)."""
-  g = jnp.where(valid_labels(labels, vocab), g.astype(F32), 0.0)
+  g = jnp.where(valid_labels(labels, vocab) & keep, g.astype(F32), 0.0)
   g_exact = jnp.where(res.wide, 0.0, g)
   # The label in slot 0, then the candidates: the support is their prefix.
   ids = jnp.concatenate([labels[:, None], res.ids], axis=1)
-  c = jnp.concatenate([-g_exact[:, None], g_exact[:, None] * res.p], axis=1)
+  on_label = -(1.0 - target.smoothing) * g_exact[:, None]
+  c = jnp.concatenate([on_label, g_exact[:, None] * res.p], axis=1)
+  if vocab.cap is not None:
+    values = jnp.concatenate([res.z_y[:, None], res.values], axis=1)
+    c = c * cap_slope(values, vocab)
   support = jnp.sum(res.p > 0, axis=1)
   n_slots = 1 + jnp.max(jnp.where(res.wide, 0, support), initial=0)
   like = (h, w, b, g)
   grads = Grads(
     _core.filled(h.shape, 0.0, F32, *like),
-    _core.filled((w.shape[1], w.shape[0]), 0.0, F32, *like),
+    _core.filled((vocab.size, d_model(w, vocab)), 0.0, F32, *like),
     None if b is None else _core.filled(b.shape, 0.0, F32, *like),
   )
-  grads = support_grads(h, w.T, ids, c, n_slots, vocab, grads)
-  grads = wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads)
-  return grads.dh, grads.dwt.T, grads.db
+  grads = support_grads(h, weight_rows(w, vocab), ids, c, n_slots, vocab, grads)
+  grads = wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads, target)
+  if target.smoothing:
+    grads = uniform_grads(h, w, b, g, vocab, target, grads)
+  return grads.dh, from_rows(grads.dwt, vocab), grads.db
 
 
 # --------------------------------------------------------------------------
@@ -450,23 +524,24 @@ def sparse_bwd_pass(h, w, b, labels, g, family, res, vocab, group):
 # --------------------------------------------------------------------------
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
-def _loss(h, w, b, labels, family, vocab, k, group):
-  return _loss_fwd(h, w, b, labels, family, vocab, k, group)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7, 8, 9))
+def _loss(h, w, b, labels, keep, family, vocab, k, group, target):
+  return _loss_fwd(h, w, b, labels, keep, family, vocab, k, group, target)[0]
 
 
-def _loss_fwd(h, w, b, labels, family, vocab, k, group):
-  loss, res = sparse_fwd_pass(
-    h.astype(F32), w, b, labels, family, vocab, k, group
+def _loss_fwd(h, w, b, labels, keep, family, vocab, k, group, target):
+  loss, support, res = sparse_fwd_pass(
+    h.astype(F32), w, b, labels, keep, family, vocab, k, group, target
   )
-  return loss, (h, w, b, labels, family, res)
+  return (loss, support), (h, w, b, labels, keep, family, res)
 
 
-def _loss_bwd(vocab, k, group, saved, g):
+def _loss_bwd(vocab, k, group, target, saved, cotangents):
   del k
-  h, w, b, labels, family, res = saved
+  g, _ = cotangents  # the support size is an integer: no cotangent
+  h, w, b, labels, keep, family, res = saved
   dh, dw, db = sparse_bwd_pass(
-    h.astype(F32), w, b, labels, g, family, res, vocab, group
+    h.astype(F32), w, b, labels, keep, g, family, res, vocab, group, target
   )
   # Inside shard_map: h (and b, W) may be replicated over axes their
   # cotangents vary over (the vocabulary axis for h); their true cotangent
@@ -477,13 +552,13 @@ def _loss_bwd(vocab, k, group, saved, g):
     db = _core.match_vma(db.astype(b.dtype), b)
   d_family = None
   if family.learnable:
-    # Envelope theorem, as in softjax.losses: only H_α's explicit dependence
-    # on α remains, and ∂h(y)/∂α = 0 for a one-hot y.
-    # Tokens with a label out of range have a NaN loss and no gradient.
-    valid = valid_labels(labels, vocab)
+    # Envelope theorem, as in softjax.losses: only the explicit dependence
+    # of H_α(p) - H_α(q) on α remains (∂H_α(y)/∂α = 0 for a one-hot y).
+    # Tokens ignored or with a label out of range get no gradient.
+    valid = valid_labels(labels, vocab) & keep
     d_eps = jnp.where(valid, g.astype(F32) * res.d_alpha, 0.0)[:, None]
     d_family = _core.Family(_core.param_cotangent(d_eps, family.eps))
-  return dh, dw, db, None, d_family
+  return dh, dw, db, None, None, d_family
 
 
 _loss.defvjp(_loss_fwd, _loss_bwd)
@@ -494,15 +569,18 @@ def loss(
   w: jax.Array,
   b: jax.Array | None,
   labels: jax.Array,
+  keep: jax.Array,
   family: _core.Family,
   vocab: Vocab,
   k: int,
   group: int,
-) -> jax.Array:
-  """The α-entmax loss per token of ``[T, d]`` hidden states (α > 1).
+  target: Target,
+) -> tuple[jax.Array, jax.Array]:
+  """``(loss, support size)`` per token of ``[T, d]`` hidden states (α > 1).
 
-  ``family``: a static member, or an array ε with one per token (``[T,
-  1]``, ``_core.member_for_tokens``); ``k`` candidates per token, wide
-  supports solved in groups of ``group`` tokens.
+  ``keep`` (``[T]``) marks the tokens not ignored; ``family``: a static
+  member, or an array ε with one per token (``[T, 1]``,
+  ``_core.member_for_tokens``); ``k`` candidates per token, wide supports
+  solved in groups of ``group`` tokens; ``target`` the smoothing.
   """
-  return _loss(h, w, b, labels, family, vocab, k, group)
+  return _loss(h, w, b, labels, keep, family, vocab, k, group, target)

@@ -23,7 +23,15 @@ def linear_softmax_loss(
   bias: Any = None,
   chunk_size: int | None = None,
   axis_name: Any = None,
-) -> jax.Array:
+  where: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
+  transposed_weight: bool = False,
+  z_loss: float = 0.0,
+  return_lse: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   r"""Cross-entropy of a linear output layer, without the logit matrix.
 
   Equal to ``softmax_loss(hidden @ weight + bias, labels)`` (to float32
@@ -61,6 +69,9 @@ def linear_softmax_loss(
       ``[i * V_local, (i + 1) * V_local)``). The loss is that of the whole
       vocabulary, from one ``pmax`` and two ``psum`` of per-token values; no
       logits cross devices.
+    {linear_options}
+    z_loss: {z_loss}
+    return_lse: {return_lse}
 
   Returns:
     {linear_returns}
@@ -91,7 +102,19 @@ def linear_softmax_loss(
     E. Wijmans, B. Huval, A. Hertzberg, V. Koltun, P. Krähenbühl. "Cut Your
     Losses in Large-Vocabulary Language Models". ICLR 2025.
   """
-  return fused.run(hidden, weight, labels, 1.0, bias, chunk_size, axis_name)
+  opts = fused.Options(
+    where,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    logit_soft_cap,
+    transposed_weight,
+    "lse" if return_lse else None,
+  )
+  return fused.run(
+    hidden, weight, labels, 1.0, bias, chunk_size, axis_name, None, opts
+  )
 
 
 @_core.shared_docs
@@ -103,7 +126,14 @@ def linear_sparsemax_loss(
   bias: Any = None,
   chunk_size: int | None = None,
   axis_name: Any = None,
-) -> jax.Array:
+  where: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
+  transposed_weight: bool = False,
+  return_support: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   r"""Sparsemax loss of a linear output layer, without the logit matrix.
 
   Equal to ``sparsemax_loss(hidden @ weight + bias, labels)`` (to float32
@@ -128,6 +158,8 @@ def linear_sparsemax_loss(
 
   Args:
     {linear_sparse_args}
+    {linear_options}
+    return_support: {return_support}
 
   Returns:
     {linear_returns}
@@ -157,7 +189,19 @@ def linear_sparsemax_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return fused.run(hidden, weight, labels, 2.0, bias, chunk_size, axis_name)
+  opts = fused.Options(
+    where,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    0.0,
+    logit_soft_cap,
+    transposed_weight,
+    "support" if return_support else None,
+  )
+  return fused.run(
+    hidden, weight, labels, 2.0, bias, chunk_size, axis_name, None, opts
+  )
 
 
 @_core.shared_docs
@@ -169,7 +213,14 @@ def linear_entmax15_loss(
   bias: Any = None,
   chunk_size: int | None = None,
   axis_name: Any = None,
-) -> jax.Array:
+  where: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
+  transposed_weight: bool = False,
+  return_support: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   r"""1.5-entmax loss of a linear output layer, without the logit matrix.
 
   Equal to ``entmax15_loss(hidden @ weight + bias, labels)`` (to float32
@@ -194,6 +245,8 @@ def linear_entmax15_loss(
 
   Args:
     {linear_sparse_args}
+    {linear_options}
+    return_support: {return_support}
 
   Returns:
     {linear_returns}
@@ -223,7 +276,19 @@ def linear_entmax15_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return fused.run(hidden, weight, labels, 1.5, bias, chunk_size, axis_name)
+  opts = fused.Options(
+    where,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    0.0,
+    logit_soft_cap,
+    transposed_weight,
+    "support" if return_support else None,
+  )
+  return fused.run(
+    hidden, weight, labels, 1.5, bias, chunk_size, axis_name, None, opts
+  )
 
 
 @_core.shared_docs
@@ -236,7 +301,14 @@ def linear_entmax_loss(
   bias: Any = None,
   chunk_size: int | None = None,
   axis_name: Any = None,
-) -> jax.Array:
+  where: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
+  transposed_weight: bool = False,
+  return_support: bool = False,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   r"""α-entmax loss of a linear output layer, without the logit matrix.
 
   Equal to ``entmax_loss(hidden @ weight + bias, labels, alpha)`` (to
@@ -274,6 +346,8 @@ def linear_entmax_loss(
       Temporary memory grows with ``tokens × chunk_size``; V need not be a
       multiple of it.
     axis_name: {linear_axis_name}
+    {linear_options}
+    return_support: {return_support}
 
   Returns:
     {linear_returns}
@@ -311,4 +385,16 @@ def linear_entmax_loss(
     M. Blondel, A. F. T. Martins, V. Niculae. "Learning with Fenchel-Young
     Losses". JMLR 21(35), 2020.
   """
-  return fused.run(hidden, weight, labels, alpha, bias, chunk_size, axis_name)
+  opts = fused.Options(
+    where,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    0.0,
+    logit_soft_cap,
+    transposed_weight,
+    "support" if return_support else None,
+  )
+  return fused.run(
+    hidden, weight, labels, alpha, bias, chunk_size, axis_name, None, opts
+  )

@@ -43,6 +43,8 @@ class Vocab(NamedTuple):
   size: int  # classes on this device
   chunk: int  # classes per block
   axis_name: Hashable | None = None  # mesh axis the vocabulary is split over
+  transposed: bool = False  # W given as [V, d] (an embedding table)
+  cap: float | None = None  # logits soft cap c: z -> c tanh(z / c)
 
   @property
   def n_full(self) -> int:
@@ -53,11 +55,52 @@ class Vocab(NamedTuple):
     return self.size % self.chunk
 
 
+class Target(NamedTuple):
+  """The static options of the loss's target (hashable).
+
+  ``smoothing`` ε: the target is ``(1 - ε) onehot(y) + ε / V``;
+  ``z_loss`` λ: softmax only, ``λ lse²`` is added (PaLM).
+  """
+
+  smoothing: float = 0.0
+  z_loss: float = 0.0
+
+
+def target_entropy(
+  family: Any, target: Target, n: Any
+) -> tuple[jax.Array, jax.Array | None]:
+  """``H_α(q)`` of the smoothed target, and ``∂H_α(q)/∂α`` (learnable α).
+
+  ``q`` has ``1 - ε + ε / V`` at the label and ``ε / V`` at the other
+  ``V - 1`` classes; ``H_α(onehot) = 0``. ``n`` is V.
+  """
+  eps = target.smoothing
+  if not eps:
+    return jnp.zeros((), F32), None
+  q = jnp.stack([1.0 - eps + eps / n, eps / n + jnp.zeros((), F32)])
+  weights = jnp.stack([jnp.ones((), F32), n - 1.0 + jnp.zeros((), F32)])
+  entropy = jnp.sum(weights * family.entropy_terms(q), axis=-1)
+  d_alpha = None
+  if family.learnable:
+    d_alpha = jnp.sum(weights * family.entropy_alpha_derivative(q), axis=-1)
+  return entropy, d_alpha
+
+
+def target_fit(
+  z_y: jax.Array, total: jax.Array | None, target: Target, n: Any
+) -> jax.Array:
+  """``<q, z> = (1 - ε) z_y + ε Σ_j z_j / V``; ``total`` is ``Σ_j z_j``."""
+  if not target.smoothing:
+    return z_y
+  eps = target.smoothing
+  return (1.0 - eps) * z_y + eps * total / n
+
+
 class Chunk(NamedTuple):
   """One block of classes, as the loop body hands it to a statistic."""
 
-  z: jax.Array  # [T, size] float32 logits of the block
-  w: jax.Array  # [d, size] float32 columns of W
+  z: jax.Array  # [T, size] float32 logits of the block (soft-capped)
+  wt: jax.Array  # [size, d] float32 rows of Wᵀ (the block's classes)
   start: jax.Array  # index of the block's first class on this device
 
 
@@ -66,23 +109,60 @@ class Chunk(NamedTuple):
 # --------------------------------------------------------------------------
 
 
+def soft_cap(z: jax.Array, vocab: Vocab) -> jax.Array:
+  """``c · tanh(z / c)`` (Gemma 2's logit soft-capping), or ``z``."""
+  return z if vocab.cap is None else vocab.cap * jnp.tanh(z / vocab.cap)
+
+
+def cap_slope(z: jax.Array, vocab: Vocab) -> jax.Array | float:
+  """``d soft_cap / dz`` from the capped logits: ``1 - (z / c)²`` (or 1).
+
+  Masked (``-inf``) logits give 0, so that their zero cotangent stays 0.
+  """
+  if vocab.cap is None:
+    return 1.0
+  return jnp.maximum(1.0 - jnp.square(z / vocab.cap), 0.0)
+
+
+def weight_rows(w: jax.Array, vocab: Vocab) -> jax.Array:
+  """``Wᵀ`` (``[V, d]``): the table itself when given transposed."""
+  return w if vocab.transposed else w.T
+
+
+def from_rows(dwt: jax.Array, vocab: Vocab) -> jax.Array:
+  """A ``[V, d]`` cotangent in the layout ``W`` was given in."""
+  return dwt if vocab.transposed else dwt.T
+
+
+def d_model(w: jax.Array, vocab: Vocab) -> int:
+  return w.shape[1] if vocab.transposed else w.shape[0]
+
+
 def chunk(
-  h: jax.Array, w: jax.Array, b: jax.Array | None, start: Any, size: int
+  h: jax.Array,
+  w: jax.Array,
+  b: jax.Array | None,
+  start: Any,
+  vocab: Vocab,
+  size: int,
 ) -> Chunk:
   """The logits of classes ``[start, start + size)`` in float32.
 
   ``h`` is float32 already; the block of ``W`` is cast here (``d × size``)
-  so that a half-precision ``W`` is never copied whole. An untied ``[d, V]``
-  ``W`` is sliced in place. A transposed one (``embedding.T``) is copied
-  once (d × V) by XLA:CPU, which gives a while loop's operands the default
-  layout: reading ``W`` as ``[V, d]`` rows would move that copy to the
-  untied case instead.
+  so that a half-precision ``W`` is never copied whole, and the logits are
+  accumulated in float32. An untied ``[d, V]`` ``W`` is sliced in place, a
+  ``[V, d]`` table (``transposed``) by rows, also in place. (Passing
+  ``embedding.T`` as an untied ``W`` instead makes XLA:CPU copy it once,
+  d × V: a while loop's operands get the default layout.)
   """
-  w_c = lax.dynamic_slice_in_dim(w, start, size, axis=1).astype(F32)
-  z = jnp.dot(h, w_c)
+  if vocab.transposed:
+    wt = lax.dynamic_slice_in_dim(w, start, size, axis=0).astype(F32)
+  else:
+    wt = lax.dynamic_slice_in_dim(w, start, size, axis=1).astype(F32).T
+  z = jnp.dot(h, wt.T)
   if b is not None:
     z = z + lax.dynamic_slice_in_dim(b, start, size).astype(F32)
-  return Chunk(z, w_c, start)
+  return Chunk(soft_cap(z, vocab), wt, start)
 
 
 def scan_vocab(
@@ -96,13 +176,13 @@ def scan_vocab(
   """``carry = add(carry, chunk)`` for each block of classes, in order."""
 
   def body(carry, i):
-    return add(carry, chunk(h, w, b, i * vocab.chunk, vocab.chunk)), None
+    return add(carry, chunk(h, w, b, i * vocab.chunk, vocab, vocab.chunk)), None
 
   if vocab.n_full:
     carry, _ = lax.scan(body, carry, jnp.arange(vocab.n_full))
   if vocab.rest:
     start = vocab.n_full * vocab.chunk
-    carry = add(carry, chunk(h, w, b, start, vocab.rest))
+    carry = add(carry, chunk(h, w, b, start, vocab, vocab.rest))
   return carry
 
 
@@ -132,7 +212,8 @@ def label_logits(
   labels: jax.Array,
   vocab: Vocab,
 ) -> jax.Array:
-  """``z_y = h · W[:, y] + b[y]`` per token, from the label's column only.
+  """``z_y = h · W[:, y] + b[y]`` per token (soft-capped), from the label's
+  column only.
 
   Global ids; with ``axis_name`` the device holding the label contributes it
   and a ``psum`` shares it. Ids outside the vocabulary give 0 (the caller
@@ -141,11 +222,15 @@ def label_logits(
   local = labels - class_offset(vocab)
   mine = (local >= 0) & (local < vocab.size)
   ids = jnp.where(mine, local, 0)
-  cols = jnp.take(w, ids, axis=1).astype(F32)  # [d, T]
-  z_y = jnp.einsum("td,dt->t", h, cols)
+  if vocab.transposed:
+    rows = jnp.take(w, ids, axis=0).astype(F32)  # [T, d]
+    z_y = jnp.einsum("td,td->t", h, rows)
+  else:
+    cols = jnp.take(w, ids, axis=1).astype(F32)  # [d, T]
+    z_y = jnp.einsum("td,dt->t", h, cols)
   if b is not None:
     z_y = z_y + jnp.take(b, ids).astype(F32)
-  z_y = jnp.where(mine, z_y, 0.0)
+  z_y = jnp.where(mine, soft_cap(z_y, vocab), 0.0)
   if vocab.axis_name is not None:
     z_y = lax.psum(z_y, vocab.axis_name)
   return z_y
