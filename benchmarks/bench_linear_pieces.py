@@ -90,8 +90,18 @@ def bwd_softmax(h, w, ids, c):
   del ids, c
   lse = jnp.full(h.shape[0], 10.0)
   labels = jnp.zeros(h.shape[0], jnp.int32)
+  keep = jnp.ones(h.shape[0], bool)
   return fused_softmax.softmax_bwd_pass(
-    h, w, None, labels, lse, jnp.ones(h.shape[0]), V.Vocab(w.shape[1], CHUNK)
+    h,
+    w,
+    None,
+    labels,
+    keep,
+    lse,
+    jnp.ones(h.shape[0]),
+    None,
+    V.Vocab(w.shape[1], CHUNK),
+    V.Target(),
   )[:2]
 
 

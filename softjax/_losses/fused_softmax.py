@@ -12,6 +12,11 @@ As in online softmax, over the vocabulary blocks of :mod:`vocab`:
   form ``c = g (p - y)`` with ``p = exp(z - lse)``, and ``dh += c Wᵀ``,
   ``dW = hᵀ c`` and ``db = Σ c`` are accumulated block by block.
 
+The options stream with it: label smoothing needs each token's sum of
+logits (one more per-token sum in the same pass), the z-loss and the
+returned ``lse`` only the saved ``lse``, the soft cap one ``tanh`` per
+logit (its slope multiplies the backward's ``c``), ignored tokens a mask.
+
 With ``axis_name`` the per-token statistics of the devices holding the
 vocabulary are combined with one ``pmax`` and one ``psum``; no logits cross
 devices. The arguments are checked, and the defaults chosen, by

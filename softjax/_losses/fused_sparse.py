@@ -27,6 +27,11 @@ gradient ``p - y`` of its Fenchel-Young loss is sparse. So:
   tokens get the dense recomputing pass of the softmax loss instead
   (:func:`wide_bwd`), in the same groups.
 
+Label smoothing adds the target's uniform part ``-g ε / V`` to every
+class: rank one in the backward pass (:func:`uniform_grads`; one dense pass
+when the logits are soft-capped, each class then having its own slope).
+Ignored tokens never reach the fallback.
+
 With ``axis_name`` every device keeps the top ``k`` of its own classes; one
 ``psum`` of the ``[T, k]`` candidates (each device's in its own slot) and a
 second top-``k`` give every device the same global candidates, solve and

@@ -7,6 +7,13 @@ walk the vocabulary in blocks of ``chunk`` classes, computing one block of
 logits at a time (:func:`chunk`) and folding it into a per-token statistic
 (:func:`scan_vocab`), so that temporary memory is O(T × chunk + d × V).
 
+``W`` may be given as ``[d, V]`` or, ``transposed``, as a ``[V, d]``
+table (tied embeddings); each block is read in place either way, as rows
+of ``Wᵀ`` (:class:`Chunk`). A logit soft cap is applied to every block
+here (:func:`soft_cap`), so every statistic sees the capped logits. The
+target options (:class:`Target`: label smoothing, z-loss) and their
+closed forms live here too, shared by both losses.
+
 With ``axis_name`` (inside ``shard_map``, each device holding ``W[:, shard]``
 and ``b[shard]``, class ids global) each device runs the loop over its own
 classes (:func:`class_offset` gives its first global id) and the callers
