@@ -210,15 +210,20 @@ def check_scores(x: Any) -> Any:
 
 
 @_core.shared_docs
-def check_labels(labels: Any, num_classes: int) -> Any:
+def check_labels(
+  labels: Any, num_classes: int, *, ignore_index: int | None = None
+) -> Any:
   """Checks integer class ids lie in ``[0, num_classes)``; returns them.
 
   The losses check concrete labels themselves; traced ids out of range give
-  a NaN loss instead of an error. This check makes them an error.
+  a NaN loss instead of an error. This check makes them an error. Ids equal
+  to ``ignore_index`` (the padding id the loss is told to ignore) pass.
 
   Args:
     labels: integer class ids, concrete or traced.
     num_classes: the number of classes ``C`` (the size of the class axis).
+    ignore_index: an id that is allowed anywhere (e.g. ``-100``), as the
+      losses' ``ignore_index``; None: none.
 
   Returns:
     ``labels``, unchanged.
@@ -241,6 +246,9 @@ def check_labels(labels: Any, num_classes: int) -> Any:
     ...                                         jnp.array([0, 3]))
     >>> print(err.get())    # doctest: +ELLIPSIS
     softjax: `labels` must be class ids in [0, 3), got 3...
+    >>> padded = jnp.array([2, -100])   # -100: padding the loss ignores
+    >>> softjax.checks.check_labels(padded, 3, ignore_index=-100)
+    Array([   2, -100], dtype=int32)
 
   References:
     {ref_checkify}
@@ -251,6 +259,8 @@ def check_labels(labels: Any, num_classes: int) -> Any:
   if y.size == 0:
     return labels
   bad = (y < 0) | (y >= num_classes)
+  if ignore_index is not None:
+    bad = bad & (y != ignore_index)
   checkify.check(
     ~jnp.any(bad),
     f"softjax: `labels` must be class ids in [0, {num_classes}), got {{}}.",
