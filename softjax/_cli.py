@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 import math
+import os
 import re
 import sys
 from typing import TextIO
@@ -174,8 +175,10 @@ def main(
 ) -> int:
   """Runs the command line on ``argv`` (default ``sys.argv[1:]``).
 
-  Returns the exit status: 0 on success. Bad arguments print a usage message
-  to stderr and raise ``SystemExit(2)``, as argparse does.
+  Returns the exit status: 0 on success, 141 (SIGPIPE's) when the reader
+  of the output closes it early (``| head``), without a traceback. Bad
+  arguments print a usage message to stderr and raise ``SystemExit(2)``, as
+  argparse does.
   """
   stdout = sys.stdout if stdout is None else stdout
   parser = _build_parser()
@@ -192,9 +195,19 @@ def main(
     parser.error(f"argument --digits: must be in 0..12, got {args.digits}")
   rows = compute_rows(args.scores, args.temperature, args.alpha)
   scores = ", ".join(_format_score(s) for s in args.scores)
-  print(
-    f"scores [{scores}], temperature {_format_score(args.temperature)}",
-    file=stdout,
-  )
-  print(format_rows(rows, args.digits), file=stdout)
+  try:
+    print(
+      f"scores [{scores}], temperature {_format_score(args.temperature)}",
+      file=stdout,
+    )
+    print(format_rows(rows, args.digits), file=stdout)
+    stdout.flush()
+  except BrokenPipeError:
+    # The reader left (`python -m softjax ... | head -1`): stop quietly, as
+    # Unix tools do, with the status of a process ended by SIGPIPE. Python
+    # would flush stdout again at exit and print a second BrokenPipeError,
+    # so stdout is pointed at /dev/null first.
+    if stdout is sys.stdout:
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + 13  # SIGPIPE
   return 0

@@ -191,3 +191,40 @@ def test_python_dash_m() -> None:
   )
   assert bad.returncode == 2
   assert "not a number: 'abc'" in bad.stderr and bad.stdout == ""
+
+
+class _ClosedPipe(io.StringIO):
+  """A stdout whose reader has gone: every write raises BrokenPipeError."""
+
+  def write(self, text: str) -> int:
+    raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_pipe_exits_quietly(capsys: pytest.CaptureFixture) -> None:
+  """``python -m softjax ... | head -1``: no traceback, SIGPIPE's status."""
+  assert _cli.main(SCORES, stdout=_ClosedPipe()) == 141
+  assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow  # a subprocess that imports JAX
+def test_python_dash_m_into_a_closed_pipe() -> None:
+  """The real pipe: the reader closes it after one line."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
+  )
+  env["JAX_PLATFORMS"] = "cpu"
+  many = ["--alpha", *(f"1.{i}" for i in range(1, 10))]
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "softjax", *SCORES, *many],
+    cwd=ROOT,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+  )
+  proc.stdout.readline()
+  proc.stdout.close()  # as `head -1` does
+  err = proc.stderr.read().decode()
+  proc.stderr.close()
+  assert proc.wait(timeout=120) in (0, 141)
+  assert "Traceback" not in err and "BrokenPipeError" not in err, err
