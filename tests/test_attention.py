@@ -478,3 +478,64 @@ def test_nnx_module_drop_in_matches_flax_and_sows():
   np.testing.assert_array_equal(weights[..., 0, 1:], 0.0)  # causal
   assert (weights[..., -1, :] == 0).any()  # sparse
   assert np.all(np.isfinite(out))
+
+
+def test_scale_matches_a_prescaled_query():
+  """``scale`` replaces ``1 / sqrt(depth)``: the same as scaling the query
+  by ``scale · sqrt(depth)`` under the default, in both dense functions."""
+  q, k, v = (
+    jnp.asarray(np.random.default_rng(i).standard_normal((2, 5, 3, 8)))
+    for i in range(3)
+  )
+  scale = 0.37
+  pre = q * scale * np.sqrt(8)
+  np.testing.assert_allclose(
+    attention.dot_product_attention(q, k, v, scale=scale),
+    attention.dot_product_attention(pre, k, v),
+    rtol=1e-6,
+    atol=1e-6,
+  )
+  np.testing.assert_allclose(
+    attention.dot_product_attention_weights(q, k, scale=scale),
+    attention.dot_product_attention_weights(pre, k),
+    rtol=1e-6,
+    atol=1e-6,
+  )
+
+
+def test_per_head_alpha_is_one_convention():
+  """``alpha`` of shape ``(num_heads,)`` means the same in the dense and the
+  block-wise function (values and α's gradient); the dense path's own
+  reference is the normaliser written with ``alpha[:, None, None]``."""
+  q, k, v = (
+    jnp.asarray(np.random.default_rng(i).standard_normal((2, 6, 4, 8)))
+    for i in range(3)
+  )
+  alpha = jnp.array([1.0, 1.3, 1.6, 2.0])
+
+  def by_normalizer(a):
+    return attention.dot_product_attention(
+      q,
+      k,
+      v,
+      normalizer=lambda s, **kw: softjax.entmax(s, a[:, None, None], **kw),
+    )
+
+  for f in (
+    lambda a: attention.dot_product_attention(q, k, v, alpha=a),
+    lambda a: attention.blockwise_attention(q, k, v, alpha=a),
+  ):
+    np.testing.assert_allclose(f(alpha), by_normalizer(alpha), atol=2e-6)
+    np.testing.assert_allclose(
+      jax.grad(lambda a: jnp.sum(jnp.sin(f(a))))(alpha),
+      jax.grad(lambda a: jnp.sum(jnp.sin(by_normalizer(a))))(alpha),
+      rtol=1e-4,
+      atol=1e-5,
+    )
+  for f in (attention.dot_product_attention, attention.blockwise_attention):
+    with pytest.raises(ValueError, match=r"`alpha` of shape \(4, 1, 1\)"):
+      f(q, k, v, alpha=alpha[:, None, None])
+  with pytest.raises(ValueError, match="`alpha`.*`normalizer`"):
+    attention.dot_product_attention(
+      q, k, v, alpha=alpha, normalizer=softjax.entmax15
+    )

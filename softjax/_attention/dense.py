@@ -35,6 +35,7 @@ def _weights(
   module,
   dropout,
   structure=(tokens.NONE, None),
+  scale=None,
 ):
   """Promoted, checked query and key to (dropped-out) attention weights.
 
@@ -43,9 +44,8 @@ def _weights(
   token arrays)``.
   """
   structure, token_arrays = structure
-  scores = tokens.soft_cap(
-    steps.scores(query, key, bias, einsum), structure.cap
-  )
+  scores = steps.scores(query, key, bias, einsum, scale)
+  scores = tokens.soft_cap(scores, structure.cap)
   where = steps.where_mask(
     mask, is_causal, scores.shape, structure.window, token_arrays
   )
@@ -75,6 +75,8 @@ def dot_product_attention_weights(
   einsum: Callable[..., jax.Array] | None = None,
   promote_dtype: Callable[..., Any] | None = None,
   is_causal: bool = False,
+  scale: float | jax.Array | None = None,
+  alpha: float | jax.Array | None = None,
   segment_ids: jax.Array | None = None,
   q_segment_ids: jax.Array | None = None,
   kv_segment_ids: jax.Array | None = None,
@@ -121,6 +123,11 @@ def dot_product_attention_weights(
       convention; default: Flax's promotion to one inexact dtype.
     is_causal: also mask keys after the query position (``tril`` aligned at
       the top-left, as in ``flax.nnx``), combined with ``mask``.
+    scale: factor of the scores (default ``1 / sqrt(qk_depth)``, as Flax).
+    alpha: the α-entmax map in place of ``normalizer``, with the convention
+      of ``blockwise_attention``: a number >= 1, or an array of shape
+      ``(num_heads,)`` (one α per head, which receives a gradient). None
+      (default): ``normalizer`` decides.
     segment_ids: {segment_ids}
     q_segment_ids: {q_segment_ids}
     kv_segment_ids: {kv_segment_ids}
@@ -160,7 +167,6 @@ def dot_product_attention_weights(
     {ref_vaswani2017}
     {ref_correia2019}
   """
-  steps.check_normalizer(normalizer)
   einsum = steps.einsum_for(einsum, precision, einsum_dot_general, "einsum")
   query, key = steps.promote((query, key), dtype, promote_dtype)
   steps.check_shapes(query, key)
@@ -169,7 +175,8 @@ def dot_product_attention_weights(
     key,
     bias,
     mask,
-    normalizer=normalizer,
+    normalizer=steps.per_head_normalizer(normalizer, alpha, query),
+    scale=scale,
     einsum=einsum,
     is_causal=is_causal,
     force_fp32=force_fp32_for_softmax,
@@ -223,6 +230,8 @@ def dot_product_attention(
   attn_weights_value_einsum: Callable[..., jax.Array] | None = None,
   promote_dtype: Callable[..., Any] | None = None,
   is_causal: bool = False,
+  scale: float | jax.Array | None = None,
+  alpha: float | jax.Array | None = None,
   segment_ids: jax.Array | None = None,
   q_segment_ids: jax.Array | None = None,
   kv_segment_ids: jax.Array | None = None,
@@ -272,6 +281,11 @@ def dot_product_attention(
       dtype=dtype)`` convention; default: Flax's promotion.
     is_causal: also mask keys after the query position, combined with
       ``mask``.
+    scale: factor of the scores (default ``1 / sqrt(qk_depth)``, as Flax).
+    alpha: the α-entmax map in place of ``normalizer``, with the convention
+      of ``blockwise_attention``: a number >= 1, or an array of shape
+      ``(num_heads,)`` (one α per head, which receives a gradient). None
+      (default): ``normalizer`` decides.
     segment_ids: {segment_ids}
     q_segment_ids: {q_segment_ids}
     kv_segment_ids: {kv_segment_ids}
@@ -308,7 +322,6 @@ def dot_product_attention(
     {ref_vaswani2017}
     {ref_correia2019}
   """
-  steps.check_normalizer(normalizer)
   qk_einsum, wv_einsum = _value_einsums(
     qk_attn_weights_einsum,
     attn_weights_value_einsum,
@@ -322,7 +335,8 @@ def dot_product_attention(
     key,
     bias,
     mask,
-    normalizer=normalizer,
+    normalizer=steps.per_head_normalizer(normalizer, alpha, query),
+    scale=scale,
     einsum=qk_einsum,
     is_causal=is_causal,
     force_fp32=force_fp32_for_softmax,

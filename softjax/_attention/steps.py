@@ -17,7 +17,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from softjax import _core
 from softjax._attention import tokens
+from softjax._maps import entmax
+from softjax._maps import softmax
 
 Einsum = Callable[..., jax.Array]
 
@@ -134,14 +137,22 @@ def _ungroup(x: jax.Array, axis: int) -> jax.Array:
 
 
 def scores(
-  query: jax.Array, key: jax.Array, bias: jax.Array | None, einsum: Einsum
+  query: jax.Array,
+  key: jax.Array,
+  bias: jax.Array | None,
+  einsum: Einsum,
+  scale: Any = None,
 ) -> jax.Array:
-  """``q·k / sqrt(depth) + bias``: ``[batch..., heads, q_length, kv_length]``.
+  """``scale · q·k + bias``: ``[batch..., heads, q_length, kv_length]``.
 
-  As in Flax, the query is scaled before the product; with fewer key heads
+  As in Flax, the query is scaled before the product (by
+  ``1 / sqrt(depth)`` unless ``scale`` is given); with fewer key heads
   than query heads each key head serves a group of query heads.
   """
-  query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  if scale is None:
+    query = query / jnp.sqrt(query.shape[-1]).astype(query.dtype)
+  else:
+    query = query * jnp.asarray(scale, query.dtype)
   kv_heads = key.shape[-2]
   if query.shape[-2] == kv_heads:
     out = einsum(_QK, query, key)
@@ -202,6 +213,40 @@ def where_mask(
       f"scores [batch..., heads, q_length, kv_length] = {scores_shape}."
     ) from None
   return where
+
+
+def per_head_normalizer(normalizer: Any, alpha: Any, query: Any) -> Any:
+  """The checked normaliser, or that of ``alpha`` (one α per head ``(H,)``).
+
+  The convention of ``blockwise_attention``'s ``alpha``: an array α of
+  shape ``(num_heads,)`` (or broadcastable to it) is laid out against the
+  scores ``[batch..., heads, q, kv]`` here, so callers never reshape it to
+  ``(H, 1, 1)``. ``alpha`` None keeps ``normalizer``. ``query`` is
+  ``[..., length, heads, depth]``.
+  """
+  check_normalizer(normalizer)
+  if alpha is None:
+    return normalizer
+  heads = query.shape[-2]
+  if normalizer is not softmax:
+    raise ValueError(
+      "Give `alpha` (the α-entmax map, one α per head allowed) or "
+      "`normalizer`, not both."
+    )
+  value = _core.alpha_as_number_or_array(alpha)
+  if isinstance(value, float):
+    return lambda s, **kw: entmax(s, value, **kw)
+  try:
+    ok = jnp.broadcast_shapes(value.shape, (heads,)) == (heads,)
+  except ValueError:
+    ok = False
+  if not ok:
+    raise ValueError(
+      f"`alpha` of shape {value.shape} must be a number or an array "
+      f"broadcastable to (num_heads,) = ({heads},): one α per head."
+    )
+  per_head = jnp.broadcast_to(value, (heads,))[:, None, None]
+  return lambda s, **kw: entmax(s, per_head, **kw)
 
 
 def check_normalizer(normalizer: Any) -> None:

@@ -31,6 +31,7 @@ from softjax._core.alpha import for_heads as member_for_heads
 from softjax._core.alpha import for_rows as member_for_rows
 from softjax._core.alpha import for_tokens as member_for_tokens
 from softjax._core.args import Axis
+from softjax._core.args import alpha_as_number_or_array
 from softjax._core.args import array_and_dtype
 from softjax._core.args import as_float_array
 from softjax._core.args import canonical_alpha
