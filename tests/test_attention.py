@@ -539,3 +539,32 @@ def test_per_head_alpha_is_one_convention():
     attention.dot_product_attention(
       q, k, v, alpha=alpha, normalizer=softjax.entmax15
     )
+
+
+@pytest.mark.parametrize("name", ["dense", "blockwise"])
+def test_additive_float_mask_is_refused_never_inverted(name):
+  """A 0/-inf additive mask passed as ``mask``: concrete, a TypeError that
+  names ``mask`` and points to ``bias``; traced, zeros (it attends nowhere),
+  never the inverted attention. Flax's 0/1 float masks equal boolean ones."""
+  f = {
+    "dense": attention.dot_product_attention,
+    "blockwise": attention.blockwise_attention,
+  }[name]
+  q, k, v = (
+    jnp.asarray(np.random.default_rng(i).standard_normal((1, 4, 2, 8)))
+    for i in range(3)
+  )
+  causal = jnp.tril(jnp.ones((4, 4), bool))
+  additive = jnp.where(causal, 0.0, -jnp.inf)
+  with pytest.raises(TypeError, match="`mask`.*`bias`"):
+    f(q, k, v, mask=additive)
+  traced = jax.jit(lambda m: f(q, k, v, mask=m))(additive)
+  np.testing.assert_array_equal(traced, 0.0)
+  np.testing.assert_allclose(
+    f(q, k, v, mask=causal.astype(jnp.float32)),
+    f(q, k, v, mask=causal),
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    f(q, k, v, bias=additive), f(q, k, v, mask=causal), rtol=1e-5, atol=1e-6
+  )

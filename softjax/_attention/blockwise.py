@@ -300,7 +300,7 @@ def blockwise_attention(
 
   Layout and masks are those of ``dot_product_attention``
   (``[batch..., length, heads, depth]``, grouped-query attention with fewer
-  key/value heads dividing the query heads, nonzero ``mask`` entries
+  key/value heads dividing the query heads, ``True`` ``mask`` entries
   attend); masked keys get exactly zero weight and zero gradient, and a
   query whose keys are all masked gets a zero output and zero gradients.
   ``is_causal`` needs no mask array and skips the key blocks above the
@@ -347,9 +347,7 @@ def blockwise_attention(
       ``[batch..., num_heads, q_length, kv_length]``; its gradient is
       returned in its own shape. A bias with a ``q_length`` or
       ``kv_length`` axis costs memory of that size.
-    mask: optional mask broadcastable to the same shape, ``True``
-      (nonzero) meaning attend. A key-padding mask ``[batch, 1, 1, kv]``
-      costs ``O(kv)``.
+    mask: {attention_mask_blockwise}
     alpha: the map from scores to weights, as in ``softjax.entmax``: a
       number >= 1 (1: softmax, 1.5: entmax15, 2: sparsemax), or an array
       broadcastable to ``(num_heads,)``, one α per head, which receives a

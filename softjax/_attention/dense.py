@@ -99,13 +99,10 @@ def dot_product_attention_weights(
     query: {query}
     key: {key}
     bias: {bias}
-    mask: optional mask broadcastable to the same shape; ``True`` (nonzero)
-      means attend. Passed to ``normalizer`` as ``where=``: masked keys get
-      exactly 0, and queries with every key masked get all-zero weights.
+    mask: {attention_mask_weights}
     normalizer: a callable ``normalizer(scores, where=mask_or_None)`` that
       normalises the last axis, e.g. ``softjax.softmax``, ``softjax.entmax15``
-      or ``lambda s, **kw: softjax.entmax(s, alpha, **kw)`` with a learnable
-      ``alpha`` of shape ``(num_heads, 1, 1)``.
+      (for α-entmax with one learnable α per head, pass ``alpha`` instead).
     broadcast_dropout: {broadcast_dropout}
     dropout_rng: {dropout_rng}
     dropout_rate: {dropout_rate}
@@ -260,8 +257,7 @@ def dot_product_attention(
     key: {key}
     value: values, ``[batch..., kv_length, num_kv_heads, v_depth]``.
     bias: {bias}
-    mask: optional mask broadcastable to the same shape, ``True`` (nonzero)
-      meaning attend; passed to ``normalizer`` as ``where=``.
+    mask: {attention_mask}
     normalizer: a callable ``normalizer(scores, where=mask_or_None)`` that
       normalises the last axis (see :func:`dot_product_attention_weights`).
     broadcast_dropout: {broadcast_dropout}

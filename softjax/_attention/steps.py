@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from softjax import _core
 from softjax._attention import tokens
@@ -177,6 +178,38 @@ def weighted_values(
   return _ungroup(out, -3)
 
 
+def _boolean_mask(mask: Any) -> jax.Array:
+  """``mask`` as booleans: True attends.
+
+  Boolean masks are taken as they are. Flax builds its masks as float 0/1
+  arrays (``make_attention_mask``, ``make_causal_mask``, the decode cache's
+  ``combine_masks``), so a numeric mask is read as a 0/1 mask and attends
+  where it is positive. An additive mask (0 to attend, ``-inf`` or a large
+  negative number to block) is a different thing: read as 0/1 it would be
+  inverted. A concrete one is refused here with advice; a traced one
+  attends nowhere (its entries are never positive), so its rows give zeros,
+  never the inverted attention.
+  """
+  mask = jnp.asarray(mask)
+  if mask.dtype == jnp.bool_:
+    return mask
+  if not jnp.issubdtype(mask.dtype, jnp.number):
+    raise TypeError(
+      f"`mask` must be boolean (True = attend), got {mask.dtype}."
+    )
+  if _core.is_concrete(mask):
+    values = np.asarray(mask)
+    if not np.isin(values, (0, 1)).all():
+      odd = values[~np.isin(values, (0, 1))].ravel()[:3].tolist()
+      raise TypeError(
+        f"`mask` must be boolean (True = attend) or a 0/1 mask as Flax "
+        f"builds them; got a {mask.dtype} mask holding {odd}. An additive "
+        "mask (0 to attend, -inf to block) goes in `bias`; a boolean one "
+        "in `mask`, e.g. `mask=additive == 0`."
+      )
+  return mask > 0
+
+
 def where_mask(
   mask: Any,
   is_causal: bool,
@@ -191,9 +224,7 @@ def where_mask(
   """
   masks = []
   if mask is not None:
-    mask = jnp.asarray(mask)
-    # Flax tests the mask with jnp.where, so nonzero float masks attend.
-    masks.append(mask if mask.dtype == jnp.bool_ else mask != 0)
+    masks.append(_boolean_mask(mask))
   q_len, k_len = scores_shape[-2:]
   structure = tokens.allowed(
     jnp.arange(q_len), jnp.arange(k_len), is_causal, window, token_arrays

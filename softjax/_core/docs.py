@@ -82,6 +82,24 @@ PRNG key for dropout; needed when dropout is applied.""",
 probability of dropping an attention weight.""",
   "deterministic": """\
 if True, no dropout.""",
+  "attention_mask": """\
+optional boolean mask broadcastable to the scores ``[batch...,
+  heads, q_length, kv_length]``, ``True`` meaning attend (a float 0/1 mask,
+  as Flax builds them, attends where positive). An additive mask (0 /
+  ``-inf``) belongs in ``bias``: passed here, a concrete one raises
+  ``TypeError`` and a traced one attends nowhere (zeros), never inverted.""",
+  "attention_mask_weights": """\
+optional boolean mask broadcastable to the scores, ``True``
+  meaning attend (a float 0/1 mask, as Flax builds them, attends where
+  positive; an additive 0 / ``-inf`` mask belongs in ``bias``: passed
+  here, a concrete one raises ``TypeError`` and a traced one attends
+  nowhere). Passed to ``normalizer`` as ``where=``: masked keys get
+  exactly 0, and queries with every key masked get all-zero weights.""",
+  "attention_mask_blockwise": """\
+optional boolean mask broadcastable to the scores, ``True``
+  meaning attend, as in ``dot_product_attention`` (float 0/1 masks as
+  Flax builds them attend where positive; additive masks belong in
+  ``bias``). A key-padding mask ``[batch, 1, 1, kv]`` costs ``O(kv)``.""",
   # The token structure of attention (softjax._attention.tokens).
   "segment_ids": """\
 optional ``[batch..., length]`` integer ids of packed documents,
@@ -213,6 +231,45 @@ non-integer ``labels``; boolean or complex ``hidden``,
   ``weight`` or ``bias``; a ``where`` that is not boolean; a traced or
   non-numeric ``label_smoothing``, ``z_loss`` or ``logit_soft_cap``; an
   ``ignore_index`` that is not an int.""",
+  # The in-memory losses' keyword options (softjax._losses.fenchel_young).
+  "loss_ignore_index": """\
+optional int, for integer labels only: examples whose
+  label equals it (e.g. ``-100``, as PyTorch) give loss 0 and zero
+  gradients and are left out of the ``"mean"``; their label need not be a
+  class id.""",
+  "loss_reduction": """\
+``"none"`` (default: the loss per example), ``"sum"``, or
+  ``"mean"`` over the examples kept: not ignored and with a class not
+  masked (0, with zero gradients, when there are none).""",
+  "loss_label_smoothing": """\
+ε in ``[0, 1)``: the loss against the target
+  ``q = (1 - ε) y + ε / V``, ``y`` the one-hot of the class id (or the
+  soft target) and ``V`` the number of classes not masked (by ``where``
+  or a ``-inf`` logit); masked classes get no share of ε. Equal to
+  passing ``q`` as a soft target; the gradient is ``p - q``.""",
+  "loss_z_loss": """\
+λ ≥ 0: adds ``λ · lse²`` per example, ``lse`` the log-sum-exp
+  of the (capped) logits over the classes not masked (PaLM's auxiliary
+  loss that keeps the log-normaliser near 0); gradient ``2 λ lse · p``.""",
+  "loss_logit_soft_cap": """\
+optional c > 0: the logits become ``c · tanh(z / c)``
+  (Gemma 2) before the loss, and its gradient is multiplied by
+  ``1 - tanh²``; masked classes and ``-inf`` logits stay masked.""",
+  "loss_options_returns": """\
+The loss per example: the shape of ``logits`` without ``axis`` (a scalar
+with ``reduction="sum"`` or ``"mean"``), in the floating dtype of
+``logits``; non-negative; 0 for ignored examples.""",
+  "loss_options_raises_value": """\
+labels of the wrong shape, ids outside ``[0, C)`` (other
+  than ``ignore_index``) or on a masked class, targets that are negative
+  or do not sum to 1; ``axis`` not an int with integer labels, or out of
+  range; an unknown ``reduction``, ``label_smoothing`` outside ``[0, 1)``,
+  a ``logit_soft_cap`` that is not positive, ``ignore_index`` with
+  floating labels.""",
+  "loss_options_raises_type": """\
+boolean labels; boolean or complex logits; a traced or
+  non-numeric ``label_smoothing`` or ``logit_soft_cap``; an
+  ``ignore_index`` that is not an int.""",
   "ref_checkify": """\
 JAX documentation, "The checkify transformation",
 https://docs.jax.dev/en/latest/debugging/checkify_guide.html""",
@@ -249,6 +306,16 @@ The loss per example: the shape of ``logits`` without ``axis``, in the
 floating dtype of ``logits``; non-negative.""",
   loss_raises=_entries(
     ValueError="loss_raises_value", TypeError="loss_raises_type"
+  ),
+  loss_options=_entries(
+    ignore_index="loss_ignore_index",
+    reduction="loss_reduction",
+    label_smoothing="loss_label_smoothing",
+    logit_soft_cap="loss_logit_soft_cap",
+  ),
+  loss_options_raises=_entries(
+    ValueError="loss_options_raises_value",
+    TypeError="loss_options_raises_type",
   ),
   linear_sparse_args=_entries(
     hidden="hidden",
