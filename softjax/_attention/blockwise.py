@@ -91,6 +91,8 @@ def _attention_bwd(cfg, residuals, dout):
 
 _attention = jax.custom_vjp(_attention, nondiff_argnums=(0,))
 _attention.defvjp(_attention_fwd, _attention_bwd)
+# Eager calls reuse the compiled passes (``_core.eager_cached``).
+_cached_attention = _core.eager_cached(_attention)
 
 
 # ---------------------------------------------------------------------------
@@ -223,7 +225,7 @@ def _run(
   if scale is None:
     scale = 1.0 / math.sqrt(query.shape[-1])
   *ops, toks = layout.to_blocks(*arrays, scale, cfg, compute, toks)
-  out = _attention(cfg, *ops, rng, toks, family)
+  out = _cached_attention(cfg, *ops, rng, toks, family)
   out = jnp.transpose(out[:, :, :, : cfg.q_len], (0, 3, 1, 2, 4))
   out_shape = query.shape[:-1] + value.shape[-1:]
   return out.reshape(out_shape).astype(out_dtype)

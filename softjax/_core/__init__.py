@@ -55,6 +55,7 @@ from softjax._core.args import compute_dtype
 from softjax._core.args import is_concrete
 from softjax._core.budget import Budget
 from softjax._core.docs import shared as shared_docs
+from softjax._core.eager import cached as eager_cached
 from softjax._core.entmax import EPS_MIN
 from softjax._core.entmax import Family
 from softjax._core.member import Member

@@ -435,17 +435,25 @@ def check_label_values(
 
 
 def _check_class_ids(y, n_classes, live, axes):
+  lv = None
   bad = (y < 0) | (y >= n_classes)
+  if live is not None:
+    lv = np.moveaxis(np.asarray(live), axes[0], -1)
+    lv = np.broadcast_to(lv, y.shape + (n_classes,))
+    bad = bad & lv.any(-1)  # a row masked whole is left out: any id
   if bad.any():
     raise ValueError(
       f"`labels` must be class ids in [0, {n_classes}), got "
-      f"{y[bad].ravel()[:5].tolist()}. To leave an example out, mask its "
-      "whole row with `where` or weight its loss by 0."
+      f"{y[bad].ravel()[:5].tolist()}. To leave tokens out (padding), pass "
+      "their id as `ignore_index` (e.g. `ignore_index=-100`) or mask them: "
+      "the fused losses' `where` takes one boolean per token, the in-memory "
+      "losses' `where` masks classes (mask the token's whole row). Either "
+      "way their loss is exactly 0. Multiplying the loss by 0 does not "
+      "remove a bad id: traced, it gives a NaN loss, and NaN * 0 = NaN."
     )
-  if live is None:
+  if lv is None:
     return
-  lv = np.moveaxis(np.asarray(live), axes[0], -1)
-  lv = np.broadcast_to(lv, y.shape + (n_classes,))
+  y = np.where((y < 0) | (y >= n_classes), 0, y)  # only in rows masked whole
   hit = np.take_along_axis(lv, y[..., None], axis=-1)[..., 0]
   bad = ~hit & lv.any(-1)
   if bad.any():

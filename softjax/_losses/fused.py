@@ -269,6 +269,11 @@ def _check_candidates(candidates: Any, family: _core.Member) -> int:
   return int(candidates)
 
 
+# Eager calls reuse the compiled losses (``_core.eager_cached``).
+_softmax_loss = _core.eager_cached(fused_softmax.loss)
+_sparse_loss = _core.eager_cached(fused_sparse.loss)
+
+
 def _reduce(loss: jax.Array, keep: jax.Array, reduction: Any) -> jax.Array:
   """``"none"``, or the sum, or the mean over the tokens kept (0 if none)."""
   if reduction == "none":
@@ -304,7 +309,7 @@ def run(
     hidden, weight, labels, bias, chunk_size, axis_name, opts, family.is_softmax
   )
   if family.is_softmax:
-    loss, aux = fused_softmax.loss(
+    loss, aux = _softmax_loss(
       prep.h, prep.w, prep.b, prep.labels, prep.keep, prep.vocab, prep.target
     )
   else:
@@ -312,7 +317,7 @@ def run(
     vocab = prep.vocab
     if chunk_size is None:
       vocab = vocab._replace(chunk=min(DEFAULT_CHUNK_SPARSE, vocab.size))
-    loss, aux = fused_sparse.loss(
+    loss, aux = _sparse_loss(
       prep.h,
       prep.w,
       prep.b,

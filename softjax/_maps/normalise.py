@@ -27,7 +27,7 @@ def _backward(rows, n_iter, res, g):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def normalise(
+def _normalise(
   x: jax.Array,
   temperature: jax.Array | None,
   member: _core.Member,
@@ -43,7 +43,11 @@ def normalise(
   return _forward(x, temperature, member, rows, n_iter)[0]
 
 
-normalise.defvjp(_forward, _backward)
+_normalise.defvjp(_forward, _backward)
+
+# The map every caller uses: eager calls reuse the compiled map
+# (``_core.eager_cached``); traced ones are the custom_vjp itself.
+normalise = _core.eager_cached(_normalise)
 
 
 def run(
