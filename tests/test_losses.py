@@ -727,3 +727,25 @@ def test_bad_arguments_raise(name, x, labels, kwargs, exc, arg):
 def test_bad_alpha_raises(alpha, exc):
   with pytest.raises(exc, match="`alpha`"):
     losses.entmax_loss(_X, np.array([0, 1]), alpha)
+
+
+@pytest.mark.parametrize(
+  "loss", [softjax.losses.softmax_loss, softjax.losses.sparsemax_loss]
+)
+def test_out_of_range_ids_in_left_out_rows_never_poison_a_sum(loss):
+  """Issue 25: the labels error's advice is true. A row masked whole with
+  ``where`` (or a token given ``ignore_index``) may hold any id: its loss is
+  exactly 0, eager or traced, so a masked sum stays finite; an id out of
+  range in a live row is still an error (concrete) or NaN (traced)."""
+  z = jnp.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+  ids = jnp.array([0, -100])
+  rows = jnp.array([[True] * 3, [False] * 3])
+  for jit in (lambda f: f, jax.jit):
+    out = jit(lambda z, y: loss(z, y, where=rows))(z, ids)
+    np.testing.assert_array_equal(out[1], 0.0)
+    assert np.isfinite(float(jnp.sum(out)))
+    out = jit(lambda z, y: loss(z, y, ignore_index=-100))(z, ids)
+    np.testing.assert_array_equal(out[1], 0.0)
+  with pytest.raises(ValueError, match="ignore_index"):
+    loss(z, ids)
+  assert np.isnan(jax.jit(loss)(z, ids)[1])

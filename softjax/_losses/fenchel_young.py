@@ -6,12 +6,19 @@ softmax (the exact cross-entropy, from the log-softmax) and
 the normaliser's forward pass. The ``jax.custom_vjp`` :func:`_fy_loss` gives
 the gradients (``g (p - y)`` for the logits; soft labels and an array α as
 described in :mod:`softjax.losses`, whose conventions hold here);
-:func:`run` checks the arguments and builds the member and the targets.
+:func:`run` checks the arguments and builds the member and the targets,
+and applies the keyword options (:class:`Options`) around that core, in this
+one place for every loss: the soft cap on the logits, label smoothing of the
+target, the z-loss, ``ignore_index`` and the reduction.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import numbers
+from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,35 +127,173 @@ def _fy_loss_bwd(rows, soft, res, g):
 
 
 _fy_loss.defvjp(_fy_loss_fwd, _fy_loss_bwd)
+# Eager calls reuse the compiled loss (``_core.eager_cached``).
+_cached_fy_loss = _core.eager_cached(_fy_loss)
 
 
-def run(logits, labels, alpha, axis, where, axis_name, normmax=False):
-  """The loss per example; ``normmax``: α-normmax, else α-entmax."""
+class Options(NamedTuple):
+  """The keyword options of an in-memory loss, as the caller gave them."""
+
+  ignore_index: Any = None  # integer labels equal to it are ignored
+  reduction: Any = "none"  # "none" | "sum" | "mean"
+  label_smoothing: Any = 0.0  # ε: target (1 - ε) y + ε / V_live
+  z_loss: Any = 0.0  # λ: + λ lse² (softmax only)
+  logit_soft_cap: Any = None  # c: logits c tanh(z / c)
+
+
+DEFAULTS = Options()
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def _number(value: Any, name: str, low: float, high: float) -> float:
+  """A Python float in ``[low, high)``."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(
+      f"`{name}` must be a Python float (it shapes the computation, so it "
+      f"cannot be traced), got {type(value).__name__}."
+    )
+  value = float(value)
+  if not low <= value < high:
+    raise ValueError(f"`{name}` must lie in [{low}, {high}), got {value}.")
+  return value
+
+
+def _check_options(opts: Options) -> tuple[float, float, float | None]:
+  """``(label_smoothing, z_loss, logit_soft_cap)``, checked."""
+  if not isinstance(opts.reduction, str) or opts.reduction not in REDUCTIONS:
+    raise ValueError(
+      f'`reduction` must be "none", "sum" or "mean", got {opts.reduction!r}.'
+    )
+  index = opts.ignore_index
+  if index is not None and (
+    isinstance(index, bool) or not isinstance(index, numbers.Integral)
+  ):
+    raise TypeError(
+      f"`ignore_index` must be a Python int (e.g. -100) or None, got {index!r}."
+    )
+  smoothing = _number(opts.label_smoothing, "label_smoothing", 0.0, 1.0)
+  z_loss = _number(opts.z_loss, "z_loss", 0.0, math.inf)
+  cap = opts.logit_soft_cap
+  if cap is not None:
+    cap = _number(cap, "logit_soft_cap", 0.0, math.inf)
+    if cap == 0.0:
+      raise ValueError("`logit_soft_cap` must be positive, got 0.")
+  return smoothing, z_loss, cap
+
+
+def _soft_cap(x: jax.Array, cap: float) -> jax.Array:
+  """``c tanh(x / c)``; ``-inf`` (masked) scores stay ``-inf``."""
+  c = jnp.asarray(cap, x.dtype)
+  return jnp.where(x == -jnp.inf, x, c * jnp.tanh(x / c))
+
+
+def _smooth(y: jax.Array, x: jax.Array, rows, eps: float) -> jax.Array:
+  """``(1 - ε) y + ε / V`` on the ``V`` classes of the row not masked."""
+  live = x != -jnp.inf
+  n_live = rows.sum(live.astype(y.dtype))
+  spread = jnp.asarray(eps, y.dtype) / jnp.maximum(n_live, 1)
+  return (1 - eps) * y + jnp.where(live, spread, jnp.zeros((), y.dtype))
+
+
+def _lse(x: jax.Array, rows, row_live: jax.Array) -> jax.Array:
+  """``log Σ exp x`` per row over the classes not masked; 0 for dead rows."""
+  m = rows.max(jax.lax.stop_gradient(x))
+  m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), x.dtype))
+  total = rows.sum(jnp.exp(x - m))
+  # Dead rows sum to 0: log(1) keeps their (zero) cotangent free of inf.
+  total = jnp.where(row_live, total, jnp.ones((), x.dtype))
+  lse = jnp.where(row_live, m + jnp.log(total), jnp.zeros((), x.dtype))
+  return jnp.squeeze(lse, axis=rows.axes)
+
+
+def _ignored(labels, is_index, index, live, axes):
+  """``(keep, checked)``: the examples not ignored (None: all) and the ids
+  to check, where an ignored example takes its row's first unmasked class."""
+  if index is None:
+    return None, labels
+  if not is_index:
+    raise ValueError(
+      "`ignore_index` applies to integer class ids; with floating (soft) "
+      "targets leave it None and mask whole rows with `where`, or weight "
+      "the per-example loss."
+    )
+  if not _core.is_concrete(labels):
+    return jnp.asarray(labels) != index, labels
+  keep = np.asarray(labels) != index
+  fill = 0
+  if live is not None and _core.is_concrete(live):
+    fill = np.argmax(np.moveaxis(np.asarray(live), axes[0], -1), axis=-1)
+  return keep, np.where(keep, np.asarray(labels), fill)
+
+
+def _reduce(loss, keep, row_live, rows, reduction):
+  """The loss per example, its sum, or its mean over the examples kept."""
+  if reduction == "none":
+    return loss
+  total = jnp.sum(loss)
+  if reduction == "sum":
+    return total
+  counted = jnp.squeeze(row_live, axis=rows.axes)
+  if keep is not None:
+    counted = counted & keep
+  return total / jnp.maximum(jnp.sum(counted.astype(loss.dtype)), 1)
+
+
+def _target(labels, is_index, keep, x, rows, axis_name, smoothing):
+  """The target distribution ``y`` (one-hot for class ids), smoothed."""
+  axes = rows.axes
+  if is_index:
+    n_local = 1
+    for a in axes:
+      n_local *= x.shape[a]
+    # Class ids are global; with the class axis split, this shard holds the
+    # classes [offset, offset + n_local).
+    offset = 0
+    if axis_name is not None:
+      offset = jax.lax.axis_index(axis_name) * n_local
+    ids = labels if keep is None else jnp.where(keep, labels, 0)
+    y = jax.nn.one_hot(ids - offset, n_local, dtype=x.dtype, axis=axes[0])
+  else:
+    y = labels.astype(x.dtype)
+  return _smooth(y, x, rows, smoothing) if smoothing else y
+
+
+def run(
+  logits, labels, alpha, axis, where, axis_name, normmax=False, opts=DEFAULTS
+):
+  """The loss per example, or reduced (``opts``: the keyword options);
+  ``normmax``: α-normmax, else α-entmax."""
+  smoothing, z_loss, cap = _check_options(opts)
   prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   x, axes, rows = prep.x, prep.axes, prep.rows
+  if cap is not None:
+    x = _soft_cap(x, cap)
   labels, is_index = _core.canonical_labels(labels, x.shape, axis, axes)
-  n_local = 1
-  for a in axes:
-    n_local *= x.shape[a]
-  # Class ids are global; with the class axis split, this shard holds the
-  # classes [offset, offset + n_local).
   n_classes = rows.size(x)
-  offset = 0 if axis_name is None else jax.lax.axis_index(axis_name) * n_local
   if where is None:
     live = None
   elif _core.is_concrete(where):  # NumPy keeps it concrete under jit
     live = np.broadcast_to(np.asarray(where), x.shape)
   else:
     live = jnp.broadcast_to(where, x.shape)
-  _core.check_label_values(labels, is_index, n_classes, live, axes)
+  keep, checked = _ignored(labels, is_index, opts.ignore_index, live, axes)
+  _core.check_label_values(checked, is_index, n_classes, live, axes)
   loss_shape = tuple(n for i, n in enumerate(x.shape) if i not in axes)
   family = _core.member_for_examples(alpha, loss_shape, axes, x.dtype, normmax)
+  y = _target(labels, is_index, keep, x, rows, axis_name, smoothing)
+  loss = _cached_fy_loss(x, y, family, rows, not is_index)
+  row_live = None
+  if z_loss or opts.reduction == "mean" or is_index:
+    row_live = rows.any(x != -jnp.inf)
+  if z_loss:
+    loss = loss + z_loss * jnp.square(_lse(x, rows, row_live))
   if is_index:
-    y = jax.nn.one_hot(labels - offset, n_local, dtype=x.dtype, axis=axes[0])
-  else:
-    y = labels.astype(x.dtype)
-  loss = _fy_loss(x, y, family, rows, not is_index)
-  if is_index:
-    # Traced ids out of range would one-hot to zeros; make them visible.
-    loss = jnp.where((labels < 0) | (labels >= n_classes), jnp.nan, loss)
+    # Traced ids out of range would one-hot to zeros; make them visible,
+    # except in rows masked whole, which are left out (loss 0).
+    bad = (labels < 0) | (labels >= n_classes)
+    bad = bad & jnp.squeeze(row_live, axis=axes)
+    loss = jnp.where(bad, jnp.nan, loss)
+  if keep is not None:
+    loss = jnp.where(keep, loss, jnp.zeros((), loss.dtype))
+  loss = _reduce(loss, keep, row_live, rows, opts.reduction)
   return loss.astype(prep.out_dtype)

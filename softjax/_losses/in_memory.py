@@ -23,6 +23,11 @@ def softmax_loss(
   *,
   where: Any = None,
   axis_name: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
+  z_loss: float = 0.0,
 ) -> jax.Array:
   r"""Softmax (cross-entropy) loss: the Fenchel-Young loss of softmax.
 
@@ -38,12 +43,22 @@ def softmax_loss(
 
   Args:
     {loss_args}
+    {loss_options}
+    z_loss: {loss_z_loss}
 
   Returns:
-    {loss_returns}
+    {loss_options_returns}
 
   Raises:
-    {loss_raises}
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` (other
+      than ``ignore_index``) or on a masked class, targets that are negative
+      or do not sum to 1; ``axis`` not an int with integer labels, or out of
+      range; an unknown ``reduction``, ``label_smoothing`` outside ``[0, 1)``,
+      a negative ``z_loss``, a ``logit_soft_cap`` that is not positive,
+      ``ignore_index`` with floating labels.
+    TypeError: boolean labels; boolean or complex logits; a traced or
+      non-numeric ``label_smoothing``, ``z_loss`` or ``logit_soft_cap``; an
+      ``ignore_index`` that is not an int.
 
   Example:
     >>> import jax.numpy as jnp
@@ -56,11 +71,21 @@ def softmax_loss(
     >>> soft = jnp.array([[0.8, 0.1, 0.1], [0.0, 0.5, 0.5]])
     >>> np.asarray(softjax.losses.softmax_loss(logits, soft)).round(4)
     array([0.0071, 1.1087], dtype=float32)
+    >>> ids = jnp.array([0, -100])    # -100: padding, left out of the mean
+    >>> loss = softjax.losses.softmax_loss(
+    ...   logits, ids, ignore_index=-100, reduction="mean", label_smoothing=0.1)
+    >>> np.asarray(loss).round(4)
+    np.float32(0.1083)
 
   References:
     {ref_blondel2020}
   """
-  return fenchel_young.run(logits, labels, 1.0, axis, where, axis_name)
+  opts = fenchel_young.Options(
+    ignore_index, reduction, label_smoothing, z_loss, logit_soft_cap
+  )
+  return fenchel_young.run(
+    logits, labels, 1.0, axis, where, axis_name, opts=opts
+  )
 
 
 @_core.shared_docs
@@ -71,6 +96,10 @@ def sparsemax_loss(
   *,
   where: Any = None,
   axis_name: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""Sparsemax loss: the Fenchel-Young loss of :func:`softjax.sparsemax`.
 
@@ -85,12 +114,13 @@ def sparsemax_loss(
 
   Args:
     {loss_args}
+    {loss_options}
 
   Returns:
-    {loss_returns}
+    {loss_options_returns}
 
   Raises:
-    {loss_raises}
+    {loss_options_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -105,7 +135,12 @@ def sparsemax_loss(
     {ref_martins2016}
     {ref_blondel2020}
   """
-  return fenchel_young.run(logits, labels, 2.0, axis, where, axis_name)
+  opts = fenchel_young.Options(
+    ignore_index, reduction, label_smoothing, 0.0, logit_soft_cap
+  )
+  return fenchel_young.run(
+    logits, labels, 2.0, axis, where, axis_name, opts=opts
+  )
 
 
 @_core.shared_docs
@@ -116,6 +151,10 @@ def entmax15_loss(
   *,
   where: Any = None,
   axis_name: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""1.5-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax15`.
 
@@ -129,12 +168,13 @@ def entmax15_loss(
 
   Args:
     {loss_args}
+    {loss_options}
 
   Returns:
-    {loss_returns}
+    {loss_options_returns}
 
   Raises:
-    {loss_raises}
+    {loss_options_raises}
 
   Example:
     >>> import jax.numpy as jnp
@@ -149,7 +189,12 @@ def entmax15_loss(
     {ref_peters2019}
     {ref_blondel2020}
   """
-  return fenchel_young.run(logits, labels, 1.5, axis, where, axis_name)
+  opts = fenchel_young.Options(
+    ignore_index, reduction, label_smoothing, 0.0, logit_soft_cap
+  )
+  return fenchel_young.run(
+    logits, labels, 1.5, axis, where, axis_name, opts=opts
+  )
 
 
 @_core.shared_docs
@@ -161,6 +206,10 @@ def entmax_loss(
   *,
   where: Any = None,
   axis_name: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""α-entmax loss: the Fenchel-Young loss of :func:`softjax.entmax`.
 
@@ -188,16 +237,22 @@ def entmax_loss(
     axis: {loss_axis}
     where: {loss_where}
     axis_name: {loss_axis_name}
+    {loss_options}
 
   Returns:
-    {loss_returns}
+    {loss_options_returns}
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range; ``alpha`` < 1, not
-      finite, or of a shape not broadcastable to the loss.
-    TypeError: boolean labels or ``alpha``; boolean or complex logits.
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` (other
+      than ``ignore_index``) or on a masked class, targets that are negative
+      or do not sum to 1; ``axis`` not an int with integer labels, or out of
+      range; ``alpha`` < 1, not finite, or of a shape not broadcastable to
+      the loss; an unknown ``reduction``, ``label_smoothing`` outside
+      ``[0, 1)``, a ``logit_soft_cap`` that is not positive, ``ignore_index``
+      with floating labels.
+    TypeError: boolean labels or ``alpha``; boolean or complex logits; a
+      traced or non-numeric ``label_smoothing`` or ``logit_soft_cap``; an
+      ``ignore_index`` that is not an int.
 
   Example:
     >>> import jax
@@ -220,7 +275,12 @@ def entmax_loss(
     {ref_correia2019}
     {ref_blondel2020}
   """
-  return fenchel_young.run(logits, labels, alpha, axis, where, axis_name)
+  opts = fenchel_young.Options(
+    ignore_index, reduction, label_smoothing, 0.0, logit_soft_cap
+  )
+  return fenchel_young.run(
+    logits, labels, alpha, axis, where, axis_name, opts=opts
+  )
 
 
 @_core.shared_docs
@@ -232,6 +292,10 @@ def normmax_loss(
   *,
   where: Any = None,
   axis_name: Any = None,
+  ignore_index: int | None = None,
+  reduction: str = "none",
+  label_smoothing: float = 0.0,
+  logit_soft_cap: float | None = None,
 ) -> jax.Array:
   r"""α-normmax loss: the Fenchel-Young loss of :func:`softjax.normmax`.
 
@@ -258,17 +322,22 @@ def normmax_loss(
     axis: {loss_axis}
     where: {loss_where}
     axis_name: {loss_axis_name}
+    {loss_options}
 
   Returns:
-    The loss per example: the shape of ``logits`` without ``axis``, in the
-    floating dtype of ``logits``; non-negative.
+    {loss_options_returns}
 
   Raises:
-    ValueError: labels of the wrong shape, ids outside ``[0, C)`` or on a
-      masked class, targets that are negative or do not sum to 1; ``axis``
-      not an int with integer labels, or out of range; ``alpha`` <= 1, not
-      finite, or of a shape not broadcastable to the loss.
-    TypeError: boolean labels or ``alpha``; boolean or complex logits.
+    ValueError: labels of the wrong shape, ids outside ``[0, C)`` (other
+      than ``ignore_index``) or on a masked class, targets that are negative
+      or do not sum to 1; ``axis`` not an int with integer labels, or out of
+      range; ``alpha`` <= 1, not finite, or of a shape not broadcastable to
+      the loss; an unknown ``reduction``, ``label_smoothing`` outside
+      ``[0, 1)``, a ``logit_soft_cap`` that is not positive, ``ignore_index``
+      with floating labels.
+    TypeError: boolean labels or ``alpha``; boolean or complex logits; a
+      traced or non-numeric ``label_smoothing`` or ``logit_soft_cap``; an
+      ``ignore_index`` that is not an int.
 
   Example:
     >>> import jax.numpy as jnp
@@ -284,6 +353,9 @@ def normmax_loss(
     Structured Hopfield Networks". ICML 2024.
     {ref_blondel2020}
   """
+  opts = fenchel_young.Options(
+    ignore_index, reduction, label_smoothing, 0.0, logit_soft_cap
+  )
   return fenchel_young.run(
-    logits, labels, alpha, axis, where, axis_name, normmax=True
+    logits, labels, alpha, axis, where, axis_name, normmax=True, opts=opts
   )
