@@ -24,13 +24,23 @@ Conventions shared by every loss here:
   or soft) and has the shape of ``logits``; ``axis`` may then also be a tuple
   or ``None``. Boolean labels raise ``TypeError``. Concrete labels are checked
   (ids in ``[0, C)``; distributions non-negative and summing to 1); traced
-  labels cannot be, and an id outside ``[0, C)`` then gives a NaN loss.
+  labels cannot be, and an id outside ``[0, C)`` then gives a NaN loss
+  (except in a row masked whole, or a token ignored: there the loss is 0).
+* **Leaving tokens out.** ``ignore_index`` (e.g. ``-100``) ignores the
+  examples whose class id equals it, as PyTorch and Liger do; the fused
+  losses also take ``where``, one boolean per token. Ignored examples have
+  loss 0 and zero gradients, whatever their id, and leave the mean. (Do not
+  multiply a loss by 0 to drop a token: NaN * 0 = NaN.)
 * **Masks.** ``where=False`` classes are removed from the normaliser and from
   the loss. Labels must put no mass there: concrete labels that do raise
   ``ValueError``; traced ones give the loss ``+inf`` (the regulariser is
   infinite off the allowed support). A row whose classes are all masked is
   left out: its loss and all its gradients are 0, whatever its labels.
-* **Values.** One loss per example (the class axis is reduced, nothing else).
+* **Values.** One loss per example by default (the class axis is reduced,
+  nothing else); ``reduction="sum"`` or ``"mean"`` (over the examples not
+  ignored, 0 when none is) returns a scalar. ``label_smoothing``,
+  ``logit_soft_cap`` and (softmax) ``z_loss`` change the target, the logits
+  and the loss in the same way for the in-memory and the fused losses.
   Rounding can leave a tiny negative number when :math:`p(z) \approx y`; it is
   clipped to 0 (the gradient is :math:`p - y` regardless). Half-precision
   logits are computed in float32 and the loss is returned in their dtype.
