@@ -193,7 +193,8 @@ optional c > 0: the logits become ``c · tanh(z / c)`` block by
   ``[d, V]``; no transpose is materialised.""",
   "return_lse": """\
 also return the per-token log-sum-exp of the (capped) logits
-  (float32, shape ``labels.shape``, differentiable): ``(loss, lse)``.""",
+  (float32, shape ``labels.shape``, of every token, ignored or not, and
+  differentiable): ``(loss, lse)``.""",
   "return_support": """\
 also return each token's support size, the number of classes
   with positive probability (int32, shape ``labels.shape``; 0 for ignored

@@ -97,14 +97,15 @@ def softmax_bwd_pass(h, w, b, labels, keep, lse, g, g_lse, vocab, target):
   their block of ``hᵀ c`` and ``Σ c`` written in place, in their own dtype
   (each entry is written once), while ``h`` accumulates ``c Wᵀ`` in
   float32. Tokens not kept, or whose label is out of range, get no
-  gradient.
+  gradient from the loss (the returned ``lse`` is every token's and passes
+  its cotangent on).
   """
   valid = valid_labels(labels, vocab) & keep
   g = jnp.where(valid, g.astype(F32), 0.0)
   eps = target.smoothing
   scale = g * (1.0 + 2.0 * target.z_loss * lse)
-  if g_lse is not None:
-    scale = scale + jnp.where(keep, g_lse.astype(F32), 0.0)
+  if g_lse is not None:  # lse is every token's, ignored or not
+    scale = scale + g_lse.astype(F32)
   uniform = (g * eps / n_classes(vocab))[:, None]
   local = (labels - class_offset(vocab))[:, None]
 
