@@ -276,13 +276,17 @@ def main(argv: list[str] | None = None) -> None:
     ]
   )
   out = None if args.quick else OUT
-  method = " ".join(__doc__.split("\n\n")[2:4]).replace("\n", " ")
+  method = "\n\n".join(
+    " ".join(part.split())
+    for part in __doc__.split("\n\n")
+    if part.startswith(("**Eager", "**Compile"))
+  )
   text = "\n\n".join(
     [
       "# softjax eager calls and compile times",
       bench.environment_line(repeats, args.quick),
-      "Command: `python benchmarks/bench_eager.py "
-      + " ".join(sys.argv[1:] if argv is None else argv)
+      "Command: `"
+      + " ".join(["python benchmarks/bench_eager.py", *(argv or sys.argv[1:])])
       + "`",
       method,
       body,
