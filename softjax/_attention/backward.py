@@ -24,7 +24,6 @@ from softjax import _core
 from softjax._attention import layout
 from softjax._attention import rules
 from softjax._attention import sweeps
-from softjax._attention import tokens
 
 
 def _pair_grads(
@@ -62,7 +61,7 @@ def _pair_grads(
     p = p * drop
   ds = s * g
   if cfg.cap is not None:  # through cap * tanh(z / cap)
-    ds = ds * tokens.soft_cap_slope(z, cfg.cap)
+    ds = ds * _core.soft_cap_slope(z, cfg.cap)
   return p, ds, d_eps
 
 

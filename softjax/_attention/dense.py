@@ -45,7 +45,7 @@ def _weights(
   """
   structure, token_arrays = structure
   scores = steps.scores(query, key, bias, einsum, scale)
-  scores = tokens.soft_cap(scores, structure.cap)
+  scores = _core.soft_cap(scores, structure.cap)
   where = steps.where_mask(
     mask, is_causal, scores.shape, structure.window, token_arrays
   )

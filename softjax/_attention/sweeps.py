@@ -21,6 +21,7 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 
+from softjax import _core
 from softjax._attention import layout
 from softjax._attention import tokens
 
@@ -101,7 +102,7 @@ def _scores(
   z = jnp.einsum(layout.QK, q_i, k_j, precision=cfg.precision)
   if ops.bias is not None:
     z = z + layout.pair_rows(ops.bias, i, j, cfg, group)
-  z = tokens.soft_cap(z, cfg.cap)
+  z = _core.soft_cap(z, cfg.cap)
   # +inf scores become the largest float: a row holding them shares its
   # mass among them and gives every finite score exp(finite - max) = 0, the
   # limit the dense normalisers give, instead of inf - inf = NaN. One

@@ -7,8 +7,8 @@ functions take the same keywords; here they are checked once
 (:func:`structure`) and turned into the one rule of who sees whom
 (:func:`allowed`), which the dense path evaluates on the whole
 ``[q_length, kv_length]`` grid and the block-wise path on each block pair
-only (never as an ``[q, kv]`` array), and the soft cap (:func:`soft_cap`)
-with its derivative (:func:`soft_cap_slope`).
+only (never as an ``[q, kv]`` array). The soft cap itself is the core's
+(``_core.soft_cap``, shared with the losses).
 
 The conventions are those of ``jax.nn.dot_product_attention``
 (``query_seq_lengths``, ``key_value_seq_lengths``, ``local_window_size``),
@@ -252,19 +252,3 @@ def allowed(
   for k in keep[1:]:
     out = out & k
   return out
-
-
-def soft_cap(z: jax.Array, cap: float | None) -> jax.Array:
-  """``cap * tanh(z / cap)`` (Gemma 2's logit soft-capping), or ``z``."""
-  if cap is None:
-    return z
-  return cap * jnp.tanh(z / cap)
-
-
-def soft_cap_slope(capped: jax.Array, cap: float) -> jax.Array:
-  """``d soft_cap / dz`` from the capped scores: ``1 - (capped / cap)²``.
-
-  Masked (``-inf``) scores give 0, not ``-inf``, so that their zero
-  cotangent stays zero.
-  """
-  return jnp.maximum(1.0 - jnp.square(capped / cap), 0.0)

@@ -46,6 +46,7 @@ from softjax._core.args import check_callable
 from softjax._core.args import check_k
 from softjax._core.args import check_key
 from softjax._core.args import check_label_values
+from softjax._core.args import check_loss_options
 from softjax._core.args import check_n_iter
 from softjax._core.args import check_per_row
 from softjax._core.args import check_static_bool
@@ -54,6 +55,8 @@ from softjax._core.args import check_where
 from softjax._core.args import compute_dtype
 from softjax._core.args import is_concrete
 from softjax._core.budget import Budget
+from softjax._core.cap import soft_cap
+from softjax._core.cap import soft_cap_slope
 from softjax._core.docs import shared as shared_docs
 from softjax._core.eager import cached as eager_cached
 from softjax._core.entmax import EPS_MIN

@@ -537,3 +537,54 @@ def check_token_labels(labels: Any, batch: tuple[int, ...]) -> Any:
       f"{batch}."
     )
   return labels
+
+
+REDUCTIONS = ("none", "sum", "mean")
+
+
+def _option_float(value: Any, name: str, low: float, high: float) -> float:
+  """A Python float in ``[low, high)``, or an error naming ``name``."""
+  if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    raise TypeError(
+      f"`{name}` must be a Python float (it shapes the computation, so it "
+      f"cannot be traced), got {type(value).__name__}."
+    )
+  value = float(value)
+  if not low <= value < high:
+    raise ValueError(f"`{name}` must lie in [{low}, {high}), got {value}.")
+  return value
+
+
+def check_loss_options(
+  reduction: Any,
+  ignore_index: Any,
+  label_smoothing: Any,
+  z_loss: Any,
+  logit_soft_cap: Any,
+) -> tuple[float, float, float | None]:
+  """The options every loss shares, checked: ``(ε, λ, cap or None)``.
+
+  ``reduction`` one of :data:`REDUCTIONS`, ``ignore_index`` an int or None,
+  ``label_smoothing`` in ``[0, 1)``, ``z_loss`` ``>= 0``, ``logit_soft_cap``
+  positive and finite or None; all Python values (they shape the program).
+  """
+  if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+    raise ValueError(
+      f'`reduction` must be "none", "sum" or "mean", got {reduction!r}.'
+    )
+  if ignore_index is not None and (
+    isinstance(ignore_index, bool)
+    or not isinstance(ignore_index, numbers.Integral)
+  ):
+    raise TypeError(
+      "`ignore_index` must be a Python int (e.g. -100) or None, got "
+      f"{ignore_index!r}."
+    )
+  smoothing = _option_float(label_smoothing, "label_smoothing", 0.0, 1.0)
+  z_loss = _option_float(z_loss, "z_loss", 0.0, math.inf)
+  cap = logit_soft_cap
+  if cap is not None:
+    cap = _option_float(cap, "logit_soft_cap", 0.0, math.inf)
+    if cap == 0.0:
+      raise ValueError("`logit_soft_cap` must be positive, got 0.")
+  return smoothing, z_loss, cap

@@ -15,8 +15,6 @@ target, the z-loss, ``ignore_index`` and the reduction.
 from __future__ import annotations
 
 import functools
-import math
-import numbers
 from typing import Any
 from typing import NamedTuple
 
@@ -142,49 +140,17 @@ class Options(NamedTuple):
 
 
 DEFAULTS = Options()
-REDUCTIONS = ("none", "sum", "mean")
-
-
-def _number(value: Any, name: str, low: float, high: float) -> float:
-  """A Python float in ``[low, high)``."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(
-      f"`{name}` must be a Python float (it shapes the computation, so it "
-      f"cannot be traced), got {type(value).__name__}."
-    )
-  value = float(value)
-  if not low <= value < high:
-    raise ValueError(f"`{name}` must lie in [{low}, {high}), got {value}.")
-  return value
 
 
 def _check_options(opts: Options) -> tuple[float, float, float | None]:
   """``(label_smoothing, z_loss, logit_soft_cap)``, checked."""
-  if not isinstance(opts.reduction, str) or opts.reduction not in REDUCTIONS:
-    raise ValueError(
-      f'`reduction` must be "none", "sum" or "mean", got {opts.reduction!r}.'
-    )
-  index = opts.ignore_index
-  if index is not None and (
-    isinstance(index, bool) or not isinstance(index, numbers.Integral)
-  ):
-    raise TypeError(
-      f"`ignore_index` must be a Python int (e.g. -100) or None, got {index!r}."
-    )
-  smoothing = _number(opts.label_smoothing, "label_smoothing", 0.0, 1.0)
-  z_loss = _number(opts.z_loss, "z_loss", 0.0, math.inf)
-  cap = opts.logit_soft_cap
-  if cap is not None:
-    cap = _number(cap, "logit_soft_cap", 0.0, math.inf)
-    if cap == 0.0:
-      raise ValueError("`logit_soft_cap` must be positive, got 0.")
-  return smoothing, z_loss, cap
-
-
-def _soft_cap(x: jax.Array, cap: float) -> jax.Array:
-  """``c tanh(x / c)``; ``-inf`` (masked) scores stay ``-inf``."""
-  c = jnp.asarray(cap, x.dtype)
-  return jnp.where(x == -jnp.inf, x, c * jnp.tanh(x / c))
+  return _core.check_loss_options(
+    opts.reduction,
+    opts.ignore_index,
+    opts.label_smoothing,
+    opts.z_loss,
+    opts.logit_soft_cap,
+  )
 
 
 def _smooth(y: jax.Array, x: jax.Array, rows, eps: float) -> jax.Array:
@@ -267,7 +233,7 @@ def run(
   prep = _core.prepare(logits, axis, where, 1.0, axis_name, name="logits")
   x, axes, rows = prep.x, prep.axes, prep.rows
   if cap is not None:
-    x = _soft_cap(x, cap)
+    x = _core.soft_cap(x, cap)
   labels, is_index = _core.canonical_labels(labels, x.shape, axis, axes)
   n_classes = rows.size(x)
   if where is None:

@@ -141,40 +141,13 @@ def _check_weight(weight: jax.Array, hidden: jax.Array, transposed: bool):
   return n
 
 
-def _number(value: Any, name: str, low: float, high: float, closed: bool):
-  """A Python float in ``[low, high)`` (``[low, high]`` when ``closed``)."""
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(
-      f"`{name}` must be a Python float (it shapes the compiled loss), got "
-      f"{type(value).__name__}."
-    )
-  value = float(value)
-  if not (low <= value < high or (closed and value == high)):
-    right = "]" if closed else ")"
-    raise ValueError(
-      f"`{name}` must lie in [{low}, {high}{right}, got {value}."
-    )
-  return value
-
-
-def _target(opts: Options, is_softmax: bool) -> Target:
-  smoothing = _number(opts.label_smoothing, "label_smoothing", 0.0, 1.0, False)
-  z_loss = _number(opts.z_loss, "z_loss", 0.0, math.inf, False)
+def _target(smoothing: float, z_loss: float, is_softmax: bool) -> Target:
   if z_loss and not is_softmax:
     raise ValueError(
       "`z_loss` (λ lse²) applies to the softmax loss only: the sparse "
       "losses have no log-sum-exp. Use linear_softmax_loss, or z_loss=0."
     )
   return Target(smoothing, z_loss)
-
-
-def _cap(cap: Any) -> float | None:
-  if cap is None:
-    return None
-  cap = _number(cap, "logit_soft_cap", 0.0, math.inf, False)
-  if cap == 0.0:
-    raise ValueError("`logit_soft_cap` must be positive, got 0.")
-  return cap
 
 
 def _keep(labels: jax.Array, opts: Options, batch: tuple[int, ...]):
@@ -193,14 +166,7 @@ def _keep(labels: jax.Array, opts: Options, batch: tuple[int, ...]):
         f"shape of `labels`, {batch}."
       )
     keep = where
-  if opts.ignore_index is not None:
-    if isinstance(opts.ignore_index, bool) or not isinstance(
-      opts.ignore_index, numbers.Integral
-    ):
-      raise TypeError(
-        f"`ignore_index` must be a Python int (e.g. -100), got "
-        f"{opts.ignore_index!r}."
-      )
+  if opts.ignore_index is not None:  # an int: _core.check_loss_options
     keep = keep & (labels != opts.ignore_index)
   return keep
 
@@ -216,6 +182,13 @@ def prepare(
   is_softmax: bool = True,
 ) -> Prepared:
   """Validates the arguments of a fused loss; flattens the tokens."""
+  smoothing, z_loss, cap = _core.check_loss_options(
+    opts.reduction,
+    opts.ignore_index,
+    opts.label_smoothing,
+    opts.z_loss,
+    opts.logit_soft_cap,
+  )
   hidden = _core.as_float_array(hidden, "hidden")
   weight = _core.as_float_array(weight, "weight")
   transposed = opts.transposed_weight
@@ -236,7 +209,7 @@ def prepare(
   keep = _keep(jnp.asarray(labels), opts, batch)
   axis_name = _core.check_axis_name(axis_name)
   chunk = _check_chunk_size(chunk_size, n)
-  vocab = Vocab(n, chunk, axis_name, transposed, _cap(opts.logit_soft_cap))
+  vocab = Vocab(n, chunk, axis_name, transposed, cap)
   checked = jnp.where(keep, jnp.asarray(labels), 0)  # ignored: any value
   _core.check_label_values(checked, True, n_classes(vocab), None, (0,))
   dtypes = [hidden.dtype, weight.dtype] + ([] if bias is None else [bias.dtype])
@@ -248,7 +221,7 @@ def prepare(
     jnp.asarray(labels).astype(jnp.int32).reshape(tokens),
     keep.reshape(tokens),
     vocab,
-    _target(opts, is_softmax),
+    _target(smoothing, z_loss, is_softmax),
     batch,
     jnp.result_type(*dtypes),
   )
@@ -275,13 +248,10 @@ _sparse_loss = _core.eager_cached(fused_sparse.loss)
 
 
 def _reduce(loss: jax.Array, keep: jax.Array, reduction: Any) -> jax.Array:
-  """``"none"``, or the sum, or the mean over the tokens kept (0 if none)."""
+  """``"none"``, or the sum, or the mean over the tokens kept (0 if none);
+  ``reduction`` was checked by :func:`prepare`."""
   if reduction == "none":
     return loss
-  if reduction not in ("mean", "sum"):
-    raise ValueError(
-      f'`reduction` must be "none", "mean" or "sum", got {reduction!r}.'
-    )
   total = jnp.sum(loss)
   if reduction == "sum":
     return total
@@ -302,8 +272,6 @@ def run(
 ) -> Any:
   """The loss for α-entmax (α = 1: softmax), shaped like labels (or
   reduced), with the per-token ``lse`` or support size when asked."""
-  if opts.reduction not in ("none", "mean", "sum"):
-    _reduce(jnp.zeros(()), jnp.zeros(()), opts.reduction)  # raises
   family = _core.member_for_tokens(alpha, jnp.shape(labels), F32)
   prep = prepare(
     hidden, weight, labels, bias, chunk_size, axis_name, opts, family.is_softmax

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 
 from softjax import _core
 from softjax._losses.vocab import F32
-from softjax._losses.vocab import cap_slope
 from softjax._losses.vocab import class_offset
 from softjax._losses.vocab import label_logits
 from softjax._losses.vocab import n_classes
@@ -115,7 +114,7 @@ def softmax_bwd_pass(h, w, b, labels, keep, lse, g, g_lse, vocab, target):
     p = jnp.exp(c.z - lse[:, None])
     dz = scale[:, None] * p - uniform
     dz = jnp.where(ids == local, dz - (g * (1.0 - eps))[:, None], dz)
-    dz = dz * cap_slope(c.z, vocab)
+    dz = dz * _core.soft_cap_slope(c.z, vocab.cap)
     dh = dh + jnp.dot(dz, c.wt)
     if vocab.transposed:
       block = jnp.dot(dz.T, h).astype(dw.dtype)

@@ -64,7 +64,6 @@ from softjax._losses.vocab import F32
 from softjax._losses.vocab import Chunk
 from softjax._losses.vocab import Target
 from softjax._losses.vocab import Vocab
-from softjax._losses.vocab import cap_slope
 from softjax._losses.vocab import class_offset
 from softjax._losses.vocab import d_model
 from softjax._losses.vocab import from_rows
@@ -448,7 +447,7 @@ def wide_bwd(h, w, b, labels, g, family, res, vocab, group, grads, target):
       p = fam.map(c.z - m, t) / total
       ids = c.start + lax.broadcasted_iota(jnp.int32, c.z.shape, 1)
       dz = gg * jnp.where(ids == label, p - on_label, p)
-      dz = dz * cap_slope(c.z, vocab)
+      dz = dz * _core.soft_cap_slope(c.z, vocab.cap)
       dhg = dhg + jnp.dot(dz, c.wt)
       size = c.z.shape[1]
       rows = lax.dynamic_slice_in_dim(dwt, c.start, size) + jnp.dot(dz.T, hg)
@@ -484,7 +483,7 @@ def uniform_grads(h, w, b, g, vocab, target, grads):
 
   def add(carry, c):
     dh, dwt, db = carry
-    dz = -u[:, None] * cap_slope(c.z, vocab)
+    dz = -u[:, None] * _core.soft_cap_slope(c.z, vocab.cap)
     size = c.z.shape[1]
     rows = lax.dynamic_slice_in_dim(dwt, c.start, size) + jnp.dot(dz.T, h)
     dwt = lax.dynamic_update_slice_in_dim(dwt, rows, c.start, 0)
@@ -508,7 +507,7 @@ def sparse_bwd_pass(
   c = jnp.concatenate([on_label, g_exact[:, None] * res.p], axis=1)
   if vocab.cap is not None:
     values = jnp.concatenate([res.z_y[:, None], res.values], axis=1)
-    c = c * cap_slope(values, vocab)
+    c = c * _core.soft_cap_slope(values, vocab.cap)
   support = jnp.sum(res.p > 0, axis=1)
   n_slots = 1 + jnp.max(jnp.where(res.wide, 0, support), initial=0)
   like = (h, w, b, g)

@@ -10,7 +10,7 @@ logits at a time (:func:`chunk`) and folding it into a per-token statistic
 ``W`` may be given as ``[d, V]`` or, ``transposed``, as a ``[V, d]``
 table (tied embeddings); each block is read in place either way, as rows
 of ``Wᵀ`` (:class:`Chunk`). A logit soft cap is applied to every block
-here (:func:`soft_cap`), so every statistic sees the capped logits. The
+here (``_core.soft_cap``), so every statistic sees the capped logits. The
 target options (:class:`Target`: label smoothing, z-loss) and their
 closed forms live here too, shared by both losses.
 
@@ -31,6 +31,8 @@ from typing import NamedTuple
 import jax
 from jax import lax
 import jax.numpy as jnp
+
+from softjax import _core
 
 F32 = jnp.float32
 
@@ -116,21 +118,6 @@ class Chunk(NamedTuple):
 # --------------------------------------------------------------------------
 
 
-def soft_cap(z: jax.Array, vocab: Vocab) -> jax.Array:
-  """``c · tanh(z / c)`` (Gemma 2's logit soft-capping), or ``z``."""
-  return z if vocab.cap is None else vocab.cap * jnp.tanh(z / vocab.cap)
-
-
-def cap_slope(z: jax.Array, vocab: Vocab) -> jax.Array | float:
-  """``d soft_cap / dz`` from the capped logits: ``1 - (z / c)²`` (or 1).
-
-  Masked (``-inf``) logits give 0, so that their zero cotangent stays 0.
-  """
-  if vocab.cap is None:
-    return 1.0
-  return jnp.maximum(1.0 - jnp.square(z / vocab.cap), 0.0)
-
-
 def weight_rows(w: jax.Array, vocab: Vocab) -> jax.Array:
   """``Wᵀ`` (``[V, d]``): the table itself when given transposed."""
   return w if vocab.transposed else w.T
@@ -169,7 +156,7 @@ def chunk(
   z = jnp.dot(h, wt.T)
   if b is not None:
     z = z + lax.dynamic_slice_in_dim(b, start, size).astype(F32)
-  return Chunk(soft_cap(z, vocab), wt, start)
+  return Chunk(_core.soft_cap(z, vocab.cap), wt, start)
 
 
 def scan_vocab(
@@ -237,7 +224,7 @@ def label_logits(
     z_y = jnp.einsum("td,dt->t", h, cols)
   if b is not None:
     z_y = z_y + jnp.take(b, ids).astype(F32)
-  z_y = jnp.where(mine, soft_cap(z_y, vocab), 0.0)
+  z_y = jnp.where(mine, _core.soft_cap(z_y, vocab.cap), 0.0)
   if vocab.axis_name is not None:
     z_y = lax.psum(z_y, vocab.axis_name)
   return z_y
