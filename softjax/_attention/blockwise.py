@@ -66,6 +66,10 @@ def _attention(
 
 
 def _attention_fwd(cfg, q, k, v, bias, mask, rng, toks, family):
+  # Forward mode over this pass (Hessians) is exact only for some members.
+  q, k, bias, family = _core.forward_mode_exact(
+    (q, k, bias, family), family, "blockwise_attention"
+  )
   ops = layout.Operands(q, k, v, bias, mask, rng, toks)
   rule = rules.rule(family, cfg)
   out, rows, live = forward.forward(cfg, rule, ops)
@@ -86,6 +90,9 @@ def _attention_bwd(cfg, residuals, dout):
   d_family = None
   if d_eps is not None:
     d_family = Family(_core.param_cotangent(d_eps[..., None], family.eps))
+  grads, d_family = _core.first_order_only(
+    (grads, d_family), "blockwise_attention"
+  )
   return grads + (None, None, None, d_family)
 
 

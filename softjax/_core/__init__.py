@@ -18,6 +18,8 @@
   ``jit`` (``filled``), cotangents summed over replicated mesh axes.
 * :mod:`~softjax._core.solver`: the threshold root-finder, driven by a
   caller-supplied row sum.
+* :mod:`~softjax._core.order`: cotangents of the block-wise passes, which
+  forward mode may differentiate again but reverse mode may not.
 * :mod:`~softjax._core.docs`: docstring text that several public functions
   share.
 
@@ -65,6 +67,8 @@ from softjax._core.member import Member
 from softjax._core.member import Residuals
 from softjax._core.normmax import ALPHA_GAP
 from softjax._core.normmax import Normmax
+from softjax._core.order import first_order_only
+from softjax._core.order import forward_mode_exact
 from softjax._core.rows import Prepared
 from softjax._core.rows import Rows
 from softjax._core.rows import exp_total

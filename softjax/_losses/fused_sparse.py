@@ -534,6 +534,10 @@ def _loss(h, w, b, labels, keep, family, vocab, k, group, target):
 
 
 def _loss_fwd(h, w, b, labels, keep, family, vocab, k, group, target):
+  # Forward mode over this pass (Hessians) is exact only for some members.
+  h, w, b, family = _core.forward_mode_exact(
+    (h, w, b, family), family, "the linear sparse losses"
+  )
   loss, support, res = sparse_fwd_pass(
     h.astype(F32), w, b, labels, keep, family, vocab, k, group, target
   )
@@ -562,6 +566,9 @@ def _loss_bwd(vocab, k, group, target, saved, cotangents):
     valid = valid_labels(labels, vocab) & keep
     d_eps = jnp.where(valid, g.astype(F32) * res.d_alpha, 0.0)[:, None]
     d_family = _core.Family(_core.param_cotangent(d_eps, family.eps))
+  dh, dw, db, d_family = _core.first_order_only(
+    (dh, dw, db, d_family), "the linear sparse losses"
+  )
   return dh, dw, db, None, None, d_family
 
 
