@@ -16,11 +16,14 @@ reference, or at most 5 ms.
 (width 64, 4 heads, L = 256, batch 2, causal; fwd+bwd of a sum-of-squares
 loss), written with the layers unrolled in Python and with ``lax.scan``
 over stacked layer parameters, for dense softmax attention (the reference),
-block-wise softmax and block-wise attention with one learned α per head.
-The target: the block-wise per-head-α model compiles in at most 3x the
-dense softmax model's time. Compile times are single measurements (each
-compile is done once; XLA caches nothing between them here, every function
-being new).
+dense attention with one learned α per head, block-wise softmax and
+block-wise attention with one learned α per head. The target: the
+block-wise per-head-α model compiles in at most 3x the dense softmax
+model's time. These compile times are single measurements (each compile is
+done once; XLA caches nothing between them here, every function being
+new). Then one layer of that model, forward and forward+backward (the least
+of 3 compiles), with the while loops and fusions of the compiled module:
+where the time goes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+import re
 import sys
 import time
 from typing import Any
@@ -173,22 +177,36 @@ def function_compile_rows() -> list[list[str]]:
 
 
 LAYERS, LENGTH, HEADS, DEPTH = 12, 256, 4, 16
+REFERENCE = "dense softmax"
+MODELS = (REFERENCE, "dense per-head α", "blockwise softmax")
+MODELS += ("blockwise per-head α",)
+LAYER_KINDS = MODELS[:3] + ("blockwise α = 1.5", "blockwise per-head α")
 
 
 def _attend(kind: str, q: jax.Array, alpha: jax.Array) -> jax.Array:
-  if kind == "dense softmax":
+  if kind == REFERENCE:
     return attention.dot_product_attention(q, q, q, is_causal=True)
+  if kind == "dense per-head α":
+    return attention.dot_product_attention(q, q, q, alpha=alpha, is_causal=True)
   blocks = dict(block_q=64, block_k=64, is_causal=True)
   if kind == "blockwise softmax":
     return attention.blockwise_attention(q, q, q, **blocks)
+  if kind == "blockwise α = 1.5":
+    return attention.blockwise_attention(q, q, q, alpha=1.5, **blocks)
   return attention.blockwise_attention(q, q, q, alpha=alpha, **blocks)
 
 
-def _model_loss(kind: str, scan: bool) -> Callable[..., Any]:
+def _layer(kind: str) -> Callable[..., jax.Array]:
   def layer(x, p):
     w, alpha = p
     q = (x @ w).reshape(x.shape[0], LENGTH, HEADS, DEPTH)
     return x + _attend(kind, q, alpha).reshape(x.shape)
+
+  return layer
+
+
+def _model_loss(kind: str, scan: bool) -> Callable[..., Any]:
+  layer = _layer(kind)
 
   def loss(params, x):
     if scan:
@@ -201,20 +219,24 @@ def _model_loss(kind: str, scan: bool) -> Callable[..., Any]:
   return jax.grad(loss)
 
 
-def model_compile_rows() -> list[list[str]]:
+def _model_inputs(layers: int | None) -> tuple[Any, jax.Array]:
+  """The parameters (stacked over ``layers``, or one layer's) and ``x``."""
   width = HEADS * DEPTH
-  x = _array(3, (2, LENGTH, width))
-  params = (
-    jnp.tile(jnp.eye(width)[None] * 0.1, (LAYERS, 1, 1)),
-    jnp.full((LAYERS, HEADS), 1.3),
-  )
+  w, alpha = jnp.eye(width) * 0.1, jnp.full((HEADS,), 1.3)
+  if layers is not None:
+    w, alpha = jnp.tile(w, (layers, 1, 1)), jnp.tile(alpha, (layers, 1))
+  return (w, alpha), _array(3, (2, LENGTH, width))
+
+
+def model_compile_rows() -> list[list[str]]:
+  params, x = _model_inputs(LAYERS)
   results = {}
   for scan in (False, True):
-    for kind in ("dense softmax", "blockwise softmax", "blockwise per-head α"):
+    for kind in MODELS:
       trace, comp = _compile_seconds(_model_loss(kind, scan), params, x)
       results[(kind, scan)] = trace + comp
       print(f"  model {kind} scan={scan} done", flush=True)
-  reference = results[("dense softmax", False)]
+  reference = results[(REFERENCE, False)]
   rows = []
   for (kind, scan), total in results.items():
     ratio = total / reference
@@ -232,6 +254,40 @@ def model_compile_rows() -> list[list[str]]:
   return rows
 
 
+def _compiled(f: Callable[..., Any], *args: Any) -> tuple[float, str]:
+  """The least of 3 trace+lower+compile times of ``f``, and its XLA text."""
+  best = float("inf")
+  for _ in range(3):
+    fresh = lambda *a: f(*a)  # a new function: jit's caches miss
+    start = time.perf_counter()
+    compiled = jax.jit(fresh).lower(*args).compile()
+    best = min(best, time.perf_counter() - start)
+  return best, compiled.as_text()
+
+
+def layer_compile_rows() -> list[list[str]]:
+  """One layer of the model, forward and forward+backward: where it goes.
+
+  XLA:CPU compiles every fusion (the unit of generated code) separately,
+  and every while loop's body on its own; the counts come from the
+  compiled module's text.
+  """
+  params, x = _model_inputs(None)
+  rows = []
+  for kind in LAYER_KINDS:
+    layer = _layer(kind)
+    forward = lambda p, x, layer=layer: layer(x, p)
+    loss = lambda p, x, layer=layer: jnp.sum(jnp.square(layer(x, p)))
+    for name, f in (("fwd", forward), ("fwd+bwd", jax.grad(loss, (0, 1)))):
+      seconds, text = _compiled(f, params, x)
+      fusions = len(re.findall(r"^%?fused_computation", text, re.M))
+      rows.append(
+        [kind, name, f"{seconds:.2f}", str(text.count(" while(")), str(fusions)]
+      )
+    print(f"  layer {kind} done", flush=True)
+  return rows
+
+
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--repeats", type=int, default=9)  # calls 2..10
@@ -241,6 +297,7 @@ def main(argv: list[str] | None = None) -> None:
   eager = eager_rows(repeats)
   functions = function_compile_rows()
   models = model_compile_rows()
+  layers = layer_compile_rows()
   body = "\n\n".join(
     [
       "### Eager calls",
@@ -272,6 +329,14 @@ def main(argv: list[str] | None = None) -> None:
       timing.markdown_table(
         ["attention", "layers", "compile (s)", "ratio to dense softmax"],
         models,
+      ),
+      "### Where a layer's compile time goes",
+      "One layer of that model, trace + lower + compile (s, the least of "
+      "3), with the while loops and fusions of the compiled module (XLA:CPU "
+      "generates and compiles code per fusion).",
+      timing.markdown_table(
+        ["attention", "pass", "compile (s)", "while loops", "fusions"],
+        layers,
       ),
     ]
   )
