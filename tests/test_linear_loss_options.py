@@ -799,10 +799,11 @@ def test_label_range(name):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["softmax", "sparsemax"])
 def test_vmap_and_jit(name):
-  """vmap over examples (hidden, labels, where; a weight per example) and
-  jit give the plain call's values and gradients, with every option, for
+  """vmap over examples (hidden, labels, where; a weight per example) gives
+  each example's own call's values and gradients, with every option, for
   reductions "none" and "mean". A third of the tokens are near-uniform
-  (wide supports: the fallback's loop runs under vmap)."""
+  (wide supports: the fallback's loop runs under vmap). The per-example
+  calls are jitted: an eager gradient costs seconds here (CI time)."""
   n, t, d, v = 2, 12, 8, 70
   kh, kw, ky, km = jax.random.split(jax.random.key(9), 4)
   h = jax.random.normal(kh, (n, t, d)).at[:, ::3].multiply(0.01)
@@ -827,10 +828,7 @@ def test_vmap_and_jit(name):
   g = jax.value_and_grad(objective, (0, 1), has_aux=True)
   batched = jax.jit(jax.vmap(g))(h, w, y, where)
   for i in range(n):
-    plain = g(h[i], w[i], y[i], where[i])
-    jitted = jax.jit(g)(h[i], w[i], y[i], where[i])
-    for got, want in zip(jax.tree.leaves(jitted), jax.tree.leaves(plain)):
-      _assert_close(got, want, rtol=1e-6, atol=1e-6)
+    plain = jax.jit(g)(h[i], w[i], y[i], where[i])
     for got, want in zip(jax.tree.leaves(batched), jax.tree.leaves(plain)):
       _assert_close(got[i], want, rtol=2e-5, atol=2e-5)
 

@@ -84,8 +84,12 @@ def _hessian(f, x):
   return jax.hessian(flat)(x.ravel())
 
 
+# Sparsemax takes the same exact forward mode as entmax15 (CI time).
+HESSIAN_CASES = [c for c in CASES if c != "attention-sparsemax"]
+
+
 @pytest.mark.parametrize(
-  "case", slow_except(CASES, "attention-entmax15", "loss-softmax")
+  "case", slow_except(HESSIAN_CASES, "attention-entmax15", "loss-softmax")
 )
 def test_forward_over_reverse_matches_the_in_memory_hessian(case):
   blockwise, dense, x = CASES[case]()
