@@ -436,7 +436,13 @@ def test_memory_fwd_bwd(name):
   assert theirs >= logits  # the materialised loss
   # The sparse losses hold one d × V array, dWᵀ (Wᵀ shares its buffer).
   assert ours <= 2 * T_MEM * C_MEM * 4 + D_MEM * V_MEM * 4, ours
-  assert ours <= theirs // 16, (ours, theirs)  # issue 17's target
+  # Issue 17's target was 1/16 of the in-memory loss, which then held three
+  # [T, V] buffers for the sparse losses. Since the in-memory losses run
+  # through their own jit under transformations too (issue 25) XLA holds
+  # two, the least a materialised fwd+bwd can (the logits and their
+  # cotangent); against that the sparse fused losses are at 1/14.
+  assert theirs >= 2 * logits
+  assert ours <= theirs // (16 if name == "softmax" else 12), (ours, theirs)
 
 
 def test_memory_untied_weight_not_copied():
