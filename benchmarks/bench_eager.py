@@ -178,9 +178,19 @@ def function_compile_rows() -> list[list[str]]:
 
 LAYERS, LENGTH, HEADS, DEPTH = 12, 256, 4, 16
 REFERENCE = "dense softmax"
-MODELS = (REFERENCE, "dense per-head α", "blockwise softmax")
-MODELS += ("blockwise per-head α",)
-LAYER_KINDS = MODELS[:3] + ("blockwise α = 1.5", "blockwise per-head α")
+MODELS = (
+  REFERENCE,
+  "dense per-head α",
+  "blockwise softmax",
+  "blockwise per-head α",
+)
+LAYER_KINDS = (
+  REFERENCE,
+  "dense per-head α",
+  "blockwise softmax",
+  "blockwise α = 1.5",
+  "blockwise per-head α",
+)
 
 
 def _attend(kind: str, q: jax.Array, alpha: jax.Array) -> jax.Array:
